@@ -1,0 +1,97 @@
+import CBLAS
+
+/// Row-major single-precision GEMM: C = alpha * op(A) * op(B) + beta * C, with op(A) M x K and op(B) K x N.
+///
+/// Large products are split over `Threading.threadCount` workers along M (or N when M is small), each
+/// calling single-threaded OpenBLAS on its block.
+public func sgemm(
+    transposeA: Bool = false, transposeB: Bool = false,
+    m: Int, n: Int, k: Int,
+    alpha: Float = 1,
+    a: UnsafePointer<Float>, lda: Int,
+    b: UnsafePointer<Float>, ldb: Int,
+    beta: Float = 0,
+    c: UnsafeMutablePointer<Float>, ldc: Int,
+    parallel: Bool = true
+) {
+    if m == 0 || n == 0 { return }
+    let work = m * n * max(k, 1)
+    let threads = parallel ? Threading.threadCount : 1
+    // Below ~1 MFLOP the split costs more than it saves.
+    if threads == 1 || work < 1 << 19 {
+        sgemmBlock(transposeA, transposeB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+        return
+    }
+    let pa = UncheckedBox(a), pb = UncheckedBox(b), pc = UncheckedBox(c)
+    if m >= n || m >= 64 * threads {
+        Threading.parallelRanges(m, granularity: 16) { rows in
+            let aBlock = transposeA ? pa.value + rows.lowerBound : pa.value + rows.lowerBound * lda
+            sgemmBlock(transposeA, transposeB, rows.count, n, k, alpha, aBlock, lda, pb.value, ldb, beta,
+                       pc.value + rows.lowerBound * ldc, ldc)
+        }
+    } else {
+        Threading.parallelRanges(n, granularity: 16) { cols in
+            let bBlock = transposeB ? pb.value + cols.lowerBound * ldb : pb.value + cols.lowerBound
+            sgemmBlock(transposeA, transposeB, m, cols.count, k, alpha, pa.value, lda, bBlock, ldb, beta,
+                       pc.value + cols.lowerBound, ldc)
+        }
+    }
+}
+
+@inline(__always)
+private func sgemmBlock(
+    _ ta: Bool, _ tb: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
+    _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
+    _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int
+) {
+    if k == 0 {
+        // OpenBLAS returns early for K = 0 without applying beta; define the result explicitly.
+        for i in 0..<m { for j in 0..<n { c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j] } }
+        return
+    }
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+}
+
+/// Matrix product of the last two dimensions, batched over the leading ones (which must match,
+/// or `b` may be a plain matrix shared by every batch item).
+public func matmul(_ a: Tensor, _ b: Tensor, transposeB: Bool = false) -> Tensor {
+    precondition(a.rank >= 2 && b.rank >= 2, "matmul needs matrices, got \(a.shape) and \(b.shape)")
+    let m = a.shape[a.rank - 2], k = a.shape[a.rank - 1]
+    let bRows = b.shape[b.rank - 2], bCols = b.shape[b.rank - 1]
+    let n = transposeB ? bRows : bCols
+    precondition((transposeB ? bCols : bRows) == k, "matmul inner dimensions differ: \(a.shape) x \(b.shape)")
+    let batchShape = Array(a.shape.dropLast(2))
+    let batch = Tensor.elementCount(batchShape)
+    let bShared = b.rank == 2
+    precondition(bShared || Array(b.shape.dropLast(2)) == batchShape, "matmul batch shapes differ: \(a.shape) x \(b.shape)")
+    let out = Tensor(uninitializedShape: batchShape + [m, n])
+    if bShared {
+        // One big GEMM over all batch rows.
+        sgemm(transposeB: transposeB, m: batch * m, n: n, k: k, a: a.pointer, lda: k,
+              b: b.pointer, ldb: bCols, c: out.mutablePointer, ldc: n)
+    } else {
+        for i in 0..<batch {
+            sgemm(transposeB: transposeB, m: m, n: n, k: k, a: a.pointer + i * m * k, lda: k,
+                  b: b.pointer + i * bRows * bCols, ldb: bCols, c: out.mutablePointer + i * m * n, ldc: n)
+        }
+    }
+    return out
+}
+
+/// y = x W^T + bias over the last dimension, with `weight` [out, in] as stored by PyTorch's nn.Linear.
+public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) -> Tensor {
+    precondition(weight.rank == 2 && x.shape.last == weight.shape[1],
+                 "linear: input \(x.shape) does not fit weight \(weight.shape)")
+    let outFeatures = weight.shape[0], inFeatures = weight.shape[1]
+    let rows = x.count / max(inFeatures, 1)
+    let out = Tensor(uninitializedShape: Array(x.shape.dropLast()) + [outFeatures])
+    let o = out.mutablePointer
+    if let bias {
+        precondition(bias.count == outFeatures, "linear: bias \(bias.shape) for \(outFeatures) outputs")
+        for r in 0..<rows { (o + r * outFeatures).update(from: bias.pointer, count: outFeatures) }
+    }
+    sgemm(transposeB: true, m: rows, n: outFeatures, k: inFeatures, a: x.pointer, lda: inFeatures,
+          b: weight.pointer, ldb: inFeatures, beta: bias == nil ? 0 : 1, c: o, ldc: outFeatures)
+    return out
+}
