@@ -1,1 +1,48 @@
-print("bench")
+import Foundation
+import Tensors
+
+// tokenflow-bench: kernel throughput at Stable Diffusion shapes, side by side with PyTorch.
+//   tokenflow-bench kernels [--threads N] [--python PATH]   GFLOP/s table (PyTorch column when PATH runs torch)
+//   tokenflow-bench memory attention|nn                      peak RSS growth of one 4096-token call
+let arguments = Array(CommandLine.arguments.dropFirst())
+func option(_ name: String) -> String? {
+    guard let i = arguments.firstIndex(of: name), i + 1 < arguments.count else { return nil }
+    return arguments[i + 1]
+}
+let threads = Int(option("--threads") ?? "") ?? Threading.onlineCores
+Threading.configure(threads: threads)
+
+switch arguments.first {
+case "kernels":
+    let python = option("--python") ?? ProcessInfo.processInfo.environment["TOKENFLOW_TORCH_PYTHON"] ?? "venv/bin/python"
+    let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("scripts/bench_kernels_torch.py").path
+    let torch = pytorchKernelFigures(python: python, script: script, threads: threads)
+    print("threads=\(threads)  (GFLOP/s, median of 5; PyTorch column from \(torch.isEmpty ? "-- no PyTorch venv found" : python))")
+    print("kernel".padding(toLength: 34, withPad: " ", startingAt: 0) + "   swift  pytorch  swift/pytorch")
+    for kernel in kernelCases() {
+        let seconds = medianSeconds(repeats: 5, kernel.run)
+        let gflops = kernel.flops / seconds / 1e9
+        var line = kernel.name.padding(toLength: 34, withPad: " ", startingAt: 0) + String(format: " %7.1f", gflops)
+        if let reference = torch[kernel.name] {
+            line += String(format: "  %7.1f  %6.2f", reference, gflops / reference)
+        }
+        print(line)
+    }
+case "memory":
+    let kind = arguments.dropFirst().first ?? "attention"
+    let q = Tensor(shape: [1, 4096, 320], repeating: 0.01), k = Tensor(shape: [1, 4096, 320], repeating: 0.02)
+    let before = peakResidentMegabytes()
+    if kind == "nn" {
+        _ = nearestNeighborIndices(queries: q.reshaped([4096, 320]), candidates: k.reshaped([4096, 320]))
+    } else {
+        _ = attention(query: q, key: k, value: k, heads: 5)
+    }
+    let after = peakResidentMegabytes()
+    let fullMatrix = kind == "nn" ? 4096.0 * 4096 * 4 / 1e6 : 4096.0 * 4096 * 5 * 4 / 1e6
+    print(String(format: "%@: peak RSS %.1f MB before, %.1f MB after (+%.1f MB); a full similarity matrix would be %.0f MB",
+                 kind, before, after, after - before, fullMatrix))
+default:
+    print("usage: tokenflow-bench kernels [--threads N] [--python PATH] | memory attention|nn")
+    exit(2)
+}

@@ -1,0 +1,90 @@
+import Tensors
+
+/// diffusers' `Attention` module: to_q/to_k/to_v projections, multi-head scaled dot-product
+/// attention, to_out.0. The pieces are public so an editing hook can run them separately
+/// (inject queries/keys, attend across frames) without re-implementing the layer.
+public struct AttentionLayer: Sendable {
+    public let toQ: Linear, toK: Linear, toV: Linear, toOut: Linear
+    public let heads: Int
+
+    /// `qkvBias`: the VAE's attention has projection biases, the UNet's has none.
+    init(_ store: WeightStore, _ prefix: String, queryDim: Int, contextDim: Int, heads: Int, qkvBias: Bool) throws {
+        toQ = try Linear(store, "\(prefix).to_q", in: queryDim, out: queryDim, bias: qkvBias)
+        toK = try Linear(store, "\(prefix).to_k", in: contextDim, out: queryDim, bias: qkvBias)
+        toV = try Linear(store, "\(prefix).to_v", in: contextDim, out: queryDim, bias: qkvBias)
+        toOut = try Linear(store, "\(prefix).to_out.0", in: queryDim, out: queryDim)
+        self.heads = heads
+    }
+
+    /// Attention of `x` [B, N, C] over `context` [B, M, Cc] (itself when nil).
+    public func callAsFunction(_ x: Tensor, context: Tensor? = nil) -> Tensor {
+        let source = context ?? x
+        return toOut(attend(query: toQ(x), key: toK(source), value: toV(source)))
+    }
+
+    /// Multi-head attention on already projected [B, N, C] tensors (before to_out).
+    public func attend(query: Tensor, key: Tensor, value: Tensor) -> Tensor {
+        attention(query: query, key: key, value: value, heads: heads)
+    }
+}
+
+/// diffusers' `ResnetBlock2D` (time-embedding "default" shift mode; the VAE passes no embedding).
+public struct ResnetBlock: Sendable {
+    public let path: String
+    let norm1: GroupNorm, conv1: Conv2d, norm2: GroupNorm, conv2: Conv2d
+    let timeProjection: Linear?
+    let shortcut: Conv2d?
+
+    init(_ store: WeightStore, _ path: String, in inChannels: Int, out outChannels: Int, groups: Int, eps: Float,
+         timeEmbeddingDim: Int?) throws {
+        self.path = path
+        norm1 = try GroupNorm(store, "\(path).norm1", channels: inChannels, groups: groups, eps: eps)
+        conv1 = try Conv2d(store, "\(path).conv1", in: inChannels, out: outChannels, kernel: 3)
+        timeProjection = try timeEmbeddingDim.map { try Linear(store, "\(path).time_emb_proj", in: $0, out: outChannels) }
+        norm2 = try GroupNorm(store, "\(path).norm2", channels: outChannels, groups: groups, eps: eps)
+        conv2 = try Conv2d(store, "\(path).conv2", in: outChannels, out: outChannels, kernel: 3)
+        shortcut = inChannels == outChannels ? nil : try Conv2d(store, "\(path).conv_shortcut", in: inChannels, out: outChannels, kernel: 1)
+    }
+
+    /// `activatedTimeEmbedding` is silu(temb) [B, T], computed once per UNet call.
+    /// `afterConv2` may replace the residual branch before it is added (PnP feature injection).
+    public func callAsFunction(_ x: Tensor, activatedTimeEmbedding: Tensor? = nil,
+                               afterConv2: ((String, Tensor) -> Tensor)? = nil) -> Tensor {
+        var h = conv1(norm1(x, silu: true))
+        if let timeProjection, let activatedTimeEmbedding {
+            h = addPerChannel(h, timeProjection(activatedTimeEmbedding))
+        }
+        h = conv2(norm2(h, silu: true))
+        if let afterConv2 { h = afterConv2(path, h) }
+        let residual = shortcut.map { $0(x) } ?? x
+        addInPlace(h, residual)
+        return h
+    }
+}
+
+/// Stride-2 3x3 convolution (`Downsample2D` with use_conv). The VAE's uses padding 0 after padding
+/// the right and bottom edges by one; the UNet's pads 1 on every side.
+struct Downsample: Sendable {
+    let conv: Conv2d
+
+    init(_ store: WeightStore, _ prefix: String, channels: Int, padding: Int) throws {
+        let pad = padding == 0 ? Padding2D(top: 0, left: 0, bottom: 1, right: 1) : .uniform(padding)
+        conv = try Conv2d(store, "\(prefix).conv", in: channels, out: channels, kernel: 3, stride: 2, padding: pad)
+    }
+
+    func callAsFunction(_ x: Tensor) -> Tensor { conv(x) }
+}
+
+/// Nearest-neighbour upsampling to `size` (2x unless the encoder side had odd sizes), then 3x3 conv.
+struct Upsample: Sendable {
+    let conv: Conv2d
+
+    init(_ store: WeightStore, _ prefix: String, channels: Int) throws {
+        conv = try Conv2d(store, "\(prefix).conv", in: channels, out: channels, kernel: 3)
+    }
+
+    func callAsFunction(_ x: Tensor, size: (height: Int, width: Int)? = nil) -> Tensor {
+        let target = size ?? (x.shape[2] * 2, x.shape[3] * 2)
+        return conv(resizeNearest(x, height: target.height, width: target.width))
+    }
+}

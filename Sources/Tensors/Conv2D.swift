@@ -1,0 +1,84 @@
+/// Zero padding on each side of a 2-D convolution's input.
+public struct Padding2D: Sendable, Equatable {
+    public var top: Int, left: Int, bottom: Int, right: Int
+    public init(top: Int, left: Int, bottom: Int, right: Int) {
+        self.top = top; self.left = left; self.bottom = bottom; self.right = right
+    }
+    public static func uniform(_ p: Int) -> Padding2D { Padding2D(top: p, left: p, bottom: p, right: p) }
+}
+
+/// 2-D convolution, NCHW input, weight [Cout, Cin, kh, kw] (PyTorch layout), optional bias [Cout].
+///
+/// 1x1 stride-1 convolutions are one GEMM on the input as stored. Other kernels unfold the input
+/// (im2col) one band of output rows at a time, so the unfold buffer stays at about 16 MB whatever
+/// the image size (a whole-image unfold at 512x512 with 128 channels would be 1.2 GB).
+public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0) -> Tensor {
+    conv2d(x, weight: weight, bias: bias, stride: stride, padding: .uniform(padding))
+}
+
+/// `unfoldBudget` bounds the im2col band in elements (tests lower it to exercise several bands).
+public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padding: Padding2D,
+                   unfoldBudget: Int = 4 << 20) -> Tensor {
+    precondition(x.rank == 4 && weight.rank == 4, "conv2d: input \(x.shape) and weight \(weight.shape) must be 4-D")
+    let (batch, inChannels, height, width) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let (outChannels, kernelH, kernelW) = (weight.shape[0], weight.shape[2], weight.shape[3])
+    precondition(weight.shape[1] == inChannels, "conv2d: input has \(inChannels) channels, weight \(weight.shape) expects \(weight.shape[1])")
+    precondition(bias == nil || bias!.count == outChannels, "conv2d: bias must have \(outChannels) entries")
+    let outH = (height + padding.top + padding.bottom - kernelH) / stride + 1
+    let outW = (width + padding.left + padding.right - kernelW) / stride + 1
+    precondition(outH > 0 && outW > 0, "conv2d: input \(x.shape) too small for kernel \(kernelH)x\(kernelW)")
+    let out = Tensor(uninitializedShape: [batch, outChannels, outH, outW])
+    let outPlane = outH * outW
+    let k = inChannels * kernelH * kernelW
+
+    for n in 0..<batch {
+        let src = x.pointer + n * inChannels * height * width
+        let dst = out.mutablePointer + n * outChannels * outPlane
+        if let bias {
+            for o in 0..<outChannels { (dst + o * outPlane).initialize(repeating: bias.pointer[o], count: outPlane) }
+        }
+        let beta: Float = bias == nil ? 0 : 1
+        if kernelH == 1 && kernelW == 1 && stride == 1 && padding == .uniform(0) {
+            sgemm(m: outChannels, n: outPlane, k: inChannels, a: weight.pointer, lda: inChannels,
+                  b: src, ldb: outPlane, beta: beta, c: dst, ldc: outPlane)
+            continue
+        }
+        let bandRows = max(1, min(outH, unfoldBudget / max(k * outW, 1)))
+        let columns = UnsafeMutablePointer<Float>.allocate(capacity: k * bandRows * outW)
+        defer { columns.deallocate() }
+        var firstRow = 0
+        while firstRow < outH {
+            let rows = min(bandRows, outH - firstRow)
+            let bandWidth = rows * outW
+            let source = UncheckedBox(src), columnBox = UncheckedBox(columns)
+            // Row (c, ky, kx) of the unfolded band holds input pixel (oy*stride+ky-top, ox*stride+kx-left).
+            Threading.parallelRanges(inChannels) { channels in
+                for c in channels {
+                    let plane = source.value + c * height * width
+                    for ky in 0..<kernelH {
+                        for kx in 0..<kernelW {
+                            let row = columnBox.value + ((c * kernelH + ky) * kernelW + kx) * bandWidth
+                            for r in 0..<rows {
+                                let iy = (firstRow + r) * stride + ky - padding.top
+                                let dstRow = row + r * outW
+                                if iy < 0 || iy >= height {
+                                    dstRow.initialize(repeating: 0, count: outW)
+                                    continue
+                                }
+                                let srcRow = plane + iy * width
+                                for ox in 0..<outW {
+                                    let ix = ox * stride + kx - padding.left
+                                    dstRow[ox] = (ix >= 0 && ix < width) ? srcRow[ix] : 0
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            sgemm(m: outChannels, n: bandWidth, k: k, a: weight.pointer, lda: k,
+                  b: columns, ldb: bandWidth, beta: beta, c: dst + firstRow * outW, ldc: outPlane)
+            firstRow += rows
+        }
+    }
+    return out
+}

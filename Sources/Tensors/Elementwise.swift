@@ -1,0 +1,114 @@
+// Element-wise kernels. Large tensors are split over the worker threads in contiguous chunks.
+
+/// Runs `body` over `0..<count` in parallel chunks when the tensor is big enough to pay for it.
+@inline(__always)
+func forEachChunk(_ count: Int, _ body: (Range<Int>) -> Void) {
+    if count < 1 << 16 {
+        body(0..<count)
+    } else {
+        Threading.parallelRanges(count, granularity: 4096, body)
+    }
+}
+
+/// out = op(x) element-wise, vectorised.
+public func map(_ x: Tensor, _ op: (FloatVector) -> FloatVector) -> Tensor {
+    let out = Tensor(uninitializedShape: x.shape)
+    let input = UncheckedBox(x.pointer), output = UncheckedBox(out.mutablePointer)
+    forEachChunk(x.count) { range in
+        mapVectors(input.value + range.lowerBound, output.value + range.lowerBound, range.count, op)
+    }
+    return out
+}
+
+/// x * sigmoid(x)
+public func silu(_ x: Tensor) -> Tensor { map(x, siluVector) }
+
+/// 0.5 x (1 + erf(x / sqrt 2)): PyTorch's default (exact) GELU.
+public func gelu(_ x: Tensor) -> Tensor { map(x, geluVector) }
+
+/// x * sigmoid(1.702 x): CLIP's quick_gelu.
+public func quickGelu(_ x: Tensor) -> Tensor { map(x) { v in v / (1 + vectorExp(-1.702 * v)) } }
+
+@inline(__always) func siluVector(_ v: FloatVector) -> FloatVector { v / (1 + vectorExp(-v)) }
+@inline(__always) func geluVector(_ v: FloatVector) -> FloatVector {
+    0.5 * v * (1 + vectorErf(v * 0.70710678118654752))
+}
+
+/// GEGLU as in diffusers' feed-forward: x [..., 2D] -> hidden [..., D] * gelu(gate [..., D]).
+public func geglu(_ x: Tensor) -> Tensor {
+    let width = x.shape.last! / 2
+    precondition(width * 2 == x.shape.last!, "geglu needs an even last dimension, got \(x.shape)")
+    let rows = x.count / max(2 * width, 1)
+    let out = Tensor(uninitializedShape: Array(x.shape.dropLast()) + [width])
+    let input = UncheckedBox(x.pointer), output = UncheckedBox(out.mutablePointer)
+    let body: (Range<Int>) -> Void = { range in
+        for r in range {
+            let hidden = input.value + r * 2 * width, gate = hidden + width, o = output.value + r * width
+            mapVectors(gate, o, width, geluVector)
+            var j = 0
+            while j + 16 <= width {
+                storeVector(loadVector(o + j) * loadVector(hidden + j), o + j)
+                j += 16
+            }
+            while j < width { o[j] *= hidden[j]; j += 1 }
+        }
+    }
+    if x.count < 1 << 16 { body(0..<rows) } else { Threading.parallelRanges(rows, body) }
+    return out
+}
+
+/// a + b for equal shapes.
+public func add(_ a: Tensor, _ b: Tensor) -> Tensor {
+    precondition(a.shape == b.shape, "add: shapes differ \(a.shape) vs \(b.shape)")
+    let out = a.copy()
+    addInPlace(out, b)
+    return out
+}
+
+/// target += other (equal element counts).
+public func addInPlace(_ target: Tensor, _ other: Tensor, scale: Float = 1) {
+    precondition(target.count == other.count, "addInPlace: sizes differ \(target.shape) vs \(other.shape)")
+    let t = UncheckedBox(target.mutablePointer), o = UncheckedBox(other.pointer)
+    forEachChunk(target.count) { range in
+        let tp = t.value, op = o.value
+        for i in range { tp[i] += scale * op[i] }
+    }
+}
+
+/// x * factor.
+public func scaled(_ x: Tensor, by factor: Float) -> Tensor { map(x) { $0 * factor } }
+
+/// a * sa + b * sb, element-wise (used by schedulers and guidance).
+public func linearCombination(_ a: Tensor, _ sa: Float, _ b: Tensor, _ sb: Float) -> Tensor {
+    precondition(a.count == b.count, "linearCombination: sizes differ \(a.shape) vs \(b.shape)")
+    let out = Tensor(uninitializedShape: a.shape)
+    let pa = UncheckedBox(a.pointer), pb = UncheckedBox(b.pointer), po = UncheckedBox(out.mutablePointer)
+    forEachChunk(a.count) { range in
+        for i in range { po.value[i] = pa.value[i] * sa + pb.value[i] * sb }
+    }
+    return out
+}
+
+/// x [N, C, ...] + perChannel [N, C] (or [C]) broadcast over the trailing dimensions.
+public func addPerChannel(_ x: Tensor, _ perChannel: Tensor) -> Tensor {
+    let n = x.shape[0], c = x.shape[1]
+    let inner = x.count / max(n * c, 1)
+    precondition(perChannel.count == n * c || perChannel.count == c,
+                 "addPerChannel: \(perChannel.shape) does not broadcast to \(x.shape)")
+    let shared = perChannel.count == c
+    let out = x.copy()
+    let o = UncheckedBox(out.mutablePointer), p = UncheckedBox(perChannel.pointer)
+    Threading.parallelRanges(n * c) { planes in
+        for plane in planes {
+            let value = p.value[shared ? plane % c : plane]
+            let row = o.value + plane * inner
+            for i in 0..<inner { row[i] += value }
+        }
+    }
+    return out
+}
+
+/// Clamp every element to [low, high].
+public func clamped(_ x: Tensor, _ low: Float, _ high: Float) -> Tensor {
+    map(x) { $0.clamped(lowerBound: FloatVector(repeating: low), upperBound: FloatVector(repeating: high)) }
+}

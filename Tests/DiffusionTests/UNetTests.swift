@@ -1,0 +1,50 @@
+import Diffusion
+import Tensors
+import XCTest
+
+/// UNet noise predictions against diffusers' UNet2DConditionModel on the tiny fixtures (batch 2,
+/// non-square 16x8 latent, three timesteps and per-sample timesteps). Tolerance 1e-4 relative to the
+/// output scale: the network is ~40 float32 layers deep, and reordered float32 sums differ by ~1e-6
+/// per layer; a wrong layer (head split, eps, projection, skip order) gives errors of 1e-2 or more.
+final class UNetTests: XCTestCase {
+    let tolerance: Float = 1e-4
+
+    func check(_ model: String) throws {
+        let unet = try UNet(directory: tinyModelDirectory(model) + "/unet")
+        let expected = try expectedOutputs(model)
+        let sample = try expected.tensor("unet.sample"), context = try expected.tensor("unet.encoder_hidden_states")
+        for t in [1, 500, 981] {
+            let out = unet(sample, timesteps: [Float(t)], context: context)
+            assertMatches(out, try expected.tensor("unet.t\(t).out"), tolerance: tolerance, "\(model) t=\(t)")
+        }
+        let perSample = try expected.tensor("unet.per_sample.timesteps").scalars
+        assertMatches(unet(sample, timesteps: perSample, context: context), try expected.tensor("unet.per_sample.out"),
+                      tolerance: tolerance, "\(model) per-sample timesteps")
+    }
+
+    func testSD2StyleUNetMatchesDiffusers() throws { try check("sd2-tiny") }
+    func testSD15StyleUNetMatchesDiffusers() throws { try check("sd15-tiny") }
+
+    /// Hooks that change nothing must give exactly the plain forward; a hook must see every block.
+    func testNeutralHooksSeeEveryBlockAndChangeNothing() throws {
+        final class Recorder: UNetHooks {
+            var attentionBlocks: [String] = [], resnets: [String] = []
+            func selfAttention(block: String, normed: Tensor, attention: AttentionLayer) -> Tensor? {
+                attentionBlocks.append(block)
+                return attention(normed)
+            }
+            func resnetAfterConv2(resnet: String, hidden: Tensor) -> Tensor { resnets.append(resnet); return hidden }
+        }
+        let unet = try UNet(directory: tinyModelDirectory("sd2-tiny") + "/unet")
+        let expected = try expectedOutputs("sd2-tiny")
+        let sample = try expected.tensor("unet.sample"), context = try expected.tensor("unet.encoder_hidden_states")
+        let recorder = Recorder()
+        let hooked = unet(sample, timesteps: [500], context: context, hooks: recorder)
+        XCTAssertEqual(hooked.scalars, unet(sample, timesteps: [500], context: context).scalars)
+        // 3 attention levels x 2 down + 1 mid + 3 levels x 3 up = 16 transformer blocks; 8 + 2 + 12 resnets.
+        XCTAssertEqual(recorder.attentionBlocks.count, 16)
+        XCTAssertEqual(recorder.resnets.count, 22)
+        XCTAssertTrue(recorder.attentionBlocks.contains("up_blocks.1.attentions.1.transformer_blocks.0"))
+        XCTAssertTrue(recorder.resnets.contains("up_blocks.1.resnets.1"))
+    }
+}

@@ -1,0 +1,27 @@
+import Foundation
+import Tensors
+import XCTest
+
+/// Folder of the committed fixtures (Tests/Fixtures), found from this source file's location.
+let fixturesDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+    .deletingLastPathComponent().appendingPathComponent("Fixtures").path
+
+/// Largest |actual - expected| divided by max(1, largest |expected|): the "relative to output scale" error.
+func scaledMaxError(_ actual: Tensor, _ expected: Tensor) -> Float {
+    precondition(actual.count == expected.count)
+    var worst: Float = 0, scale: Float = 1
+    for i in 0..<actual.count {
+        worst = max(worst, abs(actual[flat: i] - expected[flat: i]))
+        scale = max(scale, abs(expected[flat: i]))
+    }
+    return actual[flat: 0].isNaN ? .infinity : worst / scale
+}
+
+func assertClose(_ actual: Tensor, _ expected: Tensor, tolerance: Float, _ label: String,
+                 file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertEqual(actual.shape, expected.shape, "\(label): shape", file: file, line: line)
+    guard actual.shape == expected.shape else { return }
+    let error = scaledMaxError(actual, expected)
+    XCTAssertLessThanOrEqual(error, tolerance, "\(label): scaled max error \(error)", file: file, line: line)
+    XCTAssertFalse(actual.scalars.contains { !$0.isFinite }, "\(label): non-finite output", file: file, line: line)
+}

@@ -1,0 +1,110 @@
+import Tensors
+import XCTest
+
+/// Each kernel against PyTorch (Tests/Fixtures/kernels.safetensors, written by
+/// generate_kernel_fixtures.py). Tolerance: max abs error <= 1e-4 x max(1, |expected|max). Float32
+/// GEMMs with K <= 600 accumulate ~1e-6 relative rounding; 1e-4 leaves room for a different
+/// summation order (OpenBLAS vs MKL-DNN) and the polynomial exp/erf (~2e-7) without hiding a real bug,
+/// which shows up as errors of order 1e-2 or more.
+final class KernelTests: XCTestCase {
+    static let fixtures = try! SafetensorsFile(path: fixturesDirectory + "/kernels.safetensors")
+    let tolerance: Float = 1e-4
+
+    func t(_ name: String) -> Tensor { try! Self.fixtures.tensor(name) }
+
+    override func setUp() { Threading.configure(threads: 2) }
+
+    func testMatmul() {
+        assertClose(matmul(t("matmul.a"), t("matmul.b")), t("matmul.out"), tolerance: tolerance, "matmul")
+        assertClose(matmul(t("bmm.a"), t("bmm.b")), t("bmm.out"), tolerance: tolerance, "batched matmul")
+        assertClose(matmul(t("matmul_bt.a"), t("matmul_bt.b"), transposeB: true), t("matmul_bt.out"),
+                    tolerance: tolerance, "matmul with B transposed, split over threads")
+    }
+
+    func testMatmulIsTheSameOnOneAndTwoThreads() {
+        let a = t("matmul_bt.a"), b = t("matmul_bt.b")
+        Threading.configure(threads: 1)
+        let single = matmul(a, b, transposeB: true)
+        Threading.configure(threads: 2)
+        let double = matmul(a, b, transposeB: true)
+        XCTAssertEqual(single.scalars, double.scalars)
+    }
+
+    func testLinear() {
+        assertClose(linear(t("linear.x"), weight: t("linear.w"), bias: t("linear.b")), t("linear.out"),
+                    tolerance: tolerance, "linear")
+    }
+
+    func testConvolutions() {
+        for name in ["conv3x3", "conv3x3s2", "conv1x1", "conv3x3_wide"] {
+            let w = t("\(name).w")
+            let stride = name.contains("s2") ? 2 : 1
+            let padding = w.shape[2] == 3 ? 1 : 0
+            assertClose(conv2d(t("\(name).x"), weight: w, bias: t("\(name).b"), stride: stride, padding: padding),
+                        t("\(name).out"), tolerance: tolerance, name)
+        }
+        let asymmetric = conv2d(t("conv3x3s2_asym.x"), weight: t("conv3x3s2_asym.w"), bias: t("conv3x3s2_asym.b"),
+                                stride: 2, padding: Padding2D(top: 0, left: 0, bottom: 1, right: 1))
+        assertClose(asymmetric, t("conv3x3s2_asym.out"), tolerance: tolerance, "conv stride 2, pad right/bottom")
+    }
+
+    func testConvolutionInSeveralBandsMatchesOneBand() {
+        let x = t("conv3x3_wide.x"), w = t("conv3x3_wide.w"), b = t("conv3x3_wide.b")
+        // 64 channels x 9 taps x 18 columns = 10368 elements per output row: a budget of 3 rows
+        // gives 7 bands of 3 rows with a short last band.
+        let banded = conv2d(x, weight: w, bias: b, stride: 1, padding: .uniform(1), unfoldBudget: 3 * 10368)
+        assertClose(banded, t("conv3x3_wide.out"), tolerance: tolerance, "banded conv")
+        let noBias = conv2d(x, weight: w, bias: nil, stride: 1, padding: .uniform(1), unfoldBudget: 3 * 10368)
+        let withBias = conv2d(x, weight: w, bias: b, stride: 1, padding: .uniform(1))
+        let plane = 20 * 18
+        for i in stride(from: 0, to: noBias.count, by: 97) {
+            XCTAssertEqual(noBias[flat: i] + b[flat: i / plane], withBias[flat: i], accuracy: 1e-4)
+        }
+    }
+
+    func testNormalization() {
+        let x = t("groupnorm.x"), w = t("groupnorm.w"), b = t("groupnorm.b")
+        assertClose(groupNorm(x, groups: 8, weight: w, bias: b, eps: 1e-6), t("groupnorm.out"), tolerance: tolerance, "groupnorm")
+        assertClose(groupNorm(x, groups: 8, weight: w, bias: b, eps: 1e-6, fusedSiLU: true), t("groupnorm_silu.out"),
+                    tolerance: tolerance, "groupnorm + silu")
+        assertClose(layerNorm(t("layernorm.x"), weight: t("layernorm.w"), bias: t("layernorm.b")), t("layernorm.out"),
+                    tolerance: tolerance, "layernorm")
+    }
+
+    func testActivations() {
+        let x = t("act.x")
+        assertClose(silu(x), t("act.silu"), tolerance: tolerance, "silu")
+        assertClose(gelu(x), t("act.gelu"), tolerance: tolerance, "gelu")
+        assertClose(quickGelu(x), t("act.quick_gelu"), tolerance: tolerance, "quick_gelu")
+        assertClose(geglu(t("geglu.x")), t("geglu.out"), tolerance: tolerance, "geglu")
+        assertClose(softmax(t("softmax.x")), t("softmax.out"), tolerance: tolerance, "softmax")
+    }
+
+    func testShapeOps() {
+        let x = t("upsample.x")
+        XCTAssertEqual(upsampleNearest2x(x).scalars, t("upsample.out").scalars)
+        XCTAssertEqual(permute(x, [0, 2, 3, 1]).scalars, t("permute.out").scalars)
+        XCTAssertEqual(permute(x, [0, 2, 3, 1]).shape, [2, 5, 4, 3])
+        XCTAssertEqual(concat([x, t("concat.y")], axis: 1).scalars, t("concat.out").scalars)
+        XCTAssertEqual(x.reshaped([2, -1]).shape, [2, 60])
+        XCTAssertEqual(x.slice(1..<2).scalars, Array(x.scalars[60...]))
+    }
+
+    func testAttention() {
+        for (name, heads) in [("attn_self", 4), ("attn_cross", 5)] {
+            let out = attention(query: t("\(name).q"), key: t("\(name).k"), value: t("\(name).v"), heads: heads)
+            assertClose(out, t("\(name).out"), tolerance: tolerance, name)
+        }
+        let causal = attention(query: t("attn_causal.q"), key: t("attn_causal.k"), value: t("attn_causal.v"),
+                               heads: 4, causal: true)
+        assertClose(causal, t("attn_causal.out"), tolerance: tolerance, "causal attention")
+    }
+
+    func testNearestNeighbourMatchesTorchArgmaxIncludingTies() {
+        let indices = nearestNeighborIndices(queries: t("nn.queries"), candidates: t("nn.candidates"))
+        let expected = t("nn.indices").scalars.map { Int32($0) }
+        XCTAssertEqual(indices, expected)
+        XCTAssertEqual(indices[3], 5, "exact tie must resolve to the first index")
+        XCTAssertEqual(indices[4], 20, "tie across the 1024-column block boundary must resolve to the first index")
+    }
+}
