@@ -92,6 +92,8 @@ def main():
     print(f"saved {out}: {size / 1e9:.2f} GB in {time.perf_counter() - start:.1f} s")
 
     if args.time > 0:
+        # Other processes on a 2-core machine distort the numbers: record the load for the reader.
+        print("# load average before timing: %.2f %.2f %.2f" % os.getloadavg())
         for batch in (1, 3):
             median, times = time_forward(unet, batch, args.time)
             print(f"# batch {batch} runs: " + " ".join(f"{t:.3f}" for t in times))
