@@ -6,6 +6,7 @@ let package = Package(
     products: [
         .library(name: "Tensors", targets: ["Tensors"]),
         .library(name: "Diffusion", targets: ["Diffusion"]),
+        .library(name: "TokenFlow", targets: ["TokenFlow"]),
         .executable(name: "tokenflow-bench", targets: ["tokenflow-bench"]),
     ],
     targets: [
@@ -17,8 +18,10 @@ let package = Package(
         ),
         .target(name: "Tensors", dependencies: ["CBLAS"]),
         .target(name: "Diffusion", dependencies: ["Tensors"]),
+        .target(name: "TokenFlow", dependencies: ["Diffusion", "Tensors"]),
         .executableTarget(name: "tokenflow-bench", dependencies: ["Tensors", "Diffusion"]),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),
         .testTarget(name: "DiffusionTests", dependencies: ["Diffusion", "Tensors"]),
+        .testTarget(name: "TokenFlowTests", dependencies: ["TokenFlow", "Diffusion", "Tensors"]),
     ]
 )

@@ -7,8 +7,10 @@
 //   2. drop NUL, U+FFFD and control/format/private-use/unassigned characters, turn whitespace into spaces,
 //      put spaces around CJK ideographs, NFC-normalise, split on whitespace, lower-case (accents kept);
 //   3. split each word with CLIP's pattern, map its UTF-8 bytes to printable symbols, apply BPE.
-// Character properties come from Swift's Unicode tables (a newer Unicode version than Python 3.11's 14.0),
-// so characters assigned after Unicode 14 may be cleaned differently; nothing else is known to differ.
+// Python 3.11, the reference, has Unicode 14.0 tables; characters assigned later are treated as it treats
+// them (unassigned, so removed), whatever the Unicode version of Swift's tables. An exhaustive comparison
+// (every code point in context) found one remaining difference: U+1171E, a mark whose general category
+// changed after Unicode 14, which decides whether a neighbouring capital sigma lower-cases to "ς" or "σ".
 
 import FoundationEssentials
 
@@ -187,7 +189,6 @@ public struct CLIPTokenizer: Sendable {
     }
 }
 
-
 // Helpers are nested in CLIPTokenizer so their names cannot clash with other files of the module.
 extension CLIPTokenizer {
     private struct SymbolPair: Hashable, Sendable {
@@ -234,11 +235,15 @@ extension CLIPTokenizer {
             return normalized.unicodeScalars.split(whereSeparator: \.properties.isWhitespace).map(lowercased)
         }
 
-        /// `_is_control`: any "C" category (including unassigned) except tab, newline and carriage return.
+        /// `_is_control`: any "C" category except tab, newline and carriage return (Swift strings hold no
+        /// surrogates). Noncharacters such as U+FFFF are unassigned ("Cn") yet have an age.
         private static func isControl(_ scalar: Unicode.Scalar) -> Bool {
             if scalar == "\t" || scalar == "\n" || scalar == "\r" { return false }
+            // The reference's Python 3.11 has Unicode 14.0 tables; to it, characters assigned later (new emoji,
+            // say) are unassigned, so it removes them. Swift's tables are newer.
+            guard let age = scalar.properties.age, age <= (major: 14, minor: 0) else { return true }
             switch scalar.properties.generalCategory {
-            case .control, .format, .surrogate, .privateUse, .unassigned: return true
+            case .control, .format, .privateUse, .unassigned: return true
             default: return false
             }
         }
@@ -300,12 +305,16 @@ extension CLIPTokenizer {
                 var end = start + 1
                 if let literal = literals.first(where: { matchesIgnoringCase(word[start...], $0) }) {
                     end = start + literal.count
-                } else if isLetter(word[start]) {
-                    while end < word.count && isLetter(word[end]) { end += 1 }
-                } else if !isNumber(word[start]) {
-                    // A number is a piece on its own; anything else runs until a letter or number (words hold
-                    // no whitespace).
-                    while end < word.count && !isLetter(word[end]) && !isNumber(word[end]) { end += 1 }
+                } else {
+                    switch characterClass(word[start]) {
+                    case .unmatched:
+                        start += 1
+                        continue
+                    case .number:
+                        break  // `[\p{N}]` takes one character.
+                    case let runClass:
+                        while end < word.count && characterClass(word[end]) == runClass { end += 1 }
+                    }
                 }
                 pieces.append(word[start..<end])
                 start = end
@@ -320,17 +329,20 @@ extension CLIPTokenizer {
             text.count >= literal.count && zip(text, literal).allSatisfy { $0 == $1 || ($0 == "\u{017F}" && $1 == "s") }
         }
 
-        private static func isLetter(_ scalar: Unicode.Scalar) -> Bool {
-            switch scalar.properties.generalCategory {
-            case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter: return true
-            default: return false
-            }
-        }
+        private enum CharacterClass { case letter, number, other, unmatched }
 
-        private static func isNumber(_ scalar: Unicode.Scalar) -> Bool {
+        /// Which of `[\p{L}]+`, `[\p{N}]` and `[^\s\p{L}\p{N}]+` a character belongs to (words hold no whitespace).
+        private static func characterClass(_ scalar: Unicode.Scalar) -> CharacterClass {
             switch scalar.properties.generalCategory {
-            case .decimalNumber, .letterNumber, .otherNumber: return true
-            default: return false
+            case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter:
+                return .letter
+            case .decimalNumber, .letterNumber, .otherNumber:
+                return .number
+            default:
+                // U+0345 COMBINING GREEK YPOGEGRAMMENI (a mark) case-folds to the letter "ι". Under IGNORECASE
+                // `regex` therefore keeps it out of the negated class, yet not in `[\p{L}]`: it matches no
+                // alternative and findall skips it. It is the only character that behaves so (checked exhaustively).
+                return scalar == "\u{0345}" ? .unmatched : .other
             }
         }
     }

@@ -45,9 +45,9 @@ public final class WeightStore {
     }
 }
 
-/// Reads a component's config.json into a Codable config type, with errors naming the file.
-func loadConfig<T: Decodable>(_ type: T.Type, directory: String) throws -> T {
-    let path = "\(directory)/config.json"
+/// Reads a component's config file into a config type, with errors naming the file.
+func loadConfig<T: Decodable>(_ type: T.Type, directory: String, file: String = "config.json") throws -> T {
+    let path = "\(directory)/\(file)"
     guard let data = FileManager.default.contents(atPath: path) else { throw ModelError.missingFile(path) }
     do {
         return try JSONDecoder().decode(T.self, from: data)

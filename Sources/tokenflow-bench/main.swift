@@ -1,9 +1,11 @@
 import Foundation
+import Diffusion
 import Tensors
 
 // tokenflow-bench: kernel throughput at Stable Diffusion shapes, side by side with PyTorch.
 //   tokenflow-bench kernels [--threads N] [--python PATH]   GFLOP/s table (PyTorch column when PATH runs torch)
 //   tokenflow-bench memory attention|nn                      peak RSS growth of one 4096-token call
+//   tokenflow-bench unet DIR [--batch B] [--repeats N]        one UNet forward at 64x64 latent (DIR/unet)
 let arguments = Array(CommandLine.arguments.dropFirst())
 func option(_ name: String) -> String? {
     guard let i = arguments.firstIndex(of: name), i + 1 < arguments.count else { return nil }
@@ -42,6 +44,19 @@ case "memory":
     let fullMatrix = kind == "nn" ? 4096.0 * 4096 * 4 / 1e6 : 4096.0 * 4096 * 5 * 4 / 1e6
     print(String(format: "%@: peak RSS %.1f MB before, %.1f MB after (+%.1f MB); a full similarity matrix would be %.0f MB",
                  kind, before, after, after - before, fullMatrix))
+case "unet":
+    guard arguments.count >= 2 else { print("usage: tokenflow-bench unet MODEL_DIR [--batch B] [--repeats N]"); exit(2) }
+    let batch = Int(option("--batch") ?? "") ?? 1, repeats = Int(option("--repeats") ?? "") ?? 3
+    let loadStart = DispatchTime.now().uptimeNanoseconds
+    let unet: UNet
+    do { unet = try UNet(directory: arguments[1] + "/unet") } catch { print("error: \(error)"); exit(1) }
+    let loadSeconds = Double(DispatchTime.now().uptimeNanoseconds - loadStart) / 1e9
+    let size = unet.config.sampleSize
+    let sample = Tensor(shape: [batch, unet.config.inChannels, size, size], repeating: 0.1)
+    let context = Tensor(shape: [batch, 77, unet.config.crossAttentionDim], repeating: 0.05)
+    let seconds = medianSeconds(repeats: repeats) { _ = unet(sample, timesteps: [500], context: context) }
+    print(String(format: "swift_unet_forward batch=%d latent=%dx%d seconds=%.3f load_seconds=%.2f peak_rss_mb=%.0f",
+                 batch, size, size, seconds, loadSeconds, peakResidentMegabytes()))
 default:
     print("usage: tokenflow-bench kernels [--threads N] [--python PATH] | memory attention|nn")
     exit(2)

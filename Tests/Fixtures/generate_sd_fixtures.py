@@ -14,7 +14,7 @@ Writes, under --out:
 The models have Stable Diffusion's exact block structure (4 UNet levels, 3 cross-attention down blocks,
 8x VAE, CLIP with causal mask and final layer norm) but tiny widths, and random weights that are then
 perturbed (see `perturb_`) so that no weight is left at an "identity" value (zero bias, unit norm
-scale, zero-initialised output convs) that would hide a missing or misplaced op in the Swift port.
+scale) that would hide a missing or misplaced op in the Swift port.
 
 Every expected tensor is produced by the diffusers / transformers modules themselves (CLIPTextModel,
 UNet2DConditionModel.forward, AutoencoderKL.encode/decode, DDIMScheduler.set_timesteps/step/add_noise),
@@ -42,6 +42,10 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 # Configurations
 # ----------------------------------------------------------------------------------------------------
 
+# CLIP width = UNet cross_attention_dim. The 49408 x CLIP_HIDDEN token embedding dominates the fixture size
+# (32: 6.3 MB in F32 + 3.2 MB in F16; 16 would halve that).
+CLIP_HIDDEN = 32
+
 # Shared UNet structure: SD's 4 levels (3 CrossAttnDownBlock2D + DownBlock2D and the mirror image on the
 # way up), 2 resnets per level, UNetMidBlock2DCrossAttn (diffusers' default mid block), sinusoidal time
 # embedding with flip_sin_to_cos=True / freq_shift=0 as SD ships it.
@@ -61,7 +65,7 @@ UNET_COMMON = dict(
     layers_per_block=2,
     norm_num_groups=4,
     norm_eps=1e-5,
-    cross_attention_dim=32,
+    cross_attention_dim=CLIP_HIDDEN,
     act_fn="silu",
     flip_sin_to_cos=True,
     freq_shift=0,
@@ -101,13 +105,13 @@ VAE_CONFIG = dict(
 # (it is unused by the model). eos_token_id != 2 makes transformers pool at the first eos token.
 CLIP_COMMON = dict(
     vocab_size=49408,
-    hidden_size=32,
-    intermediate_size=64,
+    hidden_size=CLIP_HIDDEN,
+    intermediate_size=2 * CLIP_HIDDEN,
     num_hidden_layers=2,
     num_attention_heads=4,
     max_position_embeddings=77,
     layer_norm_eps=1e-5,
-    projection_dim=32,
+    projection_dim=CLIP_HIDDEN,  # unused by CLIPTextModel (no projection head)
     bos_token_id=49406,
     eos_token_id=49407,
     pad_token_id=1,
@@ -171,14 +175,14 @@ NORM_TYPES = (torch.nn.GroupNorm, torch.nn.LayerNorm)
 def perturb_(model, seed):
     """Overwrite every parameter with seeded random values of a sensible scale.
 
-    Default init leaves GroupNorm/LayerNorm at weight 1 / bias 0, many biases at 0 and some output convs at
-    0 (and some diffusers blocks zero-init their last projection); a Swift port that forgot a bias or a
-    norm affine transform would still match such a model. Here:
-      - norm scales 1 + N(0, 0.1), norm shifts N(0, 0.1)
-      - other biases N(0, 0.05)
-      - matrices / conv kernels N(0, 1/fan_in) (std 1/sqrt(fan_in), variance preserving), so activations
-        stay O(1) through the depth of the network (residual streams grow slowly, norms renormalise)
-      - embeddings (CLIP token / position) N(0, 0.5^2): their output is layer-normed anyway
+    Default init leaves every GroupNorm/LayerNorm at weight 1 / bias 0 and (transformers' CLIP init) all
+    CLIP biases at 0; a Swift port that forgot a bias or a norm's affine transform, or swapped the norm's
+    scale and shift, would still match such a model. Here, with z ~ N(0, 1):
+      - norm scales 1 + 0.1 z, norm shifts 0.1 z
+      - other biases 0.05 z
+      - matrices / conv kernels z / sqrt(fan_in) (variance preserving), so activations stay O(1) through
+        the depth of the network (residual streams grow slowly, norms renormalise)
+      - embeddings (CLIP token / position) 0.5 z: their output is layer-normed anyway
     Parameters are visited in named_parameters() order, so the result depends only on the seed.
     """
     g = torch.Generator().manual_seed(seed)

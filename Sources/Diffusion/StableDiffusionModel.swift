@@ -1,0 +1,36 @@
+import FoundationEssentials
+import Tensors
+
+/// A diffusers-format Stable Diffusion folder, loaded: model_index.json, tokenizer/, text_encoder/,
+/// unet/, vae/, scheduler/. Every part's architecture comes from its own config.
+public final class StableDiffusionModel: @unchecked Sendable {
+    public let directory: String
+    public let tokenizer: CLIPTokenizer
+    public let textEncoder: CLIPTextModel
+    public let unet: UNet
+    public let vae: AutoencoderKL
+    public let schedulerConfig: SchedulerConfig
+
+    public init(directory: String) throws {
+        self.directory = directory
+        guard FileManager.default.fileExists(atPath: directory) else {
+            throw ModelError.missingFile("\(directory) (the model directory does not exist)")
+        }
+        let index = "\(directory)/model_index.json"
+        guard FileManager.default.fileExists(atPath: index) else { throw ModelError.missingFile(index) }
+        tokenizer = try CLIPTokenizer(directory: "\(directory)/tokenizer")
+        textEncoder = try CLIPTextModel(directory: "\(directory)/text_encoder")
+        unet = try UNet(directory: "\(directory)/unet")
+        vae = try AutoencoderKL(directory: "\(directory)/vae")
+        schedulerConfig = try loadConfig(SchedulerConfig.self, directory: "\(directory)/scheduler", file: "scheduler_config.json")
+        if unet.config.crossAttentionDim != textEncoder.config.hiddenSize {
+            throw ModelError.invalidConfig(file: "\(directory)/unet/config.json",
+                                           reason: "cross_attention_dim \(unet.config.crossAttentionDim) does not match the text encoder's hidden_size \(textEncoder.config.hiddenSize)")
+        }
+    }
+
+    /// Text embeddings [1, 77, D] of `prompt` (tokenized, truncated and padded to 77 tokens).
+    public func embed(_ prompt: String) throws -> Tensor {
+        try textEncoder([tokenizer.encode(prompt)])
+    }
+}

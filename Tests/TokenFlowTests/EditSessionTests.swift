@@ -1,0 +1,145 @@
+import Diffusion
+import Foundation
+import Tensors
+import TokenFlow
+import XCTest
+
+let tokenFlowFixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+    .deletingLastPathComponent().appendingPathComponent("Fixtures").path
+
+/// Loaded once: the tiny SD2-style random-weight model.
+let tinyModel = try! StableDiffusionModel(directory: tokenFlowFixtures + "/models/sd2-tiny")
+
+/// A moving-gradient test clip (deterministic integer pattern).
+func patternClip(frames: Int, width: Int, height: Int) -> [Frame] {
+    (0..<frames).map { f in
+        var pixels = [UInt8](repeating: 0, count: width * height * 3)
+        for y in 0..<height {
+            for x in 0..<width {
+                let i = (y * width + x) * 3
+                pixels[i] = UInt8((4 * x + 3 * f) % 256)
+                pixels[i + 1] = UInt8((4 * y + 5 * f) % 256)
+                pixels[i + 2] = UInt8((2 * (x + y) + 7 * f) % 256)
+            }
+        }
+        return Frame(width: width, height: height, pixels: pixels)
+    }
+}
+
+func quickSettings(_ method: EditMethod = .tokenflow) -> EditSettings {
+    var settings = EditSettings()
+    settings.method = method
+    settings.prompt = "a marble sculpture"
+    settings.inversionPrompt = "a colorful video"
+    settings.steps = 2
+    settings.inversionSteps = 2
+    settings.batchSize = 2
+    settings.workingSize = .input
+    return settings
+}
+
+final class EditSessionTests: XCTestCase {
+    override func setUp() { Threading.configure(threads: 2) }
+
+    func testShortLastBatchOddSizeKeepsCountOrderAndSize() throws {
+        let clip = patternClip(frames: 5, width: 37, height: 29) // 3 batches of 2, 2, 1; 37x29 -> 40x32 working
+        let result = try EditSession(model: tinyModel, settings: quickSettings()).run(clip)
+        XCTAssertEqual(result.frames.count, 5)
+        for frame in result.frames {
+            XCTAssertEqual(frame.width, 37)
+            XCTAssertEqual(frame.height, 29)
+            XCTAssertEqual(frame.pixels.count, 37 * 29 * 3)
+        }
+        XCTAssertEqual(result.finalLatents.shape, [5, 4, 4, 5])
+        XCTAssertNotEqual(result.frames[0].pixels, clip[0].pixels)
+    }
+
+    func testSameSeedGivesSameBytesAndOtherSeedDiffers() throws {
+        let clip = patternClip(frames: 4, width: 64, height: 48)
+        var settings = quickSettings()
+        let first = try EditSession(model: tinyModel, settings: settings).run(clip)
+        let second = try EditSession(model: tinyModel, settings: settings).run(clip)
+        XCTAssertEqual(first.frames, second.frames)
+        XCTAssertEqual(first.finalLatents.scalars, second.finalLatents.scalars)
+        settings.seed = 99
+        let session = try EditSession(model: tinyModel, settings: settings)
+        XCTAssertNotEqual(try session.keyframeSchedule(frameCount: 4),
+                          try EditSession(model: tinyModel, settings: quickSettings()).keyframeSchedule(frameCount: 4))
+    }
+
+    func testExplicitKeyframeScheduleIsHonoured() throws {
+        let clip = patternClip(frames: 4, width: 64, height: 48)
+        let seeded = try EditSession(model: tinyModel, settings: quickSettings())
+        let drawn = try seeded.keyframeSchedule(frameCount: 4)
+        var explicit = quickSettings()
+        explicit.keyframes = drawn
+        let session = try EditSession(model: tinyModel, settings: explicit)
+        XCTAssertEqual(try session.keyframeSchedule(frameCount: 4), drawn)
+        XCTAssertEqual(try session.run(clip).finalLatents.scalars, try seeded.run(clip).finalLatents.scalars)
+        // A different schedule changes the result.
+        explicit.keyframes = drawn.map { keys in keys.map { $0 % 2 == 0 ? $0 + 1 : $0 - 1 } }
+        XCTAssertNotEqual(try EditSession(model: tinyModel, settings: explicit).run(clip).finalLatents.scalars,
+                          try seeded.run(clip).finalLatents.scalars)
+    }
+
+    func testOneFrameClipWorksForEveryMethod() throws {
+        let clip = patternClip(frames: 1, width: 24, height: 16)
+        for method in EditMethod.allCases {
+            let result = try EditSession(model: tinyModel, settings: quickSettings(method)).run(clip)
+            XCTAssertEqual(result.frames.count, 1, "\(method)")
+            XCTAssertEqual(result.frames[0].width, 24)
+        }
+    }
+
+    func testProgressIsReportedForEveryUNetCallAndCancellationStopsTheRun() throws {
+        let clip = patternClip(frames: 3, width: 32, height: 32) // batches: 2 + 1
+        var reports: [EditProgress] = []
+        _ = try EditSession(model: tinyModel, settings: quickSettings()).run(clip) { reports.append($0); return true }
+        let sampling = reports.filter { $0.stage == .sampling }
+        XCTAssertEqual(sampling.count, 2 * (1 + 2), "one keyframe pass and two batch passes per step")
+        XCTAssertEqual(reports.filter { $0.stage == .inversion }.count, 2 * 2)
+        XCTAssertEqual(reports.filter { $0.stage == .encoding }.count, 3)
+        XCTAssertEqual(reports.filter { $0.stage == .decoding }.count, 3)
+        XCTAssertEqual(sampling.last, EditProgress(stage: .sampling, completed: 6, total: 6))
+
+        var calls = 0
+        XCTAssertThrowsError(try EditSession(model: tinyModel, settings: quickSettings()).run(clip) { _ in
+            calls += 1
+            return calls < 6
+        }) { XCTAssertEqual($0 as? EditError, .cancelled) }
+        XCTAssertEqual(calls, 6, "no work after the handler said stop")
+    }
+
+    func testInvalidSettingsAndClipsAreRejectedWithClearErrors() throws {
+        func rejects(_ change: (inout EditSettings) -> Void, _ words: String, line: UInt = #line) {
+            var settings = quickSettings()
+            change(&settings)
+            XCTAssertThrowsError(try EditSession(model: tinyModel, settings: settings), line: line) { error in
+                XCTAssertTrue("\(error)".contains(words), "\(error)", line: line)
+            }
+        }
+        rejects({ $0.steps = 0 }, "steps must be between 1 and 1000")
+        rejects({ $0.inversionSteps = -1 }, "inversion steps")
+        rejects({ $0.batchSize = 0 }, "batch size")
+        rejects({ $0.pnpAttentionThreshold = 1.5 }, "pnp_attn_t")
+        rejects({ $0.pnpFeatureThreshold = -0.1 }, "pnp_f_t")
+        rejects({ $0.strength = 2 }, "strength")
+        rejects({ $0.workingSize = .exact(width: 30, height: 32) }, "multiples of 8")
+        rejects({ $0.steps = 3; $0.inversionSteps = 2 }, "not among the inversion timesteps")
+        rejects({ $0.method = .sdedit; $0.strength = 0.1 }, "leaves no sampling step")
+
+        let session = try EditSession(model: tinyModel, settings: quickSettings())
+        XCTAssertThrowsError(try session.run([])) { XCTAssertTrue("\($0)".contains("no frames")) }
+        var mismatched = patternClip(frames: 2, width: 16, height: 16)
+        mismatched[1] = patternClip(frames: 1, width: 24, height: 16)[0]
+        XCTAssertThrowsError(try session.run(mismatched)) { XCTAssertTrue("\($0)".contains("frame 1 is 24x16")) }
+        let broken = Frame(width: 16, height: 16, pixels: [1, 2, 3])
+        XCTAssertThrowsError(try session.run([broken])) { XCTAssertTrue("\($0)".contains("packed RGB24")) }
+
+        var badKeys = quickSettings()
+        badKeys.keyframes = [[0, 3], [1, 0]] // step 1: keyframe 0 is not in batch 1 (frames 2..<4)
+        XCTAssertThrowsError(try EditSession(model: tinyModel, settings: badKeys).run(patternClip(frames: 4, width: 16, height: 16))) {
+            XCTAssertTrue("\($0)".contains("keyframe 0 at step 1 is outside batch 1"), "\($0)")
+        }
+    }
+}
