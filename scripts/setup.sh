@@ -1,20 +1,15 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the project builds against, then builds it (release).
-# Idempotent: packages already installed are not fetched again.
+# Set-up on a fresh Debian machine: installs the Debian packages the project builds against, builds
+# the Swift package (release), then runs each scripts/setup.d/*.sh step (library install, host
+# integrations). Idempotent: packages already installed are not fetched again, builds are cached.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 
-packages=(libopenblas-dev pkg-config)
-missing=()
-for package in "${packages[@]}"; do
-    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "setup: installing ${missing[*]}"
-    sudo_cmd=""
-    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-    $sudo_cmd apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
-
+require_packages libopenblas-dev pkg-config
 swift build -c release --build-tests
+for step in scripts/setup.d/*.sh; do
+    [ -e "$step" ] || continue
+    echo "setup: $step"
+    bash "$step"
+done

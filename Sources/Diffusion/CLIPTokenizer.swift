@@ -68,13 +68,15 @@ public struct CLIPTokenizer: Sendable {
         var addedTokens: [String: Int32] = [:]
         for (id, added) in config.addedTokensDecoder ?? [:] {
             guard let id = Int32(id) else {
-                throw CLIPTokenizerError.badFile(path: configPath, problem: "added_tokens_decoder key \"\(id)\" is not an id")
+                throw CLIPTokenizerError.badFile(
+                    path: configPath, problem: "added_tokens_decoder key \"\(id)\" is not an id")
             }
             addedTokens[added.content] = id
         }
         let maxLength = config.modelMaxLength ?? 77
         guard maxLength >= 2 else {
-            throw CLIPTokenizerError.badFile(path: configPath, problem: "model_max_length \(maxLength) leaves no room for bos and eos")
+            throw CLIPTokenizerError.badFile(
+                path: configPath, problem: "model_max_length \(maxLength) leaves no room for bos and eos")
         }
         try self.init(
             vocabulary: vocabulary, merges: merges,
@@ -105,7 +107,8 @@ public struct CLIPTokenizer: Sendable {
         unkID = try id("unk_token", unk)
         var added = addedTokens
         for (token, id) in [(bos, bosID), (eos, eosID), (pad, padID), (unk, unkID)] { added[token] = id }
-        self.addedTokens = added.map { (Array($0.key.unicodeScalars), $0.value) }.sorted { $0.scalars.count > $1.scalars.count }
+        self.addedTokens = added.map { (Array($0.key.unicodeScalars), $0.value) }
+            .sorted { $0.scalars.count > $1.scalars.count }
         self.vocabulary = vocabulary
         // Python builds its rank table with dict(zip(merges, range(...))): a repeated pair keeps its last rank.
         mergeRanks = Dictionary(
@@ -362,7 +365,8 @@ extension CLIPTokenizer {
             content = try container.decode(String.self, forKey: .content)
             // These flags make transformers strip spaces around the token or match it only as a whole word;
             // no Stable Diffusion tokenizer sets them, so refuse rather than tokenize differently.
-            for flag in [CodingKeys.lstrip, .rstrip, .singleWord] where try container.decodeIfPresent(Bool.self, forKey: flag) == true {
+            for flag in [CodingKeys.lstrip, .rstrip, .singleWord]
+            where try container.decodeIfPresent(Bool.self, forKey: flag) == true {
                 throw DecodingError.dataCorruptedError(
                     forKey: flag, in: container, debugDescription: "\(flag.rawValue) added tokens are not supported")
             }
@@ -408,14 +412,17 @@ extension CLIPTokenizer {
             guard let text = String(validating: try read(path), as: UTF8.self) else {
                 throw CLIPTokenizerError.badFile(path: path, problem: "is not valid UTF-8")
             }
-            var lines = text.unicodeScalars.split(separator: "\n", omittingEmptySubsequences: false).dropFirst().prefix(48_894)
+            var lines = text.unicodeScalars.split(separator: "\n", omittingEmptySubsequences: false)
+                .dropFirst().prefix(48_894)
             while let last = lines.last, last.allSatisfy(\.properties.isWhitespace) { lines.removeLast() }
             guard !lines.isEmpty else { throw CLIPTokenizerError.badFile(path: path, problem: "holds no merges") }
             return try lines.enumerated().map { index, line in
-                let symbols = line.split(whereSeparator: \.properties.isWhitespace).map { String(String.UnicodeScalarView($0)) }
+                let symbols = line.split(whereSeparator: \.properties.isWhitespace)
+                    .map { String(String.UnicodeScalarView($0)) }
                 guard symbols.count == 2 else {
                     let text = String(String.UnicodeScalarView(line))
-                    throw CLIPTokenizerError.badFile(path: path, problem: "line \(index + 2) is not two symbols: \"\(text)\"")
+                    throw CLIPTokenizerError.badFile(
+                        path: path, problem: "line \(index + 2) is not two symbols: \"\(text)\"")
                 }
                 return (symbols[0], symbols[1])
             }

@@ -67,8 +67,8 @@ final class CLIPTokenizerTests: XCTestCase {
     /// write special tokens as AddedToken objects, and let special_tokens_map.json override the config.
     func testLegacyFolderTakesPadTokenFromSpecialTokensMap() throws {
         let folder = try makeFolder()
-        let addedToken = #"{"__type": "AddedToken", "content": "<|endoftext|>", "lstrip": false, "normalized": true, "rstrip": false, "single_word": false}"#
-        try write(#"{"do_lower_case": true, "model_max_length": 77, "pad_token": "<|endoftext|>", "eos_token": \#(addedToken)}"#,
+        let eos = #"{"__type": "AddedToken", "content": "<|endoftext|>", "lstrip": false, "rstrip": false}"#
+        try write(#"{"do_lower_case": true, "model_max_length": 77, "pad_token": "<|endoftext|>", "eos_token": \#(eos)}"#,
                   to: folder.appendingPathComponent("tokenizer_config.json"))
         try write(#"{"pad_token": "!", "eos_token": {"content": "<|endoftext|>"}}"#,
                   to: folder.appendingPathComponent("special_tokens_map.json"))
@@ -81,7 +81,9 @@ final class CLIPTokenizerTests: XCTestCase {
     }
 
     func testInMemoryTables() throws {
-        let vocabulary: [String: Int32] = ["a": 0, "b": 1, "a</w>": 2, "b</w>": 3, "ab</w>": 4, "<|startoftext|>": 5, "<|endoftext|>": 6]
+        let vocabulary: [String: Int32] = [
+            "a": 0, "b": 1, "a</w>": 2, "b</w>": 3, "ab</w>": 4, "<|startoftext|>": 5, "<|endoftext|>": 6,
+        ]
         let tokenizer = try CLIPTokenizer(vocabulary: vocabulary, merges: [("a", "b</w>")], maxLength: 6)
         XCTAssertEqual(tokenizer.tokenize("AB ba"), [4, 1, 2])
         XCTAssertEqual(tokenizer.encode("ab"), [5, 4, 6, 6, 6, 6])
@@ -140,6 +142,13 @@ final class CLIPTokenizerTests: XCTestCase {
         try write(#"{"pad_token": "<|pad|>"}"#, to: folder.appendingPathComponent("special_tokens_map.json"))
         try write(#"{"model_max_length": 77}"#, to: folder.appendingPathComponent("tokenizer_config.json"))
         assertLoadFails(folder, mentioning: ["pad_token", "<|pad|>"])
+    }
+
+    func testRefusesStrippingAddedTokens() throws {
+        let folder = try makeFolder()
+        try write(#"{"added_tokens_decoder": {"0": {"content": "!", "rstrip": true}}, "pad_token": "!"}"#,
+                  to: folder.appendingPathComponent("tokenizer_config.json"))
+        assertLoadFails(folder, mentioning: ["tokenizer_config.json", "rstrip"])
     }
 
     // MARK: - Helpers

@@ -74,7 +74,11 @@ CASES = [
     ("unicode spaces", "no\u00a0break\u3000ideographic\u2028line\u2029para\u2003em"),
     ("control characters", "con\u0000trol\u0007chars\u001b[0m\u0085x\u000bvt"),
     ("format and replacement characters", "zero\u200bwidth soft\u00adhyphen bad\ufffdbyte \ufeffbom"),
-    ("private use and unassigned", "a\ue000b c\U000e0001d e\u0378f"),
+    ("private use, unassigned and noncharacters", "a\ue000b c\U000e0001d e\u0378f g\uffffh"),
+    # Python 3.11's unicodedata is Unicode 14.0: later characters count as unassigned and are removed.
+    ("emoji newer than unicode 14", "\U0001fa77 \U0001fae8 heart"),
+    # U+0345 matches no alternative of the case-insensitive pattern; after U+1F00, NFC composes it into a letter.
+    ("ypogegrammeni", "a\u0345b .\u0345. \u1f00\u0345"),
     ("html", "fish &amp; chips <b>bold</b> &lt;3"),
     ("leading and trailing spaces", "   a cat   "),
     ("empty", ""),
