@@ -7,7 +7,15 @@ let package = Package(
         .library(name: "Tensors", targets: ["Tensors"]),
         .library(name: "Diffusion", targets: ["Diffusion"]),
         .library(name: "TokenFlow", targets: ["TokenFlow"]),
+        // libtokenflow.so: the C API of Include/tokenflow.h, loadable by C hosts with no Swift installed.
+        .library(name: "tokenflow", type: .dynamic, targets: ["CTokenFlow"]),
+        // The `tokenflow` command. Its product is named tokenflow-cli because the shared library
+        // (libtokenflow.so) owns the product name "tokenflow"; the install step installs it as bin/tokenflow.
+        .executable(name: "tokenflow-cli", targets: ["tokenflow-cli"]),
         .executable(name: "tokenflow-bench", targets: ["tokenflow-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
         // OpenBLAS from Debian's libopenblas-dev, found through pkg-config.
@@ -19,6 +27,39 @@ let package = Package(
         .target(name: "Tensors", dependencies: ["CBLAS"]),
         .target(name: "Diffusion", dependencies: ["Tensors"]),
         .target(name: "TokenFlow", dependencies: ["Diffusion", "Tensors"]),
+        // Include/tokenflow.h as a Clang module (+ a dladdr helper), so Swift uses the header's own types.
+        .target(name: "CTokenFlowABI"),
+        .target(
+            name: "CTokenFlow",
+            dependencies: ["CTokenFlowABI", "TokenFlow", "Diffusion", "Tensors"],
+            exclude: ["tokenflow.map"],
+            linkerSettings: [.unsafeFlags([
+                // Dynamic products ignore --static-swift-stdlib: ask the driver directly, so the .so
+                // needs no Swift runtime on the host's library path.
+                "-static-stdlib",
+                // The driver's static link line misses FoundationEssentials' own dependencies; name them,
+                // and refuse undefined symbols so a missing one fails here rather than in the host.
+                "-lswiftSynchronization", "-l_FoundationCollections", "-l_FoundationCShims",
+                "-Xlinker", "-z", "-Xlinker", "defs",
+                // lld resolves references to the hidden Swift symbols locally; gold left them in .dynsym.
+                "-use-ld=lld",
+                // Export only the tf_* functions of the header.
+                "-Xlinker", "--version-script=\(Context.packageDirectory)/Sources/CTokenFlow/tokenflow.map",
+                "-Xlinker", "-soname=libtokenflow.so.0",
+                // Never unmapped by dlclose: the static Swift runtime and worker threads outlive a context.
+                "-Xlinker", "-z", "-Xlinker", "nodelete",
+            ])]
+        ),
+        // Whole-clip video decode/encode for the CLI, in C against Debian's libavformat/libavcodec/libswscale.
+        .target(
+            name: "CVideoIO",
+            linkerSettings: [.linkedLibrary("avformat"), .linkedLibrary("avcodec"), .linkedLibrary("swscale"), .linkedLibrary("avutil")]
+        ),
+        .executableTarget(
+            name: "tokenflow-cli",
+            dependencies: ["TokenFlow", "Diffusion", "Tensors", "CVideoIO",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
         .executableTarget(name: "tokenflow-bench", dependencies: ["Tensors", "Diffusion"]),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),
         .testTarget(name: "DiffusionTests", dependencies: ["Diffusion", "Tensors"]),

@@ -84,7 +84,8 @@ public final class AutoencoderKL: Sendable {
     /// Decoder output [B, out, 8h, 8w] for unscaled latents [B, latent, h, w]; roughly [-1, 1],
     /// not clamped (diffusers' `decode(...).sample`).
     public func decode(_ latents: Tensor) throws -> Tensor {
-        guard latents.rank == 4, latents.shape[1] == config.latentChannels, latents.shape[2] > 0, latents.shape[3] > 0 else {
+        guard latents.rank == 4, latents.shape[0] > 0, latents.shape[1] == config.latentChannels,
+              latents.shape[2] > 0, latents.shape[3] > 0 else {
             throw ModelError.invalidInput("VAE decode expects latents [B, \(config.latentChannels), h, w], got \(latents.shape)")
         }
         return eachImage(latents) { latent in

@@ -45,7 +45,8 @@ public struct DDIMScheduler: Sendable {
         guard let spacing = Spacing(rawValue: config.timestepSpacing) else {
             throw unsupported("timestep_spacing", config.timestepSpacing, "leading, trailing, linspace")
         }
-        // Dynamic thresholding is meant for pixel-space models; zero-SNR rescaling changes the schedule.
+        // Not implemented (thresholding is for pixel-space models; SD checkpoints leave both off), and
+        // ignoring either would silently change the samples.
         if config.thresholding { throw unsupported("thresholding", "true", "false") }
         if config.rescaleBetasZeroSNR { throw unsupported("rescale_betas_zero_snr", "true", "false") }
         let count = config.numTrainTimesteps

@@ -35,6 +35,9 @@ public struct Inversion: Sendable {
     public let lastTimestep: Int
     public let inputWidth: Int, inputHeight: Int
     public let workingWidth: Int, workingHeight: Int
+    /// The prompt and step count the inversion ran with (the source branch reuses the prompt).
+    public let inversionPrompt: String
+    public let inversionSteps: Int
 }
 
 public struct EditResult: Sendable {
@@ -102,7 +105,7 @@ public final class EditSession {
         let ascending = Array(inversionScheduler.timesteps.reversed())
         let keep = Set(samplingScheduler.timesteps)
         let alphas = inversionScheduler.alphasCumprod
-        var x = latents.copy()
+        let x = latents.copy()
         var kept: [Int: Tensor] = [:]
         let batches = batchRanges(count: frames.count)
         for (i, t) in ascending.enumerated() {
@@ -121,7 +124,8 @@ public final class EditSession {
             if keep.contains(t) { kept[t] = x.copy() }
         }
         return Inversion(latents: latents, kept: kept, last: x, lastTimestep: ascending.last!,
-                         inputWidth: inputWidth, inputHeight: inputHeight, workingWidth: width, workingHeight: height)
+                         inputWidth: inputWidth, inputHeight: inputHeight, workingWidth: width, workingHeight: height,
+                         inversionPrompt: settings.inversionPrompt, inversionSteps: settings.inversionSteps)
     }
 
     /// UNet output as epsilon (v-prediction models are converted with the sample's alpha).
@@ -135,6 +139,9 @@ public final class EditSession {
 
     /// Sampling from the inversion with the session's method, then VAE decode at the input size.
     public func edit(_ inversion: Inversion, progress: ProgressHandler? = nil) throws -> EditResult {
+        if inversion.inversionSteps != settings.inversionSteps {
+            throw EditError.invalidSettings("the inversion was made with \(inversion.inversionSteps) inversion steps, the settings ask for \(settings.inversionSteps)")
+        }
         let reporter = ProgressReporter(handler: progress)
         let final: Tensor
         switch settings.method {
@@ -153,8 +160,8 @@ public final class EditSession {
 
     /// Plain DDIM sampling over the inversion schedule with the inversion prompt (no guidance).
     func reconstruct(_ inversion: Inversion, _ reporter: ProgressReporter) throws -> Tensor {
-        let condition = try model.embed(settings.inversionPrompt)
-        var x = inversion.last.copy()
+        let condition = try model.embed(inversion.inversionPrompt)
+        let x = inversion.last.copy()
         let timesteps = inversionScheduler.timesteps
         let batches = batchRanges(count: x.shape[0])
         for (i, t) in timesteps.enumerated() {
@@ -193,7 +200,7 @@ public final class EditSession {
                                     inversion.latents, -alphaLast.squareRoot() / (1 - alphaLast).squareRoot())
         var x = samplingScheduler.addNoise(original: inversion.latents, noise: eps, timestep: timesteps[0])
 
-        let sourceEmbedding = try model.embed(settings.inversionPrompt)
+        let sourceEmbedding = try model.embed(inversion.inversionPrompt)
         let negativeEmbedding = try model.embed(settings.negativePrompt)
         let promptEmbedding = try model.embed(settings.prompt)
         func context(_ n: Int) -> Tensor {

@@ -57,8 +57,10 @@ final class VAETests: XCTestCase {
                 guard case ModelError.invalidInput = error else { return XCTFail("\(bad): \(error)") }
             }
         }
-        XCTAssertThrowsError(try vae.decode(Tensor(zeros: [1, 3, 8, 8]))) { error in
-            guard case ModelError.invalidInput = error else { return XCTFail("\(error)") }
+        for bad in [[1, 3, 8, 8], [0, 4, 8, 8], [4, 8, 8]] {
+            XCTAssertThrowsError(try vae.decode(Tensor(zeros: bad)), "\(bad)") { error in
+                guard case ModelError.invalidInput = error else { return XCTFail("\(bad): \(error)") }
+            }
         }
     }
 
@@ -118,12 +120,12 @@ final class VAETests: XCTestCase {
 
     /// The same weights stored as F16 and BF16 load and give the F32 model's outputs up to the rounding.
     ///
-    /// Rounding a weight to F16 changes it by at most 2^-11 relative, to BF16 by 2^-8 (the format's unit
-    /// roundoff u, round to nearest). The roundings are independent, so the output error behaves like
-    /// a sum of random relative perturbations of size ~u/2 propagated through ~30 layers that
-    /// renormalise (GroupNorm); bounding it by 4u relative to the output scale leaves a margin of 2-5x
-    /// over the measured errors (F16 ~2e-4, BF16 ~1.5e-3 of 4.9e-4 and 3.9e-3), while a wrongly decoded
-    /// format (byte order, exponent bias) gives errors of order 1.
+    /// Rounding a weight to F16 changes it by at most u = 2^-11 relative, to BF16 by u = 2^-8 (unit
+    /// roundoff of 11 and 8 significant bits). The roundings are independent, so each of the ~35 conv
+    /// and linear layers perturbs the signal by ~u/sqrt(3) (rms of a uniform error) in a random
+    /// direction: about u * sqrt(35 / 3) ~ 3.4u rms at the output, a few times that at the worst of
+    /// thousands of outputs. Tolerance 16u relative to the output scale (F16 7.8e-3, BF16 6.3e-2; the
+    /// measured worst is ~3u), while a wrongly decoded format (byte order, exponent bias) errs by O(1).
     func testF16AndBF16WeightsMatchF32Model() throws {
         let source = vaeDirectory("sd2-tiny")
         let reference = try AutoencoderKL(directory: source)
@@ -134,8 +136,8 @@ final class VAETests: XCTestCase {
             let directory = try writeComponentCopy(self, config: readComponentConfig(source), weights: tensors,
                                                    weightsFile: "diffusion_pytorch_model.safetensors", dtype: dtype)
             let converted = try AutoencoderKL(directory: directory)
-            assertMatches(try converted.encodeMean(image), try reference.encodeMean(image), tolerance: 4 * unitRoundoff, "\(dtype) encode")
-            assertMatches(try converted.decode(latents), try reference.decode(latents), tolerance: 4 * unitRoundoff, "\(dtype) decode")
+            assertMatches(try converted.encodeMean(image), try reference.encodeMean(image), tolerance: 16 * unitRoundoff, "\(dtype) encode")
+            assertMatches(try converted.decode(latents), try reference.decode(latents), tolerance: 16 * unitRoundoff, "\(dtype) decode")
         }
     }
 

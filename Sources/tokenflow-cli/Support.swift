@@ -1,0 +1,216 @@
+import ArgumentParser
+import CVideoIO
+import Diffusion
+import Foundation
+import Tensors
+import TokenFlow
+
+/// A failure while running a command (not a usage error, so no usage text is printed).
+struct CommandError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// A NUL-terminated C message buffer as a String.
+func cMessage(_ buffer: [CChar]) -> String {
+    String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+func printErr(_ message: String) {
+    FileHandle.standardError.write((message + "\n").data(using: .utf8)!)
+}
+
+/// The model the user named, else $TOKENFLOW_MODEL, else the install's default model folder.
+func resolveModelDirectory(_ option: String?) throws -> String {
+    if let option { return option }
+    if let environment = ProcessInfo.processInfo.environment["TOKENFLOW_MODEL"], !environment.isEmpty { return environment }
+    let fallback = defaultModelDirectory()
+    if FileManager.default.fileExists(atPath: fallback + "/model_index.json") { return fallback }
+    throw CommandError("no model given: pass --model DIR (a diffusers folder such as stable-diffusion-2-1-base), set TOKENFLOW_MODEL, or run `tokenflow install-model DIR` (installs to \(fallback))")
+}
+
+/// <prefix>/share/tokenflow/model, with <prefix> the parent of the folder holding this executable.
+func defaultModelDirectory() -> String {
+    let executable = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+    return executable.deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("share/tokenflow/model").path
+}
+
+func installModel(from source: String, to target: String, link: Bool) throws {
+    let manager = FileManager.default
+    let parent = URL(fileURLWithPath: target).deletingLastPathComponent().path
+    try manager.createDirectory(atPath: parent, withIntermediateDirectories: true)
+    // Build next to the target and swap it in, so a failed copy never leaves half a model installed.
+    let staging = target + ".installing-\(getpid())"
+    try? manager.removeItem(atPath: staging)
+    do {
+        if link {
+            try manager.createSymbolicLink(atPath: staging, withDestinationPath: URL(fileURLWithPath: source).standardizedFileURL.path)
+        } else {
+            try copyFollowingLinks(from: source, to: staging)
+        }
+        if manager.fileExists(atPath: target) || (try? manager.destinationOfSymbolicLink(atPath: target)) != nil {
+            try manager.removeItem(atPath: target)
+        }
+        try manager.moveItem(atPath: staging, toPath: target)
+    } catch {
+        try? manager.removeItem(atPath: staging)
+        throw error
+    }
+}
+
+/// Copies a folder, replacing symbolic links by what they point to: Hugging Face cache snapshots are
+/// folders of links into a blob store, which a plain copy would leave dangling.
+func copyFollowingLinks(from source: String, to destination: String) throws {
+    let manager = FileManager.default
+    let resolved = URL(fileURLWithPath: source).resolvingSymlinksInPath().path
+    var isDirectory: ObjCBool = false
+    guard manager.fileExists(atPath: resolved, isDirectory: &isDirectory) else {
+        throw CommandError("cannot copy '\(source)': it does not exist (or is a dangling link)")
+    }
+    if isDirectory.boolValue {
+        try manager.createDirectory(atPath: destination, withIntermediateDirectories: true)
+        for name in try manager.contentsOfDirectory(atPath: resolved) {
+            try copyFollowingLinks(from: "\(resolved)/\(name)", to: "\(destination)/\(name)")
+        }
+    } else {
+        try manager.copyItem(atPath: resolved, toPath: destination)
+    }
+}
+
+/// A decoded input clip: frames plus what the output needs to keep (timestamps, time base, rate).
+struct DecodedClip {
+    var frames: [Frame]
+    var pts: [Int64]
+    var timeBase: (Int32, Int32)
+    var frameRate: (Int32, Int32)
+}
+
+func readClip(_ path: String) throws -> DecodedClip {
+    var clip = VideoClip()
+    var error = [CChar](repeating: 0, count: 1024)
+    guard video_read(path, &clip, &error, error.count) == 0 else {
+        throw CommandError(cMessage(error))
+    }
+    defer { video_clip_free(&clip) }
+    let frameBytes = Int(clip.width) * Int(clip.height) * 3
+    var frames: [Frame] = []
+    for index in 0..<Int(clip.frame_count) {
+        let start = clip.pixels + index * frameBytes
+        frames.append(Frame(width: Int(clip.width), height: Int(clip.height), pixels: Array(UnsafeBufferPointer(start: start, count: frameBytes))))
+    }
+    let pts = Array(UnsafeBufferPointer(start: clip.pts, count: Int(clip.frame_count)))
+    return DecodedClip(frames: frames, pts: pts, timeBase: (clip.time_base_num, clip.time_base_den),
+                       frameRate: (clip.frame_rate_num, clip.frame_rate_den))
+}
+
+func writeClip(_ frames: [Frame], like source: DecodedClip, to path: String, audioFrom: String) throws {
+    precondition(frames.count == source.pts.count)
+    var clip = VideoClip()
+    guard video_clip_allocate(&clip, Int32(frames[0].width), Int32(frames[0].height), Int32(frames.count)) == 0 else {
+        throw CommandError("out of memory preparing the output")
+    }
+    defer { video_clip_free(&clip) }
+    for (index, frame) in frames.enumerated() {
+        frame.pixels.withUnsafeBufferPointer { (clip.pixels + index * frame.pixels.count).update(from: $0.baseAddress!, count: $0.count) }
+        clip.pts[index] = source.pts[index]
+    }
+    (clip.time_base_num, clip.time_base_den) = source.timeBase
+    (clip.frame_rate_num, clip.frame_rate_den) = source.frameRate
+    var error = [CChar](repeating: 0, count: 1024)
+    guard video_write(path, &clip, audioFrom, &error, error.count) == 0 else {
+        throw CommandError(cMessage(error))
+    }
+}
+
+func runEdit(input: String, output: String, settings: EditSettings, engine: EngineOptions, edit: EditOptions) throws {
+    let model = try engine.loadModel()
+    let session = try EditSession(model: model, settings: settings)
+    let clip = try readClip(input)
+    let display = ProgressDisplay()
+    let result: EditResult
+    if let file = edit.inversion {
+        let inversion = try Inversion.load(from: file)
+        guard inversion.latents.shape[0] == clip.frames.count,
+              inversion.inputWidth == clip.frames[0].width, inversion.inputHeight == clip.frames[0].height else {
+            throw CommandError("inversion '\(file)' was made from a clip of \(inversion.latents.shape[0]) frames at \(inversion.inputWidth)x\(inversion.inputHeight), not this input (\(clip.frames.count) frames at \(clip.frames[0].width)x\(clip.frames[0].height))")
+        }
+        result = try session.edit(inversion, progress: display.handler)
+    } else {
+        result = try session.run(clip.frames, progress: display.handler)
+    }
+    if let saveLatents = edit.saveLatents { try saveLatentFile(result, to: saveLatents) }
+    try writeClip(result.frames, like: clip, to: output, audioFrom: input)
+    printErr("wrote \(output) (\(result.frames.count) frames)")
+}
+
+/// --save-latents: inverted/<t> for each kept timestep and the final latents, as safetensors.
+func saveLatentFile(_ result: EditResult, to path: String) throws {
+    var tensors: [(name: String, tensor: Tensor)] = [("final", result.finalLatents)]
+    for t in result.inversion.kept.keys.sorted(by: >) { tensors.append(("inverted/\(t)", result.inversion.kept[t]!)) }
+    try writeSafetensors(tensors, to: path)
+}
+
+func describeModel(_ model: StableDiffusionModel) -> String {
+    let unet = model.unet.config, vae = model.vae.config, text = model.textEncoder.config
+    var lines = ["model: \(model.directory)"]
+    lines.append("unet: block_out_channels \(unet.blockOutChannels), heads per level \(unet.headsPerLevel), layers_per_block \(unet.layersPerBlock), cross_attention_dim \(unet.crossAttentionDim), \(unet.useLinearProjection ? "linear" : "conv") projections, sample_size \(unet.sampleSize)")
+    lines.append("vae: block_out_channels \(vae.blockOutChannels), latent_channels \(vae.latentChannels), scaling_factor \(vae.scalingFactor)")
+    lines.append("text_encoder: hidden_size \(text.hiddenSize), layers \(text.numHiddenLayers), heads \(text.numAttentionHeads), activation \(text.hiddenAct)")
+    let scheduler = model.schedulerConfig
+    lines.append("scheduler: \(scheduler.betaSchedule) betas, prediction_type \(scheduler.predictionType), timestep_spacing \(scheduler.timestepSpacing), steps_offset \(scheduler.stepsOffset)")
+    for component in ["unet", "vae", "text_encoder"] {
+        let directory = "\(model.directory)/\(component)"
+        let files = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter { $0.hasSuffix(".safetensors") }.sorted()
+        for name in files {
+            guard let file = try? SafetensorsFile(path: "\(directory)/\(name)") else { continue }
+            var parameters = 0
+            var dtypes: [String: Int] = [:]
+            for tensor in file.tensorNames {
+                guard let info = file.info(tensor) else { continue }
+                let count = info.shape.reduce(1, *)
+                parameters += count
+                dtypes[info.dtype.rawValue, default: 0] += count
+            }
+            let dtypeText = dtypes.keys.sorted().map { "\($0)" }.joined(separator: ", ")
+            lines.append("\(component)/\(name): \(formatCount(parameters)) parameters (\(dtypeText))")
+        }
+    }
+    return lines.joined(separator: "\n")
+}
+
+func formatCount(_ n: Int) -> String {
+    n >= 1_000_000 ? String(format: "%.1fM", Double(n) / 1e6) : n >= 1000 ? String(format: "%.1fk", Double(n) / 1e3) : "\(n)"
+}
+
+/// A progress bar with ETA on a terminal; plain lines (at most one a second, plus each stage's end) otherwise.
+final class ProgressDisplay {
+    let isTerminal = isatty(STDERR_FILENO) == 1
+    var stageStart = Date()
+    var stage: EditProgress.Stage?
+    var lastLine = Date.distantPast
+
+    var handler: ProgressHandler { { [self] in show($0); return true } }
+
+    func show(_ report: EditProgress) {
+        if report.stage != stage { stage = report.stage; stageStart = Date() }
+        let elapsed = Date().timeIntervalSince(stageStart)
+        let remaining = report.completed > 0 ? elapsed / Double(report.completed) * Double(report.total - report.completed) : 0
+        let eta = report.completed < report.total ? " ETA \(formatDuration(remaining))" : " done in \(formatDuration(elapsed))"
+        let label = "\(report.stage.rawValue) \(report.completed)/\(report.total)"
+        if isTerminal {
+            let width = 30, filled = report.total > 0 ? width * report.completed / report.total : width
+            let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+            FileHandle.standardError.write("\r\u{1B}[2K[\(bar)] \(label)\(eta)".data(using: .utf8)!)
+            if report.completed == report.total { FileHandle.standardError.write("\n".data(using: .utf8)!) }
+        } else if report.completed == report.total || Date().timeIntervalSince(lastLine) >= 1 {
+            lastLine = Date()
+            printErr("progress: \(label)\(eta)")
+        }
+    }
+}
+
+func formatDuration(_ seconds: Double) -> String {
+    let total = Int(seconds.rounded())
+    return total >= 60 ? "\(total / 60)m\(String(format: "%02d", total % 60))s" : "\(total)s"
+}

@@ -1,0 +1,679 @@
+/*
+ * gst_harness_test.c - unit tests of the GStreamer element "tokenflow" with GstHarness (gstcheck) and
+ * small pipelines. Each test runs in a child process (a crash is a FAIL, not the end of the run) and
+ * prints "PASS <name>" / "FAIL <name>"; the exit status is non-zero when a test failed.
+ *
+ *   GST_PLUGIN_PATH=.build/gstreamer gst_harness_test MODEL_DIR [TEST...]
+ *
+ * Frames are edited for real by libtokenflow with MODEL_DIR (a tiny model: steps=2, inversion-steps=2,
+ * size=input). The harness tests that compare with the C API link libtokenflow directly.
+ * NULL-during-run clip size: $GST_TF_NULL_FRAMES, $GST_TF_NULL_SIZE (WxH), $GST_TF_NULL_STEPS.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gst/check/gstharness.h>
+#include <gst/gst.h>
+#include <gst/video/video.h>
+
+#include <tokenflow.h>
+
+static const char *model_dir;
+static int failures;
+
+#define CHECK(cond, ...) do { \
+    if (!(cond)) { \
+      fprintf (stderr, "  check failed at %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+      fprintf (stderr, __VA_ARGS__); \
+      fprintf (stderr, "\n"); \
+      failures++; \
+      return; \
+    } \
+  } while (0)
+
+static GstStaticPadTemplate harness_src = GST_STATIC_PAD_TEMPLATE ("src", GST_PAD_SRC,
+    GST_PAD_ALWAYS, GST_STATIC_CAPS_ANY);
+static GstStaticPadTemplate harness_sink = GST_STATIC_PAD_TEMPLATE ("sink", GST_PAD_SINK,
+    GST_PAD_ALWAYS, GST_STATIC_CAPS_ANY);
+
+#define FPS 10
+#define FRAME_DURATION (GST_SECOND / FPS)
+
+static gchar *
+rgb_caps (int width, int height)
+{
+  return g_strdup_printf ("video/x-raw,format=RGB,width=%d,height=%d,framerate=%d/1", width, height,
+      FPS);
+}
+
+/* Deterministic test picture number i (gradients that move with i). */
+static void
+fill_pixel (int i, int x, int y, guint8 * p)
+{
+  p[0] = (guint8) (x * 5 + i * 7);
+  p[1] = (guint8) (y * 9 + i * 3);
+  p[2] = (guint8) ((x + y) * 4 + i);
+}
+
+static GstBuffer *
+make_frame (int width, int height, int i, GstClockTime pts)
+{
+  GstVideoInfo info;
+  GstVideoFrame frame;
+  GstBuffer *buf;
+  int x, y;
+
+  gst_video_info_set_format (&info, GST_VIDEO_FORMAT_RGB, width, height);
+  buf = gst_buffer_new_allocate (NULL, GST_VIDEO_INFO_SIZE (&info), NULL);
+  gst_buffer_memset (buf, 0, 0xAA, GST_VIDEO_INFO_SIZE (&info));        /* row padding: junk */
+  gst_video_frame_map (&frame, &info, buf, GST_MAP_WRITE);
+  for (y = 0; y < height; y++) {
+    guint8 *row = (guint8 *) GST_VIDEO_FRAME_PLANE_DATA (&frame, 0)
+        + y * GST_VIDEO_FRAME_PLANE_STRIDE (&frame, 0);
+    for (x = 0; x < width; x++)
+      fill_pixel (i, x, y, row + 3 * x);
+  }
+  gst_video_frame_unmap (&frame);
+  GST_BUFFER_PTS (buf) = pts;
+  GST_BUFFER_DURATION (buf) = FRAME_DURATION;
+  GST_BUFFER_OFFSET (buf) = i;
+  GST_BUFFER_OFFSET_END (buf) = i + 1;
+  return buf;
+}
+
+/* Packed (stride 3*width) copy of a frame buffer's pixels. */
+static guint8 *
+packed_pixels (GstBuffer * buf, int width, int height)
+{
+  GstVideoInfo info;
+  GstVideoFrame frame;
+  guint8 *out = g_malloc ((gsize) width * height * 3);
+  int y;
+
+  gst_video_info_set_format (&info, GST_VIDEO_FORMAT_RGB, width, height);
+  if (!gst_video_frame_map (&frame, &info, buf, GST_MAP_READ)) {
+    g_free (out);
+    return NULL;
+  }
+  for (y = 0; y < height; y++)
+    memcpy (out + (gsize) y * width * 3, (guint8 *) GST_VIDEO_FRAME_PLANE_DATA (&frame, 0)
+        + y * GST_VIDEO_FRAME_PLANE_STRIDE (&frame, 0), (gsize) width * 3);
+  gst_video_frame_unmap (&frame);
+  return out;
+}
+
+static GstElement *
+make_element (guint window)
+{
+  GstElement *e = gst_element_factory_make ("tokenflow", NULL);
+  if (e == NULL)
+    return NULL;
+  g_object_set (e, "model", model_dir, "steps", 2, "inversion-steps", 2, "size", "input",
+      "window", window, "prompt", "a watercolor painting", NULL);
+  return e;
+}
+
+/* A harness around a configured element, with a bus on the element; caps = RGB width x height. */
+static GstHarness *
+make_harness (GstElement * e, GstBus ** bus, int width, int height)
+{
+  GstHarness *h = gst_harness_new_empty ();
+  *bus = gst_bus_new ();
+  gst_element_set_bus (e, *bus);
+  gst_harness_add_element_full (h, e, &harness_src, "sink", &harness_sink, "src");
+  if (width > 0) {
+    gchar *caps = rgb_caps (width, height);
+    gst_harness_set_src_caps_str (h, caps);
+    g_free (caps);
+  }
+  return h;
+}
+
+static void
+teardown (GstHarness * h, GstElement * e, GstBus * bus)
+{
+  gst_harness_teardown (h);
+  gst_element_set_bus (e, NULL);
+  gst_object_unref (e);
+  gst_object_unref (bus);
+}
+
+/* Pops every message of the given types; returns how many; *first gets a ref of the first one. */
+static int
+drain_bus (GstBus * bus, GstMessageType types, GstMessage ** first)
+{
+  GstMessage *m;
+  int n = 0;
+  if (first)
+    *first = NULL;
+  while ((m = gst_bus_pop_filtered (bus, types)) != NULL) {
+    if (first && *first == NULL)
+      *first = gst_message_ref (m);
+    n++;
+    gst_message_unref (m);
+  }
+  return n;
+}
+
+static int
+count_progress (GstBus * bus, const char *stage)
+{
+  GstMessage *m;
+  int n = 0;
+  while ((m = gst_bus_pop_filtered (bus, GST_MESSAGE_ELEMENT)) != NULL) {
+    const GstStructure *s = gst_message_get_structure (m);
+    if (gst_structure_has_name (s, "tokenflow-progress")
+        && (stage == NULL || g_strcmp0 (gst_structure_get_string (s, "stage"), stage) == 0))
+      n++;
+    gst_message_unref (m);
+  }
+  return n;
+}
+
+static gboolean
+bus_has_error (GstBus * bus, gchar ** text)
+{
+  GstMessage *m = NULL;
+  if (drain_bus (bus, GST_MESSAGE_ERROR, &m) == 0)
+    return FALSE;
+  if (text) {
+    GError *err = NULL;
+    gst_message_parse_error (m, &err, NULL);
+    *text = g_strdup (err->message);
+    g_error_free (err);
+  }
+  gst_message_unref (m);
+  return TRUE;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+
+/* window=4, 10 frames: nothing before a window is full, 4 frames after pushes 4 and 8, the last 2 at
+ * EOS (then EOS); original pts/duration/offset; pixels edited; progress messages posted. */
+static void
+test_window_and_eos (void)
+{
+  const int w = 64, hgt = 48, n = 10;
+  GstBus *bus;
+  GstElement *e = make_element (4);
+  GstHarness *h;
+  int i, pulled = 0, changed = 0;
+
+  CHECK (e != NULL, "no tokenflow element (GST_PLUGIN_PATH?)");
+  h = make_harness (e, &bus, w, hgt);
+  for (i = 0; i < n; i++) {
+    GstFlowReturn ret = gst_harness_push (h, make_frame (w, hgt, i, i * FRAME_DURATION));
+    CHECK (ret == GST_FLOW_OK, "push %d: %s", i, gst_flow_get_name (ret));
+    guint expected = (i + 1) % 4 == 0 ? 4 : 0;
+    CHECK (gst_harness_buffers_in_queue (h) == expected, "after push %d: %u buffers out, want %u",
+        i, gst_harness_buffers_in_queue (h), expected);
+    while (gst_harness_buffers_in_queue (h) > 0) {
+      GstBuffer *out = gst_harness_pull (h);
+      GstBuffer *in = make_frame (w, hgt, pulled, pulled * FRAME_DURATION);
+      guint8 *a = packed_pixels (out, w, hgt), *b = packed_pixels (in, w, hgt);
+      CHECK (GST_BUFFER_PTS (out) == (GstClockTime) pulled * FRAME_DURATION, "frame %d pts %" GST_TIME_FORMAT,
+          pulled, GST_TIME_ARGS (GST_BUFFER_PTS (out)));
+      CHECK (GST_BUFFER_DURATION (out) == FRAME_DURATION, "frame %d duration", pulled);
+      CHECK (GST_BUFFER_OFFSET (out) == (guint64) pulled, "frame %d offset", pulled);
+      CHECK (gst_buffer_get_size (out) == gst_buffer_get_size (in), "frame %d size", pulled);
+      changed += memcmp (a, b, (gsize) w * hgt * 3) != 0;
+      g_free (a);
+      g_free (b);
+      gst_buffer_unref (in);
+      gst_buffer_unref (out);
+      pulled++;
+    }
+  }
+  CHECK (pulled == 8, "%d frames out before EOS", pulled);
+  CHECK (gst_harness_push_event (h, gst_event_new_eos ()), "EOS refused");
+  CHECK (gst_harness_buffers_in_queue (h) == 2, "%u frames out at EOS, want 2",
+      gst_harness_buffers_in_queue (h));
+  for (i = 0; i < 2; i++) {
+    GstBuffer *out = gst_harness_pull (h);
+    CHECK (GST_BUFFER_PTS (out) == (GstClockTime) (8 + i) * FRAME_DURATION, "pts after EOS");
+    gst_buffer_unref (out);
+  }
+  {
+    GstEvent *ev;
+    gboolean eos = FALSE;
+    while ((ev = gst_harness_try_pull_event (h)) != NULL) {
+      eos |= GST_EVENT_TYPE (ev) == GST_EVENT_EOS;
+      gst_event_unref (ev);
+    }
+    CHECK (eos, "EOS not forwarded");
+  }
+  CHECK (changed == 8, "only %d of 8 frames differ from the input", changed);
+  CHECK (count_progress (bus, "sampling") > 0, "no tokenflow-progress sampling messages");
+  CHECK (!bus_has_error (bus, NULL), "error posted");
+  teardown (h, e, bus);
+}
+
+/* window=0: everything is held until EOS. */
+static void
+test_window_zero (void)
+{
+  const int w = 32, hgt = 24;
+  GstBus *bus;
+  GstElement *e = make_element (0);
+  GstHarness *h;
+  int i;
+
+  CHECK (e != NULL, "no element");
+  h = make_harness (e, &bus, w, hgt);
+  for (i = 0; i < 6; i++)
+    CHECK (gst_harness_push (h, make_frame (w, hgt, i, i * FRAME_DURATION)) == GST_FLOW_OK, "push");
+  CHECK (gst_harness_buffers_in_queue (h) == 0, "output before EOS");
+  gst_harness_push_event (h, gst_event_new_eos ());
+  CHECK (gst_harness_buffers_in_queue (h) == 6, "%u out at EOS", gst_harness_buffers_in_queue (h));
+  teardown (h, e, bus);
+}
+
+/* A flush in the middle of a window drops the queued frames; the next window starts afresh. */
+static void
+test_flush_drops_queue (void)
+{
+  const int w = 64, hgt = 48;
+  GstBus *bus;
+  GstElement *e = make_element (4);
+  GstHarness *h;
+  GstSegment segment;
+  int i;
+
+  CHECK (e != NULL, "no element");
+  h = make_harness (e, &bus, w, hgt);
+  for (i = 0; i < 3; i++)
+    CHECK (gst_harness_push (h, make_frame (w, hgt, i, i * FRAME_DURATION)) == GST_FLOW_OK, "push");
+  CHECK (gst_harness_push_event (h, gst_event_new_flush_start ()), "flush-start");
+  CHECK (gst_harness_push_event (h, gst_event_new_flush_stop (TRUE)), "flush-stop");
+  gst_segment_init (&segment, GST_FORMAT_TIME);
+  segment.start = 10 * GST_SECOND;
+  CHECK (gst_harness_push_event (h, gst_event_new_segment (&segment)), "segment");
+  CHECK (gst_harness_buffers_in_queue (h) == 0, "frames out after flush");
+  for (i = 0; i < 4; i++) {
+    GstFlowReturn ret = gst_harness_push (h, make_frame (w, hgt, 100 + i,
+            10 * GST_SECOND + i * FRAME_DURATION));
+    CHECK (ret == GST_FLOW_OK, "push after flush: %s", gst_flow_get_name (ret));
+  }
+  CHECK (gst_harness_buffers_in_queue (h) == 4, "%u frames out, want the 4 pushed after the flush",
+      gst_harness_buffers_in_queue (h));
+  for (i = 0; i < 4; i++) {
+    GstBuffer *out = gst_harness_pull (h);
+    CHECK (GST_BUFFER_PTS (out) == 10 * GST_SECOND + (GstClockTime) i * FRAME_DURATION, "pts %" GST_TIME_FORMAT,
+        GST_TIME_ARGS (GST_BUFFER_PTS (out)));
+    gst_buffer_unref (out);
+  }
+  gst_harness_push_event (h, gst_event_new_eos ());
+  CHECK (gst_harness_buffers_in_queue (h) == 0, "pre-flush frames came out at EOS");
+  CHECK (!bus_has_error (bus, NULL), "error posted");
+  teardown (h, e, bus);
+}
+
+/* Caps the element cannot handle are refused, with a warning naming the format and the fix. */
+static void
+refuse_caps (const char *caps_str, const char *format)
+{
+  GstBus *bus;
+  GstElement *e = make_element (4);
+  GstHarness *h;
+  GstMessage *m = NULL;
+  GError *err = NULL;
+  GstFlowReturn ret;
+
+  CHECK (e != NULL, "no element");
+  h = make_harness (e, &bus, 0, 0);
+  /* A sticky event is stored on the harness pad even when the peer refuses it, so the push
+   * returns TRUE; the refusal shows when data follows. */
+  gst_harness_push_event (h, gst_event_new_caps (gst_caps_from_string (caps_str)));
+  ret = gst_harness_push (h, gst_buffer_new_allocate (NULL, 64 * 48 * 2, NULL));
+  CHECK (ret == GST_FLOW_NOT_NEGOTIATED, "push returned %s", gst_flow_get_name (ret));
+  CHECK (drain_bus (bus, GST_MESSAGE_WARNING | GST_MESSAGE_ERROR, &m) >= 1, "no message on the bus");
+  if (GST_MESSAGE_TYPE (m) == GST_MESSAGE_WARNING)
+    gst_message_parse_warning (m, &err, NULL);
+  else
+    gst_message_parse_error (m, &err, NULL);
+  fprintf (stderr, "  message: %s\n", err->message);
+  CHECK (strstr (err->message, "RGB") && strstr (err->message, format)
+      && strstr (err->message, "videoconvert"), "unclear message: %s", err->message);
+  g_error_free (err);
+  gst_message_unref (m);
+  CHECK (gst_harness_buffers_in_queue (h) == 0, "output");
+  teardown (h, e, bus);
+}
+
+static void
+test_refuse_gray8 (void)
+{
+  refuse_caps ("video/x-raw,format=GRAY8,width=64,height=48,framerate=10/1", "GRAY8");
+}
+
+static void
+test_refuse_i420 (void)
+{
+  refuse_caps ("video/x-raw,format=I420,width=64,height=48,framerate=10/1", "I420");
+}
+
+/* Records the order of buffers and selected events leaving the element. */
+static GstPadProbeReturn
+record_probe (GstPad * pad, GstPadProbeInfo * info, gpointer user_data)
+{
+  GString *log = user_data;
+  if (GST_PAD_PROBE_INFO_TYPE (info) & GST_PAD_PROBE_TYPE_BUFFER) {
+    GstBuffer *b = GST_PAD_PROBE_INFO_BUFFER (info);
+    g_string_append_printf (log, "b%" G_GUINT64_FORMAT " ", GST_BUFFER_OFFSET (b));
+  } else if (GST_PAD_PROBE_INFO_TYPE (info) & GST_PAD_PROBE_TYPE_EVENT_DOWNSTREAM) {
+    GstEvent *ev = GST_PAD_PROBE_INFO_EVENT (info);
+    if (GST_EVENT_TYPE (ev) == GST_EVENT_CAPS) {
+      GstVideoInfo vi;
+      GstCaps *caps;
+      gst_event_parse_caps (ev, &caps);
+      gst_video_info_from_caps (&vi, caps);
+      g_string_append_printf (log, "caps%dx%d ", GST_VIDEO_INFO_WIDTH (&vi),
+          GST_VIDEO_INFO_HEIGHT (&vi));
+    } else if (GST_EVENT_TYPE (ev) == GST_EVENT_CUSTOM_DOWNSTREAM) {
+      g_string_append (log, "marker ");
+    } else if (GST_EVENT_TYPE (ev) == GST_EVENT_EOS) {
+      g_string_append (log, "eos");
+    }
+  }
+  return GST_PAD_PROBE_OK;
+}
+
+/* Serialized events keep their place between frames; a size change edits the queued frames first. */
+static void
+test_event_order_and_caps_change (void)
+{
+  GstBus *bus;
+  GstElement *e = make_element (4);
+  GstHarness *h;
+  GString *log = g_string_new ("");
+  GstPad *src;
+  gchar *caps;
+  const char *want = "b0 marker b1 caps48x32 b2 b3 b4 b5 b6 eos";
+
+  CHECK (e != NULL, "no element");
+  h = make_harness (e, &bus, 64, 48);
+  src = gst_element_get_static_pad (e, "src");
+  gst_pad_add_probe (src, GST_PAD_PROBE_TYPE_BUFFER | GST_PAD_PROBE_TYPE_EVENT_DOWNSTREAM,
+      record_probe, log, NULL);
+  gst_object_unref (src);
+  gst_harness_push (h, make_frame (64, 48, 0, 0));
+  gst_harness_push_event (h, gst_event_new_custom (GST_EVENT_CUSTOM_DOWNSTREAM,
+          gst_structure_new_empty ("marker")));
+  gst_harness_push (h, make_frame (64, 48, 1, FRAME_DURATION));
+  CHECK (gst_harness_buffers_in_queue (h) == 0, "early output");
+  caps = rgb_caps (48, 32);
+  CHECK (gst_harness_push_event (h, gst_event_new_caps (gst_caps_from_string (caps))),
+      "caps change refused");
+  g_free (caps);
+  CHECK (gst_harness_buffers_in_queue (h) == 2, "caps change did not edit the 2 queued frames");
+  for (int i = 2; i < 7; i++)
+    gst_harness_push (h, make_frame (48, 32, i, i * FRAME_DURATION));
+  gst_harness_push_event (h, gst_event_new_eos ());
+  CHECK (gst_harness_buffers_in_queue (h) == 7, "%u frames out", gst_harness_buffers_in_queue (h));
+  for (int i = 0; i < 7; i++) {
+    GstBuffer *out = gst_harness_pull (h);
+    gsize want_size = i < 2 ? 64 * 48 * 3 : 48 * 32 * 3;
+    CHECK (gst_buffer_get_size (out) == want_size, "frame %d size %zu", i,
+        gst_buffer_get_size (out));
+    gst_buffer_unref (out);
+  }
+  fprintf (stderr, "  order: %s\n", log->str);
+  CHECK (strstr (log->str, want) != NULL, "order \"%s\", want \"%s\"", log->str, want);
+  CHECK (!bus_has_error (bus, NULL), "error posted");
+  g_string_free (log, TRUE);
+  teardown (h, e, bus);
+}
+
+/* Odd width (row padding in GStreamer buffers): the element's output equals the C API's output for
+ * the same frames and settings. */
+static void
+test_matches_c_api (void)
+{
+  const int w = 50, hgt = 30, n = 5;
+  GstBus *bus;
+  GstElement *e = make_element (0);
+  GstHarness *h;
+  TFSettings s;
+  TFContext *ctx = NULL;
+  TFFrame f;
+  int i, r;
+
+  CHECK (e != NULL, "no element");
+  h = make_harness (e, &bus, w, hgt);
+  for (i = 0; i < n; i++)
+    gst_harness_push (h, make_frame (w, hgt, i, i * FRAME_DURATION));
+  gst_harness_push_event (h, gst_event_new_eos ());
+  CHECK (gst_harness_buffers_in_queue (h) == (guint) n, "frames out");
+
+  tf_default_settings (&s);
+  s.model_path = model_dir;
+  s.prompt = "a watercolor painting";
+  s.steps = 2;
+  s.inversion_steps = 2;
+  s.working_width = s.working_height = -1;
+  r = tf_open (&ctx, &s);
+  CHECK (r == TF_OK, "tf_open: %s", tf_last_error (NULL));
+  for (i = 0; i < n; i++) {
+    guint8 *packed = g_malloc ((gsize) w * hgt * 3);
+    for (int y = 0; y < hgt; y++)
+      for (int x = 0; x < w; x++)
+        fill_pixel (i, x, y, packed + ((gsize) y * w + x) * 3);
+    r = tf_send_frame (ctx, packed, w, hgt, w * 3, i * (int64_t) FRAME_DURATION);
+    g_free (packed);
+    CHECK (r == TF_OK, "tf_send_frame: %s", tf_last_error (ctx));
+  }
+  r = tf_run (ctx, NULL, NULL);
+  CHECK (r == TF_OK, "tf_run: %s", tf_last_error (ctx));
+  for (i = 0; i < n; i++) {
+    GstBuffer *out = gst_harness_pull (h);
+    guint8 *a = packed_pixels (out, w, hgt);
+    CHECK (tf_get_frame (ctx, &f) == TF_OK, "tf_get_frame");
+    for (int y = 0; y < hgt; y++)
+      CHECK (memcmp (a + (gsize) y * w * 3, f.data + y * f.stride, (gsize) w * 3) == 0,
+          "frame %d row %d differs from the C API's", i, y);
+    g_free (a);
+    gst_buffer_unref (out);
+  }
+  tf_close (&ctx);
+  teardown (h, e, bus);
+}
+
+/* With model unset, $TOKENFLOW_MODEL is used. */
+static void
+test_model_from_env (void)
+{
+  GstBus *bus;
+  GstElement *e = make_element (2);
+  GstHarness *h;
+
+  CHECK (e != NULL, "no element");
+  g_setenv ("TOKENFLOW_MODEL", model_dir, TRUE);
+  g_object_set (e, "model", NULL, NULL);
+  h = make_harness (e, &bus, 32, 24);
+  gst_harness_push (h, make_frame (32, 24, 0, 0));
+  gst_harness_push (h, make_frame (32, 24, 1, FRAME_DURATION));
+  CHECK (gst_harness_buffers_in_queue (h) == 2, "no output with $TOKENFLOW_MODEL");
+  teardown (h, e, bus);
+}
+
+/* A missing model fails READY->PAUSED with an error that names the folder (no crash). */
+static void
+test_missing_model (void)
+{
+  GError *err = NULL;
+  GstElement *p = gst_parse_launch ("videotestsrc num-buffers=4 ! video/x-raw,width=64,height=48 "
+      "! videoconvert ! video/x-raw,format=RGB ! tokenflow name=tf model=/nonexistent/sd-model "
+      "! fakesink", &err);
+  GstBus *bus;
+  GstStateChangeReturn ret;
+  GstMessage *m;
+
+  CHECK (p != NULL, "parse: %s", err ? err->message : "?");
+  bus = gst_element_get_bus (p);
+  ret = gst_element_set_state (p, GST_STATE_PAUSED);
+  CHECK (ret == GST_STATE_CHANGE_FAILURE, "state change returned %s",
+      gst_element_state_change_return_get_name (ret));
+  m = gst_bus_timed_pop_filtered (bus, 5 * GST_SECOND, GST_MESSAGE_ERROR);
+  CHECK (m != NULL, "no error message");
+  gst_message_parse_error (m, &err, NULL);
+  fprintf (stderr, "  error: %s\n", err->message);
+  CHECK (g_error_matches (err, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_NOT_FOUND),
+      "error domain/code %s/%d", g_quark_to_string (err->domain), err->code);
+  CHECK (strstr (err->message, "/nonexistent/sd-model") != NULL, "message does not name the model");
+  g_error_free (err);
+  gst_message_unref (m);
+  gst_element_set_state (p, GST_STATE_NULL);
+  gst_object_unref (bus);
+  gst_object_unref (p);
+}
+
+static int
+env_int (const char *name, int fallback)
+{
+  const char *v = g_getenv (name);
+  return v ? atoi (v) : fallback;
+}
+
+/* Setting the pipeline to NULL while the engine runs returns promptly (the run is cancelled). */
+static void
+test_null_during_run (void)
+{
+  int frames = env_int ("GST_TF_NULL_FRAMES", 16), steps = env_int ("GST_TF_NULL_STEPS", 10);
+  const char *size = g_getenv ("GST_TF_NULL_SIZE") ? g_getenv ("GST_TF_NULL_SIZE") : "128x96";
+  int width = 128, height = 96;
+  gchar *desc;
+  GError *err = NULL;
+  GstElement *p;
+  GstBus *bus;
+  GstMessage *m;
+  gint64 run_start = 0, now, t0, t1, deadline;
+  int completed = 0, total = 0;
+  gboolean sampling = FALSE;
+
+  sscanf (size, "%dx%d", &width, &height);
+  desc = g_strdup_printf ("videotestsrc num-buffers=%d pattern=ball ! video/x-raw,width=%d,"
+      "height=%d,framerate=10/1 ! videoconvert ! video/x-raw,format=RGB ! tokenflow model=%s "
+      "window=0 steps=%d inversion-steps=%d size=input ! fakesink", frames, width, height,
+      model_dir, steps, steps);
+  p = gst_parse_launch (desc, &err);
+  g_free (desc);
+  CHECK (p != NULL, "parse: %s", err ? err->message : "?");
+  bus = gst_element_get_bus (p);
+  CHECK (gst_element_set_state (p, GST_STATE_PLAYING) != GST_STATE_CHANGE_FAILURE, "PLAYING");
+
+  /* Wait until the run is well into sampling (after encoding and inversion). */
+  deadline = g_get_monotonic_time () + 600 * G_USEC_PER_SEC;
+  while (!sampling && (now = g_get_monotonic_time ()) < deadline) {
+    m = gst_bus_timed_pop_filtered (bus, GST_SECOND, GST_MESSAGE_ELEMENT | GST_MESSAGE_ERROR
+        | GST_MESSAGE_EOS);
+    if (m == NULL)
+      continue;
+    if (GST_MESSAGE_TYPE (m) != GST_MESSAGE_ELEMENT) {
+      gst_message_unref (m);
+      CHECK (FALSE, "error or EOS before the run was under way");
+    }
+    const GstStructure *s = gst_message_get_structure (m);
+    if (gst_structure_has_name (s, "tokenflow-progress")) {
+      if (run_start == 0)
+        run_start = g_get_monotonic_time ();
+      gst_structure_get_int (s, "completed", &completed);
+      gst_structure_get_int (s, "total", &total);
+      sampling = g_strcmp0 (gst_structure_get_string (s, "stage"), "sampling") == 0;
+    }
+    gst_message_unref (m);
+  }
+  CHECK (sampling, "the run never reached sampling");
+
+  t0 = g_get_monotonic_time ();
+  gst_element_set_state (p, GST_STATE_NULL);
+  t1 = g_get_monotonic_time ();
+  {
+    double ms = (t1 - t0) / 1000.0, ran = (t0 - run_start) / 1e6;
+    fprintf (stderr, "  %d frames %dx%d, steps %d: set_state(NULL) took %.1f ms, %.2f s into the "
+        "run (sampling %d/%d)\n", frames, width, height, steps, ms, ran, completed, total);
+    printf ("INFO null-during-run: set_state(NULL) returned in %.1f ms, %.2f s into the run "
+        "(sampling step %d of %d; %d frames %dx%d, steps %d)\n", ms, ran, completed, total,
+        frames, width, height, steps);
+    fflush (stdout);
+    CHECK (ms < 2000.0, "set_state(NULL) took %.1f ms", ms);
+  }
+  CHECK (!bus_has_error (bus, NULL), "an error was posted for a cancelled run");
+  gst_object_unref (bus);
+  gst_object_unref (p);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+
+typedef struct
+{
+  const char *name;
+  void (*fn) (void);
+} Test;
+
+static const Test tests[] = {
+  {"gst-harness-window-eos", test_window_and_eos},
+  {"gst-harness-window-zero", test_window_zero},
+  {"gst-harness-flush-drops-queue", test_flush_drops_queue},
+  {"gst-harness-refuses-gray8", test_refuse_gray8},
+  {"gst-harness-refuses-i420", test_refuse_i420},
+  {"gst-harness-event-order-caps-change", test_event_order_and_caps_change},
+  {"gst-harness-matches-c-api-odd-width", test_matches_c_api},
+  {"gst-harness-model-from-env", test_model_from_env},
+  {"gst-missing-model-error", test_missing_model},
+  {"gst-null-during-run", test_null_during_run},
+};
+
+static int
+run_child (const Test * t)
+{
+  alarm (900);
+  gst_init (NULL, NULL);
+  t->fn ();
+  return failures ? 1 : 0;
+}
+
+int
+main (int argc, char **argv)
+{
+  int failed = 0;
+  size_t i;
+
+  if (argc < 2) {
+    fprintf (stderr, "usage: %s MODEL_DIR [TEST...]\n", argv[0]);
+    return 2;
+  }
+  model_dir = argv[1];
+  for (i = 0; i < G_N_ELEMENTS (tests); i++) {
+    const Test *t = &tests[i];
+    gboolean selected = argc == 2;
+    for (int a = 2; a < argc; a++)
+      selected |= strcmp (argv[a], t->name) == 0;
+    if (!selected)
+      continue;
+    fflush (stdout);
+    pid_t pid = fork ();
+    if (pid == 0)
+      _exit (run_child (t));
+    int status = 0;
+    gint64 start = g_get_monotonic_time ();
+    while (waitpid (pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    double s = (g_get_monotonic_time () - start) / 1e6;
+    if (WIFEXITED (status) && WEXITSTATUS (status) == 0) {
+      printf ("PASS %s (%.1f s)\n", t->name, s);
+    } else {
+      failed++;
+      if (WIFSIGNALED (status))
+        printf ("FAIL %s (signal %d%s)\n", t->name, WTERMSIG (status),
+            WTERMSIG (status) == SIGALRM ? ", timeout" : "");
+      else
+        printf ("FAIL %s\n", t->name);
+    }
+    fflush (stdout);
+  }
+  return failed ? 1 : 0;
+}

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The `tokenflow` command end to end on the tiny random-weight model: formats, timestamps, audio,
+# inversion reuse, latents files, model installation, and bad input.
+set -u
+cd "$(dirname "$0")/../.."
+source Tests/Host/support/check.sh
+cli=$PWD/.build/release/tokenflow-cli
+model=$PWD/Tests/Fixtures/models/sd2-tiny
+work=$(mktemp -d /tmp/tokenflow-cli-test.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+cc -O1 -o "$work/clip_tool" Tests/Host/c/clip_tool.c -lavformat -lavcodec -lavutil -lm || { echo "FAIL cli: cannot build clip_tool"; exit 1; }
+tool=$work/clip_tool
+quick=(--model "$model" --steps 2 --inversion-steps 2 --size input --batch-size 4)
+
+"$tool" make "$work/in.nut" 10 64 48 audio
+expect "cli probe input" grep -q "frames=10 width=64 height=48 fps=10/1 audio=pcm_s16le" <("$tool" probe "$work/in.nut")
+input_times=$("$tool" probe "$work/in.nut" | sed -n 's/^times=//p')
+
+# mkv -> mp4 (H.264): frame count, size, rate and timestamps kept.
+"$cli" edit "$work/in.nut" "$work/out.mp4" --prompt "a marble statue" "${quick[@]}" > "$work/edit.log" 2>&1
+expect "cli edit exits 0" test $? -eq 0
+probe=$("$tool" probe "$work/out.mp4")
+expect "cli mp4 keeps count, size and rate" grep -q "frames=10 width=64 height=48 fps=10/1" <<<"$probe"
+expect "cli mp4 keeps timestamps" test "$(sed -n 's/^times=//p' <<<"$probe")" = "$input_times"
+expect "cli prints progress" grep -q "progress: sampling" "$work/edit.log"
+
+# mkv -> mkv copies the PCM audio.
+"$cli" edit "$work/in.nut" "$work/out.mkv" --prompt "a marble statue" "${quick[@]}" > /dev/null 2>&1
+expect "cli mkv copies audio" grep -q "audio=pcm_s16le" <("$tool" probe "$work/out.mkv")
+
+# Image sequence output, odd size input (70x45 -> working 72x48 -> back to 70x45).
+"$tool" make "$work/odd.nut" 5 70 45
+mkdir -p "$work/frames"
+"$cli" edit "$work/odd.nut" "$work/frames/%05d.png" --prompt "snow" "${quick[@]}" > /dev/null 2>&1
+expect "cli png sequence has every frame" test "$(ls "$work/frames" | wc -l)" -eq 5
+expect "cli png sequence keeps the odd size" grep -q "frames=5 width=70 height=45" <("$tool" probe "$work/frames/%05d.png")
+
+# Invert once, edit twice from the cache: same frames as a direct edit with the same settings.
+"$cli" invert "$work/in.nut" "$work/inv.safetensors" "${quick[@]}" > /dev/null 2>&1
+expect "cli invert writes the cache" test -s "$work/inv.safetensors"
+mkdir -p "$work/direct" "$work/cached"
+"$cli" edit "$work/in.nut" "$work/direct/%03d.png" --prompt "lava" "${quick[@]}" --save-latents "$work/direct.safetensors" > /dev/null 2>&1
+"$cli" edit "$work/in.nut" "$work/cached/%03d.png" --prompt "lava" "${quick[@]}" --inversion "$work/inv.safetensors" > /dev/null 2>&1
+expect "cli edit from the inversion cache equals a direct edit" diff -r "$work/direct" "$work/cached"
+expect "cli --save-latents has final and inverted/<t>" bash -c "head -c 4096 '$work/direct.safetensors' | grep -aq '\"final\"' && head -c 4096 '$work/direct.safetensors' | grep -aq 'inverted/'"
+
+# An explicit keyframe schedule (2 steps x 3 batches of 4, 4, 2 frames).
+echo '[[0, 4, 8], [3, 7, 9]]' > "$work/keys.json"
+"$cli" edit "$work/in.nut" "$work/keys.mp4" --prompt "lava" "${quick[@]}" --keyframes "$work/keys.json" > /dev/null 2>&1
+expect "cli --keyframes runs" test -s "$work/keys.mp4"
+echo '[[0, 4, 8]]' > "$work/short-keys.json"
+"$cli" edit "$work/in.nut" "$work/bad-keys.mp4" --prompt "lava" "${quick[@]}" --keyframes "$work/short-keys.json" > "$work/err.log" 2>&1
+expect "cli rejects a keyframe schedule of the wrong length" grep -q "keyframe schedule has 1 steps, expected 2" "$work/err.log"
+
+# Models: info, install-model, TOKENFLOW_MODEL.
+"$cli" info "$model" > "$work/info.log" 2>&1
+expect "cli info describes the model" grep -q "unet: block_out_channels \[8, 16, 16, 16\]" "$work/info.log"
+expect "cli info counts parameters" grep -q "unet/diffusion_pytorch_model.safetensors: .* parameters (F32)" "$work/info.log"
+"$cli" install-model "$model" --destination "$work/share/model" > /dev/null 2>&1
+expect "cli install-model copies a valid model" test -f "$work/share/model/unet/config.json"
+TOKENFLOW_MODEL="$work/share/model" "$cli" edit "$work/in.nut" "$work/env.mp4" --prompt x --steps 2 --inversion-steps 2 --size input > /dev/null 2>&1
+expect "cli uses TOKENFLOW_MODEL" test -s "$work/env.mp4"
+
+# Bad input: clear message, non-zero exit, no output file.
+bad() { # NAME EXPECTED-MESSAGE ARGS...
+    local name=$1 message=$2; shift 2
+    rm -f "$work/bad.mp4"
+    "$cli" "$@" > "$work/err.log" 2>&1; local status=$?
+    if [ $status -ne 0 ] && grep -q -- "$message" "$work/err.log" && [ ! -e "$work/bad.mp4" ]; then pass "$name"
+    else fail "$name" "exit $status, output: $(head -c 300 "$work/err.log")"; fi
+}
+bad "cli missing model" "missing model file" edit "$work/in.nut" "$work/bad.mp4" --prompt x --model "$work/nope"
+bad "cli steps 0" "steps must be between 1 and 1000" edit "$work/in.nut" "$work/bad.mp4" --prompt x --model "$model" --steps 0
+bad "cli threshold out of range" "pnp_attn_t must be in \[0, 1\]" edit "$work/in.nut" "$work/bad.mp4" --prompt x --model "$model" --pnp-attn-t 2
+bad "cli unknown method" "must be tokenflow, sdedit or reconstruct" edit "$work/in.nut" "$work/bad.mp4" --prompt x --model "$model" --method bogus
+bad "cli missing input" "cannot open input" edit "$work/none.nut" "$work/bad.mp4" --prompt x "${quick[@]}"
+bad "cli bad size" "--size must be WxH" edit "$work/in.nut" "$work/bad.mp4" --prompt x --model "$model" --size 12
+bad "cli no model anywhere" "no model given" edit "$work/in.nut" "$work/bad.mp4" --prompt x
+cp -rL "$model" "$work/corrupt"; truncate -s 100 "$work/corrupt/unet/diffusion_pytorch_model.safetensors"
+bad "cli corrupt weights" "diffusion_pytorch_model.safetensors" edit "$work/in.nut" "$work/bad.mp4" --prompt x --model "$work/corrupt"
+finish

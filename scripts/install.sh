@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs the C library from the release build:
+#   PREFIX/include/tokenflow.h
+#   PREFIX/lib/libtokenflow.so.0          (the library; its soname)
+#   PREFIX/lib/libtokenflow.so -> libtokenflow.so.0   (for -ltokenflow)
+#   PREFIX/lib/pkgconfig/tokenflow.pc
+# Usage: scripts/install.sh [--prefix DIR]   (default /usr/local). Idempotent; build first with
+# `swift build -c release --product tokenflow`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+prefix=/usr/local
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --prefix) [ $# -ge 2 ] || { echo "install: --prefix needs a directory" >&2; exit 2; }; prefix=$2; shift 2 ;;
+        --prefix=*) prefix=${1#--prefix=}; shift ;;
+        *) echo "usage: scripts/install.sh [--prefix DIR]" >&2; exit 2 ;;
+    esac
+done
+
+library=.build/release/libtokenflow.so
+[ -f "$library" ] || { echo "install: $library is missing; run: swift build -c release --product tokenflow" >&2; exit 1; }
+prefix=$(realpath -m "$prefix") # the .pc file needs an absolute prefix
+version=$(awk '$2 ~ /^TOKENFLOW_VERSION_(MAJOR|MINOR|PATCH)$/ { v = v (v == "" ? "" : ".") $3 } END { print v }' Include/tokenflow.h)
+
+install -d "$prefix/include" "$prefix/lib/pkgconfig"
+install -m 644 Include/tokenflow.h "$prefix/include/tokenflow.h"
+# install(1) replaces the file rather than rewriting it in place, so running programs keep their mapping.
+install -m 755 "$library" "$prefix/lib/libtokenflow.so.0"
+ln -sfn libtokenflow.so.0 "$prefix/lib/libtokenflow.so"
+cat > "$prefix/lib/pkgconfig/tokenflow.pc" <<PC
+prefix=$prefix
+exec_prefix=\${prefix}
+libdir=\${exec_prefix}/lib
+includedir=\${prefix}/include
+
+Name: tokenflow
+Description: Text-driven, temporally consistent video editing with Stable Diffusion (TokenFlow), on the CPU
+Version: $version
+Libs: -L\${libdir} -ltokenflow
+Cflags: -I\${includedir}
+PC
+
+# A system library directory needs the loader cache refreshed to find libtokenflow.so.0.
+if [ "$(id -u)" -eq 0 ] && grep -rqsx "$prefix/lib" /etc/ld.so.conf /etc/ld.so.conf.d/; then
+    ldconfig
+fi
+echo "install: libtokenflow $version in $prefix"
