@@ -178,8 +178,9 @@ public struct CLIPTextConfig: Decodable, Sendable {
 
 public struct SchedulerConfig: Decodable, Sendable {
     public var numTrainTimesteps: Int
-    public var betaStart: Float
-    public var betaEnd: Float
+    /// Double, as Python reads them: diffusers takes their square roots in double precision.
+    public var betaStart: Double
+    public var betaEnd: Double
     public var betaSchedule: String
     public var trainedBetas: [Float]?
     public var clipSample: Bool

@@ -63,10 +63,9 @@ public struct DDIMScheduler: Sendable {
         } else {
             switch config.betaSchedule {
             case "linear":
-                betas = torchLinspace(config.betaStart, config.betaEnd, count)
+                betas = torchLinspace(Float(config.betaStart), Float(config.betaEnd), count)
             case "scaled_linear": // linspace of the square roots, squared (in float32, like torch)
-                betas = torchLinspace(Float(jsonDouble(config.betaStart).squareRoot()),
-                                      Float(jsonDouble(config.betaEnd).squareRoot()), count).map { $0 * $0 }
+                betas = torchLinspace(Float(config.betaStart.squareRoot()), Float(config.betaEnd.squareRoot()), count).map { $0 * $0 }
             case "squaredcos_cap_v2":
                 betas = cosineBetas(count)
             default:
@@ -171,14 +170,6 @@ private func torchLinspace(_ start: Float, _ end: Float, _ count: Int) -> [Float
     return (0..<count).map { i in
         i < count / 2 ? start.addingProduct(step, Float(i)) : end.addingProduct(-step, Float(count - 1 - i))
     }
-}
-
-/// The double a config file's decimal (e.g. 0.012) denotes, from the Float it was read into: the Float's
-/// shortest representation gives back that decimal when it has at most 7 significant digits, as beta
-/// values do. diffusers takes the square root of the double; the Float's own square root can differ
-/// in the last bit (it does for SD's beta_end 0.012).
-private func jsonDouble(_ value: Float) -> Double {
-    Double("\(value)") ?? Double(value)
 }
 
 /// diffusers' `betas_for_alpha_bar` with the cosine alpha-bar (Nichol & Dhariwal), computed in

@@ -179,7 +179,7 @@ public final class EditSession {
     /// The sampling timesteps an SDEdit run uses: the last `strength` fraction of the schedule.
     var sdeditTimesteps: [Int] {
         let all = samplingScheduler.timesteps
-        let count = min(Int(Float(all.count) * settings.strength), all.count)
+        let count = min(scheduleStepCount(all.count, fraction: settings.strength), all.count)
         return Array(all.suffix(count))
     }
 
@@ -190,8 +190,8 @@ public final class EditSession {
         let pnp = settings.method == .tokenflow
         let timesteps = pnp ? samplingScheduler.timesteps : sdeditTimesteps
         let fullSchedule = samplingScheduler.timesteps
-        let featureInjection = pnp ? Set(fullSchedule.prefix(Int(Float(settings.steps) * settings.pnpFeatureThreshold))) : []
-        let queryKeyInjection = pnp ? Set(fullSchedule.prefix(Int(Float(settings.steps) * settings.pnpAttentionThreshold))) : []
+        let featureInjection = pnp ? Set(fullSchedule.prefix(scheduleStepCount(settings.steps, fraction: settings.pnpFeatureThreshold))) : []
+        let queryKeyInjection = pnp ? Set(fullSchedule.prefix(scheduleStepCount(settings.steps, fraction: settings.pnpAttentionThreshold))) : []
 
         let alphas = samplingScheduler.alphasCumprod
         // The noise that inversion found: x_T = sqrt(a_T) x_0 + sqrt(1 - a_T) eps.
@@ -277,6 +277,12 @@ public final class EditSession {
         var generator = SplitMix64(seed: settings.seed)
         return (0..<steps).map { _ in batches.map { $0.lowerBound + Int(generator.next() % UInt64($0.count)) } }
     }
+}
+
+/// int(steps * fraction) as the reference computes it from a decimal: a Float like 0.7 is stored as
+/// 0.69999999, and 10 x that must still give 7 steps, so products within 1e-4 of an integer round up to it.
+public func scheduleStepCount(_ steps: Int, fraction: Float) -> Int {
+    Int((Double(steps) * Double(fraction) + 1e-4).rounded(.down))
 }
 
 /// `x` [1, ...] repeated n times along the first dimension.

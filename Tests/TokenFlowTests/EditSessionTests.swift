@@ -143,3 +143,16 @@ final class EditSessionTests: XCTestCase {
         }
     }
 }
+
+final class StepCountTests: XCTestCase {
+    /// Injection step counts must equal Python's int(steps * fraction) for the decimals users type,
+    /// although Float stores 0.7 as 0.69999999.
+    func testStepCountsMatchPythonForTypedDecimals() {
+        XCTAssertEqual(scheduleStepCount(10, fraction: 0.7), 7)   // Python: int(10 * 0.7) = 7
+        XCTAssertEqual(scheduleStepCount(50, fraction: 0.8), 40)  // int(50 * 0.8) = 40
+        XCTAssertEqual(scheduleStepCount(50, fraction: 0.5), 25)
+        XCTAssertEqual(scheduleStepCount(10, fraction: 0.35), 3)  // int(3.5) = 3
+        XCTAssertEqual(scheduleStepCount(3, fraction: 0.3), 0)    // int(0.9) = 0
+        XCTAssertEqual(scheduleStepCount(7, fraction: 1), 7)
+    }
+}
