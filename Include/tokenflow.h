@@ -161,8 +161,8 @@ typedef struct TFFrame {
  */
 TF_API int tf_get_frame(TFContext *ctx, TFFrame *frame);
 
-/* Message describing the last error on ctx (or, for ctx == NULL, the last tf_open failure on this
- * thread); "" if none. Owned by the library. */
+/* Message describing the last error on ctx (or, for ctx == NULL, the last failure on this thread of
+ * tf_open or of a call given a NULL ctx); "" if none. Owned by the library. */
 TF_API const char *tf_last_error(const TFContext *ctx);
 
 /* Frees the context and sets *ctx to NULL. NULL and *ctx == NULL are ignored (so closing twice is safe). */

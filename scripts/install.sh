@@ -25,8 +25,11 @@ version=$(awk '$2 ~ /^TOKENFLOW_VERSION_(MAJOR|MINOR|PATCH)$/ { v = v (v == "" ?
 
 install -d "$prefix/include" "$prefix/lib/pkgconfig"
 install -m 644 Include/tokenflow.h "$prefix/include/tokenflow.h"
-# install(1) replaces the file rather than rewriting it in place, so running programs keep their mapping.
-install -m 755 "$library" "$prefix/lib/libtokenflow.so.0"
+# Without DWARF (the symbol table stays, for backtraces and profilers): Debian 12's valgrind cannot read
+# the toolchain's DWARF 5. Written beside the target and renamed over it, so running programs keep theirs.
+strip --strip-debug -o "$prefix/lib/.libtokenflow.so.0.new" "$library"
+chmod 755 "$prefix/lib/.libtokenflow.so.0.new"
+mv -f "$prefix/lib/.libtokenflow.so.0.new" "$prefix/lib/libtokenflow.so.0"
 ln -sfn libtokenflow.so.0 "$prefix/lib/libtokenflow.so"
 cat > "$prefix/lib/pkgconfig/tokenflow.pc" <<PC
 prefix=$prefix

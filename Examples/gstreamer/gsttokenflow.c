@@ -220,8 +220,8 @@ post_library_error (GstTokenFlow * self, int code, gchar * text, gchar * debug,
 /* ------------------------------------------------------------------------------------------------ */
 /* Settings                                                                                         */
 
-/* Parses the size property into the working size fields. "" = default longer side; "input";
- * "WxH"; "N" = longer side N. */
+/* Parses the size property into the working size fields (as the FFmpeg filter does): "" or "default"
+ * = the default longer side; "input"; "WxH"; "N" = longer side N. */
 static gboolean
 parse_size (const gchar * size, TFSettings * s)
 {
@@ -229,7 +229,7 @@ parse_size (const gchar * size, TFSettings * s)
   gchar *end = NULL;
   guint64 n;
 
-  if (size == NULL || size[0] == '\0') {
+  if (size == NULL || size[0] == '\0' || g_ascii_strcasecmp (size, "default") == 0) {
     s->working_width = s->working_height = 0;
     return TRUE;
   }
@@ -743,9 +743,11 @@ gst_token_flow_sink_event (GstPad * pad, GstObject * parent, GstEvent * event)
         gst_event_unref (event);
         return FALSE;
       }
-      if (self->have_info && self->pending_frames > 0 && !gst_video_info_is_equal (&info,
-              &self->info)) {
-        /* One clip has one frame size: edit what is queued before switching. */
+      if (self->have_info && self->pending_frames > 0
+          && (GST_VIDEO_INFO_WIDTH (&info) != GST_VIDEO_INFO_WIDTH (&self->info)
+              || GST_VIDEO_INFO_HEIGHT (&info) != GST_VIDEO_INFO_HEIGHT (&self->info))) {
+        /* One clip has one frame size: edit what is queued before switching. (Other changes,
+         * e.g. the frame rate, travel in order with the frames.) */
         GST_INFO_OBJECT (self, "caps change: editing the %u queued frames first",
             self->pending_frames);
         ret = gst_token_flow_drain (self);

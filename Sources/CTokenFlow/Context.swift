@@ -10,8 +10,8 @@ import TokenFlow
 final class Context {
     enum State { case collecting, edited, failed }
 
-    /// Frames larger than this per side are refused: far above any video size, and it keeps every
-    /// byte count well inside Int.
+    /// Frame and working sizes larger than this per side are refused: far above any video size, and it
+    /// keeps every byte count well inside Int.
     static let maxSide: Int32 = 1 << 15
 
     private var session: EditSession

@@ -42,6 +42,10 @@ struct OpenRequest {
         settings.pnpFeatureThreshold = s.pnp_f_t
         settings.strength = s.strength
         settings.seed = s.seed
+        // The engine checks multiples of 8 and minimums; the maximum keeps sizes far from overflow.
+        if s.working_width > Context.maxSide || s.working_height > Context.maxSide || s.working_longer_side > Context.maxSide {
+            throw CError(TF_EINVAL, "working size \(s.working_width) x \(s.working_height) (longer side \(s.working_longer_side)) is larger than \(Context.maxSide)")
+        }
         switch (s.working_width, s.working_height) {
         case (0, 0): settings.workingSize = .longerSide(Int(s.working_longer_side))
         case (-1, -1): settings.workingSize = .input

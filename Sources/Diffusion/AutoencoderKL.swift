@@ -118,29 +118,6 @@ public final class AutoencoderKL: Sendable {
     }
 }
 
-/// Standard normal samples from a seed: SplitMix64 uniforms through the Box-Muller transform
-/// (both outputs of each pair used). Deterministic on every platform.
-func gaussianNoise(shape: [Int], seed: UInt64) -> Tensor {
-    var state = seed
-    func nextUniform() -> Double { // in (0, 1], so the logarithm below is finite
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        z ^= z >> 31
-        return (Double(z >> 11) + 1) * 0x1p-53
-    }
-    let out = Tensor(uninitializedShape: shape)
-    var i = 0
-    while i < out.count {
-        let radius = (-2 * log(nextUniform())).squareRoot(), angle = 2 * Double.pi * nextUniform()
-        out[flat: i] = Float(radius * cos(angle))
-        if i + 1 < out.count { out[flat: i + 1] = Float(radius * sin(angle)) }
-        i += 2
-    }
-    return out
-}
-
 /// diffusers' `Attention` as the VAE mid block builds it: GroupNorm, one head over all channels,
 /// projections with biases, residual add; on [B, C, H, W] viewed as [B, HW, C] tokens.
 struct VAEAttention: Sendable {

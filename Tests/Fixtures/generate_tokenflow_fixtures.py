@@ -385,10 +385,13 @@ def invert(ref, models, sd_version, latents, inversion_steps, work_dir):
 
 
 def edit(ref, module, models, sd_version, frames, n_frames, latents_path, offsets, *, sdedit_start=None,
-         margins=None):
-    """TokenFlow.edit_video() + sample_loop(), recording the latents after every step."""
-    e = new_editor(module, models, sd_version, n_frames, latents_path, frames[:n_frames], sdedit_start)
+         margins=None, teacher=None):
+    """TokenFlow.edit_video() + sample_loop(), recording the latents after every step.
+
+    teacher: optional {"init", "step<i>"} latents of another run; step i then starts from the teacher's
+    step i-1 (teacher forcing, used by the fp64 report) and the loop stops where the teacher's steps end."""
     t0 = time.perf_counter()
+    e = new_editor(module, models, sd_version, n_frames, latents_path, frames[:n_frames], sdedit_start)
     if sdedit_start is None:
         # run_tokenflow_pnp.TokenFlow.edit_video
         pnp_f_t = int(e.config["n_timesteps"] * e.config["pnp_f_t"])
@@ -397,113 +400,164 @@ def edit(ref, module, models, sd_version, frames, n_frames, latents_path, offset
     else:
         # run_tokenflow_sdedit.TokenFlow.edit_video (use_ddim_noise=True -> noise = self.eps)
         e.init_method()
+    t_setup = time.perf_counter() - t0
+    t0 = time.perf_counter()
     x = e.scheduler.add_noise(e.latents, e.eps, e.scheduler.timesteps[0])
     out = {"init": x.clone()}
     indices = torch.arange(n_frames)
-    ctx = margins if margins is not None else contextlib.nullcontext()
-    with ctx:
+    with margins if margins is not None else contextlib.nullcontext():
         for i, t in enumerate(e.scheduler.timesteps):  # sample_loop
+            if teacher is not None:
+                if f"step{i}" not in teacher:
+                    break
+                x = (teacher["init"] if i == 0 else teacher[f"step{i - 1}"]).to(x.dtype)
             with scheduled_randint(offsets[i], BATCH_SIZE, n_frames) as calls:
                 x = e.batched_denoise_step(x, t, indices)
             assert len(calls) == 1
             out[f"step{i}"] = x.clone()
+    if teacher is not None:
+        return out, None
     out["final"] = x
     t_sample = time.perf_counter() - t0
     t0 = time.perf_counter()
-    decoded = e.decode_latents(x)
+    out["decoded"] = e.decode_latents(x)
     t_decode = time.perf_counter() - t0
-    out["decoded"] = decoded
-    info = dict(timesteps=[int(t) for t in e.scheduler.timesteps], t_sampling=t_sample, t_decode=t_decode,
-                latents=e.latents, text=dict(uncond=e.text_embeds[0:1], cond=e.text_embeds[1:2],
-                                             source=e.pnp_guidance_embeds))
+    info = dict(timesteps=[int(t) for t in e.scheduler.timesteps], t_setup=t_setup, t_sampling=t_sample,
+                t_decode=t_decode, latents=e.latents,
+                text=dict(uncond=e.text_embeds[0:1], cond=e.text_embeds[1:2], source=e.pnp_guidance_embeds))
     if sdedit_start is None:
         info["conv_injection_timesteps"] = [int(t) for t in e.conv_injection_timesteps]
         info["qk_injection_timesteps"] = [int(t) for t in e.qk_injection_timesteps]
     return out, info
 
 
-def run_reference(ref, name, frames_u8, dtype, work_dir, schedules, diagnostics=False):
-    """All cases for one model. Returns (main tensors, variants tensors, info dict, timings)."""
-    variant, sd_version = MODELS[name]
-    folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models", name)
-    models = Models(folder, variant, dtype)
+def model_folder(name):
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "models", name)
+
+
+def to_reference_frames(frames_u8, dtype):
     # T.ToTensor(): float32(v) / 255, NCHW
-    frames = torch.from_numpy(frames_u8).permute(0, 3, 1, 2).contiguous().to(torch.float32).div(255).to(dtype)
+    return torch.from_numpy(frames_u8).permute(0, 3, 1, 2).contiguous().to(torch.float32).div(255).to(dtype)
+
+
+@torch.no_grad()
+def run_reference(ref, name, frames_u8, work_dir, schedules):
+    """All cases for one model, fp32. Returns (main tensors, variants tensors, case info, timings, state)."""
+    variant, sd_version = MODELS[name]
+    models = Models(model_folder(name), variant, torch.float32)
+    frames = to_reference_frames(frames_u8, torch.float32)
     main, var, info, timing = {}, {}, {}, {}
 
-    with torch.no_grad():
-        # Preprocess.get_data: latents = encode_imgs(frames, deterministic=True)
-        p = new_preprocess(ref, models, sd_version)
-        t0 = time.perf_counter()
-        latents = p.encode_imgs(frames, deterministic=True)
-        timing["encode"] = time.perf_counter() - t0
+    # ---- main: encode (Preprocess.get_data), inversion (10 steps), PnP, decode: the timed run
+    p = new_preprocess(ref, models, sd_version)
+    t0 = time.perf_counter()
+    latents = p.encode_imgs(frames, deterministic=True)
+    timing["encode"] = time.perf_counter() - t0
+    inv = invert(ref, models, sd_version, latents, INVERSION_STEPS, work_dir)
+    timing["inversion"], timing["reconstruction"] = inv["t_inversion"], inv["t_reconstruction"]
+    pnp, pinfo = edit(ref, ref.pnp, models, sd_version, frames, N_FRAMES, inv["path"], schedules["main"])
+    for k in ["setup", "sampling", "decode"]:
+        timing[k] = pinfo[f"t_{k}"]
 
-        # ---- main: inversion (10), reconstruction, PnP
-        inv = invert(ref, models, sd_version, latents, INVERSION_STEPS, work_dir)
-        timing["inversion"], timing["reconstruction"] = inv["t_inversion"], inv["t_reconstruction"]
-        main["latents"] = latents
-        for t, x in inv["saved"].items():
-            main[f"inverted.{t}"] = x
-        main["inverted.last"] = inv["inverted"]
-        main["reconstruct.final"] = inv["reconstruction"]
-        margins = MarginRecorder(ref.utils) if diagnostics else None
-        pnp, pinfo = edit(ref, ref.pnp, models, sd_version, frames, N_FRAMES, inv["path"], schedules["main"],
-                          margins=margins)
-        timing["sampling"], timing["decode"] = pinfo["t_sampling"], pinfo["t_decode"]
-        assert torch.equal(pinfo["latents"], latents), "TokenFlow.encode_imgs == Preprocess.encode_imgs"
-        main["timesteps"] = torch.tensor(pinfo["timesteps"], dtype=dtype)
-        main["keyframes"] = absolute_keyframes(schedules["main"], N_FRAMES).to(dtype)
-        for k, v in pinfo["text"].items():
-            main[f"text.{k}"] = v
-        for k, v in pnp.items():
-            if k == "decoded":
-                main["pnp.decoded"] = v[DECODED_FRAMES]
-            else:
-                main[f"pnp.{k}"] = v
-        main["pnp.decoded_frames"] = torch.tensor(DECODED_FRAMES, dtype=dtype)
-        info["main"] = dict(inversion_saved_timesteps=sorted(inv["saved"]), inversion_last_timestep=inv["last_t"],
-                            conv_injection_timesteps=pinfo["conv_injection_timesteps"],
-                            qk_injection_timesteps=pinfo["qk_injection_timesteps"])
+    main["latents"] = latents
+    for t, x in inv["saved"].items():
+        main[f"inverted.{t}"] = x
+    main["inverted.last"] = inv["inverted"]
+    main["reconstruct.final"] = inv["reconstruction"]
+    assert torch.equal(pinfo["latents"], latents), "TokenFlow.encode_imgs == Preprocess.encode_imgs"
+    main["timesteps"] = torch.tensor(pinfo["timesteps"], dtype=torch.float32)
+    main["keyframes"] = absolute_keyframes(schedules["main"], N_FRAMES).float()
+    for k, v in pinfo["text"].items():
+        main[f"text.{k}"] = v
+    for k, v in pnp.items():
+        main[f"pnp.{k}"] = v[DECODED_FRAMES] if k == "decoded" else v
+    main["pnp.decoded_frames"] = torch.tensor(DECODED_FRAMES, dtype=torch.float32)
+    info["main"] = dict(inversion_saved_timesteps=sorted(inv["saved"]), inversion_last_timestep=inv["last_t"],
+                        conv_injection_timesteps=pinfo["conv_injection_timesteps"],
+                        qk_injection_timesteps=pinfo["qk_injection_timesteps"])
 
-        # ---- short: first 13 frames, same inverted latents (the reference indexes them by frame)
-        short, sinfo = edit(ref, ref.pnp, models, sd_version, frames, SHORT_FRAMES, inv["path"], schedules["short"])
-        var["short.keyframes"] = absolute_keyframes(schedules["short"], SHORT_FRAMES).to(dtype)
-        for k, v in short.items():
-            if k != "decoded" and k != "init":
-                var[f"short.{k}"] = v
+    # ---- short: the first 13 frames, same inverted latents (the reference indexes the saved ones by frame)
+    short, _ = edit(ref, ref.pnp, models, sd_version, frames, SHORT_FRAMES, inv["path"], schedules["short"])
+    var["short.keyframes"] = absolute_keyframes(schedules["short"], SHORT_FRAMES).float()
+    for k, v in short.items():
+        if k not in ("decoded", "init"):  # init = pnp.init[:13]
+            var[f"short.{k}"] = v
 
-        # ---- inv20: 20-step inversion, 10-step sampling
-        inv20 = invert(ref, models, sd_version, latents, INVERSION_STEPS_SUBSET, work_dir)
-        for t, x in inv20["saved"].items():
-            var[f"inv20.inverted.{t}"] = x
-        var["inv20.inverted.last"] = inv20["inverted"]
-        var["inv20.reconstruct.final"] = inv20["reconstruction"]
-        p20, _ = edit(ref, ref.pnp, models, sd_version, frames, N_FRAMES, inv20["path"], schedules["main"])
-        var["inv20.keyframes"] = main["keyframes"]
-        for k in ["init", "step0", "final"]:
-            var[f"inv20.pnp.{k}"] = p20[k]
-        info["inv20"] = dict(inversion_saved_timesteps=sorted(inv20["saved"]), inversion_last_timestep=inv20["last_t"])
+    # ---- inv20: 20-step inversion, 10-step sampling
+    inv20 = invert(ref, models, sd_version, latents, INVERSION_STEPS_SUBSET, work_dir)
+    for t, x in inv20["saved"].items():
+        var[f"inv20.inverted.{t}"] = x
+    var["inv20.inverted.last"] = inv20["inverted"]
+    var["inv20.reconstruct.final"] = inv20["reconstruction"]
+    p20, _ = edit(ref, ref.pnp, models, sd_version, frames, N_FRAMES, inv20["path"], schedules["main"])
+    var["inv20.keyframes"] = main["keyframes"]
+    for k in ["init", "step0", "final"]:
+        var[f"inv20.pnp.{k}"] = p20[k]
+    info["inv20"] = dict(inversion_saved_timesteps=sorted(inv20["saved"]), inversion_last_timestep=inv20["last_t"])
 
-        # ---- sdedit
-        sd, sdinfo = edit(ref, ref.sdedit, models, sd_version, frames, N_FRAMES, inv["path"], schedules["sdedit"],
-                          sdedit_start=SDEDIT_START)
-        n_sd = len(sdinfo["timesteps"])
-        var["sdedit.timesteps"] = torch.tensor(sdinfo["timesteps"], dtype=dtype)
-        var["sdedit.keyframes"] = absolute_keyframes(schedules["sdedit"][:n_sd], N_FRAMES).to(dtype)
-        for k, v in sd.items():
-            if k != "decoded":
-                var[f"sdedit.{k}"] = v
-        info["sdedit"] = dict(timesteps=sdinfo["timesteps"])
+    # ---- sdedit
+    sd, sdinfo = edit(ref, ref.sdedit, models, sd_version, frames, N_FRAMES, inv["path"], schedules["sdedit"],
+                      sdedit_start=SDEDIT_START)
+    n_sd = len(sdinfo["timesteps"])
+    var["sdedit.timesteps"] = torch.tensor(sdinfo["timesteps"], dtype=torch.float32)
+    var["sdedit.keyframes"] = absolute_keyframes(schedules["sdedit"][:n_sd], N_FRAMES).float()
+    for k, v in sd.items():
+        if k != "decoded":
+            var[f"sdedit.{k}"] = v
+    info["sdedit"] = dict(timesteps=sdinfo["timesteps"])
 
-        extra = {}
-        if diagnostics:
-            extra["margins"] = margins
-            # the keyframe schedule must matter: the same run with every offset moved by one
-            alt, _ = edit(ref, ref.pnp, models, sd_version, frames, N_FRAMES, inv["path"],
-                          (schedules["main"] + 1) % BATCH_SIZE)
-            extra["keyframe_sensitivity"] = (alt["final"] - pnp["final"]).abs().max().item()
-            extra["decoded_full"] = pnp["decoded"]
-    return main, var, info, timing, extra
+    # ---- diagnostics (not stored)
+    diag = {}
+    margins = MarginRecorder(ref.utils)
+    again, _ = edit(ref, ref.pnp, models, sd_version, frames, N_FRAMES, inv["path"], schedules["main"],
+                    margins=margins)
+    diag["repeatable"] = torch.equal(again["final"], pnp["final"])
+    diag["margins"] = margins
+    alt, _ = edit(ref, ref.pnp, models, sd_version, frames, N_FRAMES, inv["path"], (schedules["main"] + 1) % BATCH_SIZE)
+    diag["keyframe_sensitivity"] = (alt["final"] - pnp["final"]).abs().max().item()
+    state = dict(inv_path=inv["path"], inv20_path=inv20["path"])
+    return main, var, info, timing, diag, state
+
+
+@torch.no_grad()
+def fp64_report(ref, name, frames_u8, schedules, main_t, var_t, state, work_dir):
+    """The same reference code in float64, to show the fp32 rounding floor a Swift port can expect.
+
+    Inversion: fp64 DDIM inversion of the fp32 `latents` (its error grows with every step).
+    Sampling: teacher-forced, each step from the fp32 run's previous latents and reading the fp32 run's
+    inverted latents, so the numbers are one step's error, not the error of the inversion fed forward."""
+    variant, sd_version = MODELS[name]
+    torch.set_default_dtype(torch.float64)  # CLIP's causal mask and the blend weights follow it
+    try:
+        m64 = Models(model_folder(name), variant, torch.float64)
+        frames = to_reference_frames(frames_u8, torch.float64)
+        rows = []
+        inv = invert(ref, m64, sd_version, main_t["latents"].double(), INVERSION_STEPS, work_dir)
+        for t in sorted(inv["saved"]):
+            rows.append((f"inverted.{t}", main_t[f"inverted.{t}"], inv["saved"][t]))
+        rows.append(("reconstruct.final", main_t["reconstruct.final"], inv["reconstruction"]))
+        inv20 = invert(ref, m64, sd_version, main_t["latents"].double(), INVERSION_STEPS_SUBSET, work_dir)
+        rows.append(("inv20.inverted.last", var_t["inv20.inverted.last"], inv20["inverted"]))
+        cases = [
+            ("pnp", ref.pnp, N_FRAMES, state["inv_path"], schedules["main"], None, main_t, "pnp."),
+            ("short", ref.pnp, SHORT_FRAMES, state["inv_path"], schedules["short"], None, var_t, "short."),
+            ("inv20.pnp", ref.pnp, N_FRAMES, state["inv20_path"], schedules["main"], None, var_t, "inv20.pnp."),
+            ("sdedit", ref.sdedit, N_FRAMES, state["inv_path"], schedules["sdedit"], SDEDIT_START, var_t, "sdedit."),
+        ]
+        for label, module, n, path, offsets, start, src, prefix in cases:
+            teacher = {k[len(prefix):]: v for k, v in src.items() if k.startswith(prefix)}
+            if "init" not in teacher:
+                teacher["init"] = main_t["pnp.init"][:n]  # add_noise is per frame
+            out, _ = edit(ref, module, m64, sd_version, frames, n, path, offsets, sdedit_start=start,
+                          teacher=teacher)
+            rows.append((f"{prefix}init", teacher["init"], out["init"]))
+            for k in sorted((k for k in out if k.startswith("step")), key=lambda k: int(k[4:])):
+                rows.append((f"{prefix}{k} (forced)", teacher[k], out[k]))
+    finally:
+        torch.set_default_dtype(torch.float32)
+    print("    fp32 vs fp64 (same reference code): max abs diff / max|fp64|")
+    for k, a, b in rows:
+        print(f"      {k:32s} {(a.double() - b).abs().max().item():.2e} / {b.abs().max().item():.2f}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -553,11 +607,14 @@ def main():
     ap.add_argument("--reference-commit", default="", help="recorded in the metadata if given")
     ap.add_argument("--skip-fp64", action="store_true", help="skip the fp32-vs-fp64 report")
     ap.add_argument("--models", nargs="*", default=list(MODELS))
+    ap.add_argument("--threads", type=int, default=2,
+                    help="torch.set_num_threads; the fixtures are defined with 2 (the inversion's rounding, hence "
+                         "the NN fields, depend on it)")
     args = ap.parse_args()
 
     if importlib.util.find_spec("ftfy") is not None:
         raise SystemExit("uninstall ftfy: the tiny models' token ids are defined without it")
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     warnings.filterwarnings("ignore", message=".*CUDA is not available.*")
     warnings.filterwarnings("ignore", message=".*weights_only=False.*")
@@ -574,6 +631,7 @@ def main():
         "torch": torch.__version__.split("+")[0],
         "diffusers": diffusers.__version__,
         "transformers": transformers.__version__,
+        "threads": args.threads,
         "frames": FRAMES_FORMULA,
     }
     save({"frames": torch.from_numpy(frames_u8).to(torch.float16)},
@@ -583,46 +641,35 @@ def main():
     for name in args.models:
         print(f"== {name}")
         with tempfile.TemporaryDirectory(prefix="tokenflow-fixtures-") as work:
-            main_t, var_t, case_info, timing, extra = run_reference(ref, name, frames_u8, torch.float32, work,
-                                                                    schedules, diagnostics=True)
-        info = dict(common, model=f"models/{name}", weights=("float16" if MODELS[name][0] else "float32")
-                    + " on disk, run in float32", sd_version=MODELS[name][1],
-                    n_frames=N_FRAMES, short_n_frames=SHORT_FRAMES, steps=STEPS, inversion_steps=INVERSION_STEPS,
-                    inv20_inversion_steps=INVERSION_STEPS_SUBSET, batch_size=BATCH_SIZE, guidance_scale=GUIDANCE,
-                    pnp_attn_t=PNP_ATTN_T, pnp_f_t=PNP_F_T, prompt=PROMPT, negative_prompt=NEGATIVE_PROMPT,
-                    inversion_prompt=INVERSION_PROMPT, sdedit_start=SDEDIT_START, use_ddim_noise=True, eta=0.0,
-                    keyframe_seed=KEYFRAME_SEED, decoded_frames=DECODED_FRAMES, vae_scale=0.18215,
-                    inversion_batch_size=BATCH_SIZE, **{f"{k}_case": v for k, v in case_info.items()})
-        describe({**main_t, **var_t})
-        sanity_check(main_t, var_t)
-        m = extra["margins"]
-        print(f"    NN argmax (main PnP run): {m.rows} token queries, smallest top1-top2 cosine margin "
-              f"{m.min_margin:.2e}, {m.close} below 1e-4")
-        print(f"    keyframe schedule shifted by one: max|pnp.final change| {extra['keyframe_sensitivity']:.4f}")
-        assert extra["keyframe_sensitivity"] > 1e-3
-        save(main_t, os.path.join(args.out, f"tokenflow-{name}.safetensors"), info)
-        save(var_t, os.path.join(args.out, f"tokenflow-{name}-variants.safetensors"), info)
-        tot = timing["encode"] + timing["inversion"] + timing["sampling"] + timing["decode"]
-        la = os.getloadavg()
-        print(f"    # load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}")
-        print(f"    reference_pnp_seconds model={name} frames={N_FRAMES} threads={torch.get_num_threads()} "
-              f"encode={timing['encode']:.3f} inversion={timing['inversion']:.3f} "
-              f"sampling={timing['sampling']:.3f} decode={timing['decode']:.3f} total={tot:.3f} "
-              f"(reconstruction, not included: {timing['reconstruction']:.3f})")
-
-        if not args.skip_fp64:
-            with tempfile.TemporaryDirectory(prefix="tokenflow-fixtures64-") as work:
-                torch.set_default_dtype(torch.float64)  # CLIP's causal mask / the blend weights follow it
-                try:
-                    m64, v64, _, _, _ = run_reference(ref, name, frames_u8, torch.float64, work, schedules)
-                finally:
-                    torch.set_default_dtype(torch.float32)
-            print("    fp32 vs fp64 (same reference code): max abs diff / max|fp64|")
-            for d32, d64 in ((main_t, m64), (var_t, v64)):
-                for k in sorted(d32, key=natural_key):
-                    if k.endswith(("final", "step0", "inverted.last", "init", "decoded", "latents")) or k == "pnp.step4":
-                        diff = (d32[k].double() - d64[k]).abs().max().item()
-                        print(f"      {k:28s} {diff:.2e} / {d64[k].abs().max().item():.2f}")
+            main_t, var_t, case_info, timing, diag, state = run_reference(ref, name, frames_u8, work, schedules)
+            info = dict(common, model=f"models/{name}", sd_version=MODELS[name][1],
+                        weights=("float16" if MODELS[name][0] else "float32") + " on disk, run in float32",
+                        n_frames=N_FRAMES, short_n_frames=SHORT_FRAMES, steps=STEPS, inversion_steps=INVERSION_STEPS,
+                        inv20_inversion_steps=INVERSION_STEPS_SUBSET, batch_size=BATCH_SIZE,
+                        inversion_batch_size=BATCH_SIZE, guidance_scale=GUIDANCE, pnp_attn_t=PNP_ATTN_T,
+                        pnp_f_t=PNP_F_T, prompt=PROMPT, negative_prompt=NEGATIVE_PROMPT,
+                        inversion_prompt=INVERSION_PROMPT, sdedit_start=SDEDIT_START, use_ddim_noise=True, eta=0.0,
+                        keyframe_seed=KEYFRAME_SEED, decoded_frames=DECODED_FRAMES, vae_scale=0.18215,
+                        **{f"{k}_case": v for k, v in case_info.items()})
+            describe({**main_t, **var_t})
+            sanity_check(main_t, var_t)
+            m = diag["margins"]
+            print(f"    repeat of the main PnP run is bit-identical: {diag['repeatable']}")
+            print(f"    NN argmax (main PnP run): {m.rows} token queries, smallest top1-top2 cosine margin "
+                  f"{m.min_margin:.2e}, {m.close} below 1e-4")
+            print(f"    keyframe schedule shifted by one: max|pnp.final change| {diag['keyframe_sensitivity']:.4f}")
+            assert diag["repeatable"] and diag["keyframe_sensitivity"] > 1e-3
+            save(main_t, os.path.join(args.out, f"tokenflow-{name}.safetensors"), info)
+            save(var_t, os.path.join(args.out, f"tokenflow-{name}-variants.safetensors"), info)
+            total = sum(timing[k] for k in ["encode", "inversion", "setup", "sampling", "decode"])
+            la = os.getloadavg()
+            print(f"    # load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f} (other processes distort the timing)")
+            print(f"    reference_pnp_seconds model={name} frames={N_FRAMES} size={SIZE}x{SIZE} steps={STEPS} "
+                  f"inversion_steps={INVERSION_STEPS} threads={torch.get_num_threads()} "
+                  + " ".join(f"{k}={timing[k]:.3f}" for k in ["encode", "inversion", "setup", "sampling", "decode"])
+                  + f" total={total:.3f} (reconstruction, not included: {timing['reconstruction']:.3f})")
+            if not args.skip_fp64:
+                fp64_report(ref, name, frames_u8, schedules, main_t, var_t, state, work)
 
 
 if __name__ == "__main__":

@@ -6,10 +6,7 @@ import XCTest
 final class LargeShapeTests: XCTestCase {
     override func setUp() { Threading.configure(threads: 2) }
 
-    func randomTensor(_ shape: [Int], seed: UInt64) -> Tensor {
-        var generator = SplitMix64(seed: seed)
-        return Tensor(shape: shape, values: (0..<Tensor.elementCount(shape)).map { _ in generator.nextNormalish() })
-    }
+    func randomTensor(_ shape: [Int], seed: UInt64) -> Tensor { gaussianNoise(shape: shape, seed: seed) }
 
     func testAttentionAt4096TokensFiveHeads() {
         let tokens = 4096, heads = 5, dim = 64
@@ -58,24 +55,5 @@ final class LargeShapeTests: XCTestCase {
             }
             XCTAssertEqual(Int(indices[row]), bestIndex, "row \(row)")
         }
-    }
-}
-
-/// Small deterministic generator for test data (no Foundation randomness, same values everywhere).
-struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Sum of four uniforms, centred: roughly normal with unit-ish variance.
-    mutating func nextNormalish() -> Float {
-        var sum: Float = 0
-        for _ in 0..<4 { sum += Float(next() >> 40) / Float(1 << 24) }
-        return (sum - 2) * 1.7
     }
 }

@@ -4,6 +4,8 @@
 # LD_LIBRARY_PATH=.build/prefix/lib (or an rpath to it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source scripts/lib.sh
+require_packages valgrind # Tests/Host/c-api.sh checks the library for leaks
 # Already built by setup.sh's `swift build`; this keeps the step runnable on its own (a no-op otherwise).
 swift build -c release --product tokenflow
 scripts/install.sh --prefix .build/prefix

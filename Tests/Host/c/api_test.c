@@ -7,6 +7,7 @@
  *     success MODEL            a full edit on the tiny model: count, size, stride, pts, progress, drain
  *     misuse MODEL             NULL arguments, bad settings and structs, state machine, cancellation, ...
  *     threads MODEL            contexts editing in parallel; tf_open errors kept per thread
+ *     leaks MODEL              one pass over the success and error paths, small enough for valgrind
  *     open-error CODE MODEL NAME   tf_open with model_path MODEL ("-" = NULL) must fail with CODE (ENOENT, ...)
  *     open-ok MODEL NAME           tf_open with model_path MODEL ("-" = NULL) must succeed (default lookup)
  */
@@ -39,6 +40,14 @@ static void check_code(const char *name, int code, int expected, const TFContext
     check(code == expected && message != NULL && message[0] != '\0', name, detail);
 }
 
+/* A call that must succeed; `ctx` is where its error message would be (NULL for tf_open). The message is
+ * read here, after the call: as an argument beside the call it could be read before the call ran. */
+static void check_ok(const char *name, int code, const TFContext *ctx) {
+    char detail[1024];
+    snprintf(detail, sizeof detail, "returned %d (%s): %s", code, tf_strerror(code), tf_last_error(ctx));
+    check(code == TF_OK, name, detail);
+}
+
 /* Small, fast settings: 2 sampling and 2 inversion steps at the input size. */
 static TFSettings quick_settings(const char *model) {
     TFSettings s;
@@ -69,7 +78,8 @@ static void make_frame(uint8_t *frame, int i) {
     }
 }
 
-static int64_t pts_of(int i) { return 90000 + 3003 * (int64_t)i * i; } /* irregular on purpose */
+/* Irregular, negative and beyond 32 bits: the pts must come back exactly as sent. */
+static int64_t pts_of(int i) { return (int64_t)0x123456789A * i * i - 5; }
 
 static int send_clip(TFContext *ctx, int count) {
     static uint8_t frame[STRIDE * H];
@@ -104,11 +114,11 @@ static int success(const char *model) {
         return 1;
     }
     check(ctx != NULL, "success open", "ctx is NULL");
-    check(send_clip(ctx, FRAMES) == TF_OK, "success send frames", tf_last_error(ctx));
+    check_ok("success send frames", send_clip(ctx, FRAMES), ctx);
 
     struct progress_log log = {0};
     code = tf_run(ctx, on_progress, &log);
-    check(code == TF_OK, "success run", tf_last_error(ctx));
+    check_ok("success run", code, ctx);
     check(log.calls > 0 && log.seen[0] && log.seen[1] && log.seen[2] && log.seen[3], "success progress reports every stage",
           "a stage was never reported");
     check(log.out_of_order == 0 && log.bad_counts == 0, "success progress in order with 1 <= completed <= total",
@@ -141,10 +151,10 @@ static int success(const char *model) {
     s.keyframes = keys;
     s.keyframes_count = 4;
     code = tf_open(&ctx, &s);
-    check(code == TF_OK, "success open with keyframes", tf_last_error(NULL));
+    check_ok("success open with keyframes", code, NULL);
     if (code == TF_OK) {
         send_clip(ctx, FRAMES);
-        check(tf_run(ctx, NULL, NULL) == TF_OK, "success run with keyframes, no callback", tf_last_error(ctx));
+        check_ok("success run with keyframes, no callback", tf_run(ctx, NULL, NULL), ctx);
         count = 0;
         while (tf_get_frame(ctx, &out) == TF_OK) count++;
         check(count == FRAMES, "success keyframes frame count", "wrong frame count");
@@ -235,6 +245,8 @@ static int misuse(const char *model) {
     BAD_SETTING("working size 12x12", (s.working_width = 12, s.working_height = 12));
     BAD_SETTING("working size 0x64", (s.working_width = 0, s.working_height = 64));
     BAD_SETTING("working_longer_side 4", (s.working_width = 0, s.working_height = 0, s.working_longer_side = 4));
+    BAD_SETTING("working_longer_side 2^30", (s.working_width = 0, s.working_height = 0, s.working_longer_side = 1 << 30));
+    BAD_SETTING("working size 2^30 x 8", (s.working_width = 1 << 30, s.working_height = 8));
     BAD_SETTING("threads -1", s.threads = -1);
     BAD_SETTING("keyframes NULL with a count", s.keyframes_count = 4);
     BAD_SETTING("keyframes_count huge", (s.keyframes = (const int32_t *)&s, s.keyframes_count = (size_t)-1));
@@ -253,7 +265,7 @@ static int misuse(const char *model) {
     TFContext *ctx = open_quick(model);
     if (!ctx) return 1;
     check(tf_last_error(ctx) != NULL && tf_last_error(ctx)[0] == '\0', "last_error is empty on a fresh context",
-          tf_last_error(ctx));
+          "not empty");
     check_code("send_frame NULL rgb -> EINVAL", tf_send_frame(ctx, NULL, W, H, STRIDE, 0), TF_EINVAL, ctx);
     check_code("send_frame width 0 -> EINVAL", tf_send_frame(ctx, frame, 0, H, STRIDE, 0), TF_EINVAL, ctx);
     check_code("send_frame height -1 -> EINVAL", tf_send_frame(ctx, frame, W, -1, STRIDE, 0), TF_EINVAL, ctx);
@@ -264,11 +276,11 @@ static int misuse(const char *model) {
                TF_EINVAL, ctx);
     check_code("get_frame before run -> EPERM", tf_get_frame(ctx, &out), TF_EPERM, ctx);
     check_code("get_frame NULL frame -> EINVAL", tf_get_frame(ctx, NULL), TF_EINVAL, ctx);
-    check(tf_send_frame(ctx, frame, W, H, STRIDE, 0) == TF_OK, "send_frame after rejected frames", tf_last_error(ctx));
+    check_ok("send_frame after rejected frames", tf_send_frame(ctx, frame, W, H, STRIDE, 0), ctx);
     check_code("send_frame of another size mid-clip -> EINVAL", tf_send_frame(ctx, frame, W / 2, H, STRIDE, 1), TF_EINVAL,
                ctx);
-    check(tf_send_frame(ctx, frame, W, H, STRIDE, 1) == TF_OK, "send_frame of the clip's size after that", tf_last_error(ctx));
-    check(tf_run(ctx, NULL, NULL) == TF_OK, "run after rejected frames", tf_last_error(ctx));
+    check_ok("send_frame of the clip's size after that", tf_send_frame(ctx, frame, W, H, STRIDE, 1), ctx);
+    check_ok("run after rejected frames", tf_run(ctx, NULL, NULL), ctx);
     check_code("send_frame after run -> EPERM", tf_send_frame(ctx, frame, W, H, STRIDE, 2), TF_EPERM, ctx);
     check_code("run twice -> EPERM", tf_run(ctx, NULL, NULL), TF_EPERM, ctx);
     int count = 0;
@@ -313,7 +325,7 @@ static int misuse(const char *model) {
     s.keyframes = three;
     s.keyframes_count = 3;
     ctx = NULL;
-    check(tf_open(&ctx, &s) == TF_OK, "open with keyframes", tf_last_error(NULL));
+    check_ok("open with keyframes", tf_open(&ctx, &s), NULL);
     if (ctx) {
         send_clip(ctx, FRAMES);
         memset(&log, 0, sizeof log);
@@ -385,6 +397,39 @@ static int threads(const char *model) {
     return failures != 0;
 }
 
+static int leaks(const char *model) {
+    TFSettings s = quick_settings(model);
+    s.threads = 1; /* valgrind runs one thread at a time anyway */
+    s.steps = 0;
+    open_fails("leaks open with bad settings", &s, TF_EINVAL);
+    s = quick_settings("/nonexistent");
+    open_fails("leaks open with a missing model", &s, TF_ENOENT);
+
+    s = quick_settings(model);
+    s.threads = 1;
+    TFContext *ctx = NULL;
+    TFFrame out;
+    check_ok("leaks open", tf_open(&ctx, &s), NULL);
+    if (!ctx) return 1;
+    check_code("leaks get before run", tf_get_frame(ctx, &out), TF_EPERM, ctx);
+    send_clip(ctx, 3);
+    struct progress_log log = {0};
+    log.cancel_at = 5;
+    check_code("leaks cancel", tf_run(ctx, on_progress, &log), TF_ECANCELED, ctx);
+    log.cancel_at = 0;
+    tf_close(&ctx);
+
+    check_ok("leaks open again", tf_open(&ctx, &s), NULL);
+    if (!ctx) return 1;
+    send_clip(ctx, 3);
+    check_ok("leaks run", tf_run(ctx, on_progress, &log), ctx);
+    int count = 0;
+    while (tf_get_frame(ctx, &out) == TF_OK) count++;
+    check(count == 3, "leaks frames", "wrong frame count");
+    tf_close(&ctx);
+    return failures != 0;
+}
+
 static int code_named(const char *name) {
     static const struct { const char *name; int code; } names[] = {
         {"ENOENT", TF_ENOENT}, {"EIO", TF_EIO}, {"ENOTSUP", TF_ENOTSUP}, {"EINVAL", TF_EINVAL}};
@@ -398,19 +443,20 @@ int main(int argc, char **argv) {
     if (argc == 3 && strcmp(argv[1], "success") == 0) return success(argv[2]);
     if (argc == 3 && strcmp(argv[1], "misuse") == 0) return misuse(argv[2]);
     if (argc == 3 && strcmp(argv[1], "threads") == 0) return threads(argv[2]);
+    if (argc == 3 && strcmp(argv[1], "leaks") == 0) return leaks(argv[2]);
     if (argc == 5 && strcmp(argv[1], "open-error") == 0) {
         TFSettings s = quick_settings(strcmp(argv[3], "-") == 0 ? NULL : argv[3]);
         open_fails(argv[4], &s, code_named(argv[2]));
-        printf("     message: %s\n", tf_last_error(NULL));
+        printf("  message: %s\n", tf_last_error(NULL));
         return failures != 0;
     }
     if (argc == 4 && strcmp(argv[1], "open-ok") == 0) {
         TFSettings s = quick_settings(strcmp(argv[2], "-") == 0 ? NULL : argv[2]);
         TFContext *ctx = NULL;
-        check(tf_open(&ctx, &s) == TF_OK, argv[3], tf_last_error(NULL));
+        check_ok(argv[3], tf_open(&ctx, &s), NULL);
         tf_close(&ctx);
         return failures != 0;
     }
-    fprintf(stderr, "usage: %s success MODEL | misuse MODEL | threads MODEL | open-error CODE MODEL|- NAME | open-ok MODEL|- NAME\n", argv[0]);
+    fprintf(stderr, "usage: %s success MODEL | misuse MODEL | threads MODEL | leaks MODEL | open-error CODE MODEL|- NAME | open-ok MODEL|- NAME\n", argv[0]);
     return 2;
 }

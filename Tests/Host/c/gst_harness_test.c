@@ -106,6 +106,16 @@ packed_pixels (GstBuffer * buf, int width, int height)
   return out;
 }
 
+/* A CAPS event from a caps string (gst_event_new_caps takes its own reference). */
+static GstEvent *
+caps_event (const char *str)
+{
+  GstCaps *caps = gst_caps_from_string (str);
+  GstEvent *ev = gst_event_new_caps (caps);
+  gst_caps_unref (caps);
+  return ev;
+}
+
 static GstElement *
 make_element (guint window)
 {
@@ -252,6 +262,53 @@ test_window_and_eos (void)
   teardown (h, e, bus);
 }
 
+/* Input buffers go back to upstream right away: a pool of 2 buffers feeds a window of 4 without
+ * ever waiting (decoders with bounded pools must not starve). */
+static void
+test_releases_input_buffers (void)
+{
+  const int w = 64, hgt = 48;
+  GstBus *bus;
+  GstElement *e = make_element (4);
+  GstHarness *h;
+  GstBufferPool *pool = gst_video_buffer_pool_new ();
+  GstStructure *config = gst_buffer_pool_get_config (pool);
+  GstBufferPoolAcquireParams params = {.flags = GST_BUFFER_POOL_ACQUIRE_FLAG_DONTWAIT };
+  GstVideoInfo info;
+  gchar *caps_str = rgb_caps (w, hgt);
+  GstCaps *caps = gst_caps_from_string (caps_str);
+  int i;
+
+  CHECK (e != NULL, "no element");
+  gst_video_info_from_caps (&info, caps);
+  gst_buffer_pool_config_set_params (config, caps, GST_VIDEO_INFO_SIZE (&info), 2, 2);
+  CHECK (gst_buffer_pool_set_config (pool, config), "pool config");
+  CHECK (gst_buffer_pool_set_active (pool, TRUE), "pool active");
+  h = make_harness (e, &bus, w, hgt);
+  for (i = 0; i < 6; i++) {
+    GstBuffer *buf = NULL, *frame = make_frame (w, hgt, i, i * FRAME_DURATION);
+    GstFlowReturn ret = gst_buffer_pool_acquire_buffer (pool, &buf, &params);
+    CHECK (ret == GST_FLOW_OK, "frame %d: pool exhausted (%s): input buffers are held",
+        i, gst_flow_get_name (ret));
+    gst_buffer_copy_into (buf, frame, GST_BUFFER_COPY_METADATA, 0, -1);
+    {
+      GstMapInfo src;
+      gst_buffer_map (frame, &src, GST_MAP_READ);
+      gst_buffer_fill (buf, 0, src.data, src.size);
+      gst_buffer_unmap (frame, &src);
+    }
+    gst_buffer_unref (frame);
+    ret = gst_harness_push (h, buf);
+    CHECK (ret == GST_FLOW_OK, "push %d: %s", i, gst_flow_get_name (ret));
+  }
+  CHECK (gst_harness_buffers_in_queue (h) == 4, "%u out", gst_harness_buffers_in_queue (h));
+  teardown (h, e, bus);
+  gst_buffer_pool_set_active (pool, FALSE);
+  gst_object_unref (pool);
+  gst_caps_unref (caps);
+  g_free (caps_str);
+}
+
 /* window=0: everything is held until EOS. */
 static void
 test_window_zero (void)
@@ -327,7 +384,12 @@ refuse_caps (const char *caps_str, const char *format)
   h = make_harness (e, &bus, 0, 0);
   /* A sticky event is stored on the harness pad even when the peer refuses it, so the push
    * returns TRUE; the refusal shows when data follows. */
-  gst_harness_push_event (h, gst_event_new_caps (gst_caps_from_string (caps_str)));
+  gst_harness_push_event (h, caps_event (caps_str));
+  {
+    GstSegment segment;
+    gst_segment_init (&segment, GST_FORMAT_TIME);
+    gst_harness_push_event (h, gst_event_new_segment (&segment));
+  }
   ret = gst_harness_push (h, gst_buffer_new_allocate (NULL, 64 * 48 * 2, NULL));
   CHECK (ret == GST_FLOW_NOT_NEGOTIATED, "push returned %s", gst_flow_get_name (ret));
   CHECK (drain_bus (bus, GST_MESSAGE_WARNING | GST_MESSAGE_ERROR, &m) >= 1, "no message on the bus");
@@ -406,7 +468,7 @@ test_event_order_and_caps_change (void)
   gst_harness_push (h, make_frame (64, 48, 1, FRAME_DURATION));
   CHECK (gst_harness_buffers_in_queue (h) == 0, "early output");
   caps = rgb_caps (48, 32);
-  CHECK (gst_harness_push_event (h, gst_event_new_caps (gst_caps_from_string (caps))),
+  CHECK (gst_harness_push_event (h, caps_event (caps)),
       "caps change refused");
   g_free (caps);
   CHECK (gst_harness_buffers_in_queue (h) == 2, "caps change did not edit the 2 queued frames");
@@ -550,7 +612,7 @@ test_null_during_run (void)
   GstElement *p;
   GstBus *bus;
   GstMessage *m;
-  gint64 run_start = 0, now, t0, t1, deadline;
+  gint64 run_start = 0, now, t0, t1, deadline, last = 0, max_gap = 0;
   int completed = 0, total = 0;
   gboolean sampling = FALSE;
 
@@ -565,9 +627,10 @@ test_null_during_run (void)
   bus = gst_element_get_bus (p);
   CHECK (gst_element_set_state (p, GST_STATE_PLAYING) != GST_STATE_CHANGE_FAILURE, "PLAYING");
 
-  /* Wait until the run is well into sampling (after encoding and inversion). */
+  /* Wait until the run is well into sampling (after encoding and inversion: 3 sampling calls), and
+   * note the longest interval between progress callbacks (the worst case for a cancel). */
   deadline = g_get_monotonic_time () + 600 * G_USEC_PER_SEC;
-  while (!sampling && (now = g_get_monotonic_time ()) < deadline) {
+  while (!(sampling && completed >= 3) && (now = g_get_monotonic_time ()) < deadline) {
     m = gst_bus_timed_pop_filtered (bus, GST_SECOND, GST_MESSAGE_ELEMENT | GST_MESSAGE_ERROR
         | GST_MESSAGE_EOS);
     if (m == NULL)
@@ -578,8 +641,12 @@ test_null_during_run (void)
     }
     const GstStructure *s = gst_message_get_structure (m);
     if (gst_structure_has_name (s, "tokenflow-progress")) {
+      now = g_get_monotonic_time ();
       if (run_start == 0)
-        run_start = g_get_monotonic_time ();
+        run_start = now;
+      if (last != 0 && now - last > max_gap)
+        max_gap = now - last;
+      last = now;
       gst_structure_get_int (s, "completed", &completed);
       gst_structure_get_int (s, "total", &total);
       sampling = g_strcmp0 (gst_structure_get_string (s, "stage"), "sampling") == 0;
@@ -596,12 +663,95 @@ test_null_during_run (void)
     fprintf (stderr, "  %d frames %dx%d, steps %d: set_state(NULL) took %.1f ms, %.2f s into the "
         "run (sampling %d/%d)\n", frames, width, height, steps, ms, ran, completed, total);
     printf ("INFO null-during-run: set_state(NULL) returned in %.1f ms, %.2f s into the run "
-        "(sampling step %d of %d; %d frames %dx%d, steps %d)\n", ms, ran, completed, total,
-        frames, width, height, steps);
+        "(sampling call %d of %d; %d frames %dx%d, steps %d; longest interval between progress "
+        "callbacks so far %.0f ms)\n", ms, ran, completed, total, frames, width, height, steps,
+        max_gap / 1000.0);
     fflush (stdout);
     CHECK (ms < 2000.0, "set_state(NULL) took %.1f ms", ms);
   }
   CHECK (!bus_has_error (bus, NULL), "an error was posted for a cancelled run");
+  gst_object_unref (bus);
+  gst_object_unref (p);
+}
+
+/* Counts buffers through a pad; a FLUSH_STOP resets the count. */
+static GstPadProbeReturn
+count_probe (GstPad * pad, GstPadProbeInfo * info, gpointer user_data)
+{
+  gint *count = user_data;
+  if (GST_PAD_PROBE_INFO_TYPE (info) & GST_PAD_PROBE_TYPE_BUFFER)
+    g_atomic_int_inc (count);
+  else if (GST_EVENT_TYPE (GST_PAD_PROBE_INFO_EVENT (info)) == GST_EVENT_FLUSH_STOP)
+    g_atomic_int_set (count, 0);
+  return GST_PAD_PROBE_OK;
+}
+
+/* A flushing seek while the engine runs cancels the run promptly and drops its frames; the frames
+ * after the seek are edited and come out; no error. */
+static void
+test_seek_during_run (void)
+{
+  /* Unbounded source: the first window's run blocks the streaming thread; the seek then ends the
+   * stream at 0.8 s, i.e. after exactly one more window of 8 frames. */
+  gchar *desc = g_strdup_printf ("videotestsrc pattern=ball ! video/x-raw,width=96,"
+      "height=64,framerate=10/1 ! videoconvert ! video/x-raw,format=RGB ! tokenflow name=tf "
+      "model=%s window=8 steps=10 inversion-steps=10 size=input ! fakesink name=sink", model_dir);
+  GError *err = NULL;
+  GstElement *p = gst_parse_launch (desc, &err), *tf, *sink;
+  GstBus *bus;
+  GstMessage *m;
+  GstPad *pad;
+  gint in = 0, out = 0;
+  gboolean sampling = FALSE, eos = FALSE;
+  gint64 t0, t1;
+
+  g_free (desc);
+  CHECK (p != NULL, "parse: %s", err ? err->message : "?");
+  tf = gst_bin_get_by_name (GST_BIN (p), "tf");
+  sink = gst_bin_get_by_name (GST_BIN (p), "sink");
+  pad = gst_element_get_static_pad (tf, "sink");
+  gst_pad_add_probe (pad, GST_PAD_PROBE_TYPE_BUFFER | GST_PAD_PROBE_TYPE_EVENT_FLUSH, count_probe,
+      &in, NULL);
+  gst_object_unref (pad);
+  pad = gst_element_get_static_pad (sink, "sink");
+  gst_pad_add_probe (pad, GST_PAD_PROBE_TYPE_BUFFER, count_probe, &out, NULL);
+  gst_object_unref (pad);
+  bus = gst_element_get_bus (p);
+  CHECK (gst_element_set_state (p, GST_STATE_PLAYING) != GST_STATE_CHANGE_FAILURE, "PLAYING");
+  while (!sampling && (m = gst_bus_timed_pop_filtered (bus, 300 * GST_SECOND,
+              GST_MESSAGE_ELEMENT | GST_MESSAGE_ERROR | GST_MESSAGE_EOS)) != NULL) {
+    gboolean other = GST_MESSAGE_TYPE (m) != GST_MESSAGE_ELEMENT;
+    const GstStructure *s = gst_message_get_structure (m);
+    sampling = !other && gst_structure_has_name (s, "tokenflow-progress")
+        && g_strcmp0 (gst_structure_get_string (s, "stage"), "sampling") == 0;
+    gst_message_unref (m);
+    CHECK (!other, "error or EOS before the run was under way");
+  }
+  CHECK (sampling, "the run never reached sampling");
+  CHECK (g_atomic_int_get (&out) == 0, "output before the first window was edited");
+
+  t0 = g_get_monotonic_time ();
+  CHECK (gst_element_seek (p, 1.0, GST_FORMAT_TIME, GST_SEEK_FLAG_FLUSH, GST_SEEK_TYPE_SET, 0,
+          GST_SEEK_TYPE_SET, 8 * FRAME_DURATION), "seek refused");
+  t1 = g_get_monotonic_time ();
+  printf ("INFO seek-during-run: flushing seek returned in %.1f ms\n", (t1 - t0) / 1000.0);
+  fflush (stdout);
+  CHECK (t1 - t0 < 2 * G_USEC_PER_SEC, "seek took %.1f ms", (t1 - t0) / 1000.0);
+
+  while (!eos && (m = gst_bus_timed_pop_filtered (bus, 300 * GST_SECOND,
+              GST_MESSAGE_ERROR | GST_MESSAGE_EOS)) != NULL) {
+    eos = GST_MESSAGE_TYPE (m) == GST_MESSAGE_EOS;
+    gst_message_unref (m);
+    CHECK (eos, "error after the seek");
+  }
+  CHECK (eos, "no EOS after the seek");
+  fprintf (stderr, "  %d frames in after the seek, %d out\n", g_atomic_int_get (&in),
+      g_atomic_int_get (&out));
+  CHECK (g_atomic_int_get (&in) == 8 && g_atomic_int_get (&out) == 8,
+      "%d frames in after the seek, %d out", g_atomic_int_get (&in), g_atomic_int_get (&out));
+  gst_element_set_state (p, GST_STATE_NULL);
+  gst_object_unref (tf);
+  gst_object_unref (sink);
   gst_object_unref (bus);
   gst_object_unref (p);
 }
@@ -617,6 +767,7 @@ typedef struct
 static const Test tests[] = {
   {"gst-harness-window-eos", test_window_and_eos},
   {"gst-harness-window-zero", test_window_zero},
+  {"gst-harness-releases-input-buffers", test_releases_input_buffers},
   {"gst-harness-flush-drops-queue", test_flush_drops_queue},
   {"gst-harness-refuses-gray8", test_refuse_gray8},
   {"gst-harness-refuses-i420", test_refuse_i420},
@@ -624,6 +775,7 @@ static const Test tests[] = {
   {"gst-harness-matches-c-api-odd-width", test_matches_c_api},
   {"gst-harness-model-from-env", test_model_from_env},
   {"gst-missing-model-error", test_missing_model},
+  {"gst-seek-during-run", test_seek_during_run},
   {"gst-null-during-run", test_null_during_run},
 };
 

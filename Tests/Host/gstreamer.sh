@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Host tests of the GStreamer element "tokenflow" (Examples/gstreamer): builds the plugin (a no-op when
+# up to date) and the C test programs, then checks gst-inspect-1.0, gst-launch-1.0 pipelines (windows,
+# timestamps, bytes identical to the C API's, errors), the install script, and the GstHarness unit
+# tests (Tests/Host/c/gst_harness_test.c). Prints PASS/FAIL lines; exits non-zero on a failure.
+# Needs the library installed in .build/prefix (scripts/setup.sh); $TOKENFLOW_PC_DIR overrides where
+# tokenflow.pc is looked for.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+root=$PWD
+model=$root/Tests/Fixtures/models/sd2-tiny
+pc_dir=${TOKENFLOW_PC_DIR:-$root/.build/prefix/lib/pkgconfig}
+plugin_dir=$root/.build/gstreamer
+work=$plugin_dir/tests
+mkdir -p "$work"
+export PKG_CONFIG_PATH="$pc_dir${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+export GST_PLUGIN_PATH=$plugin_dir
+export GST_REGISTRY=$work/registry.bin      # private registry: no stale cache, no writes to $HOME
+unset TOKENFLOW_MODEL
+failed=0
+pass() { echo "PASS $1"; }
+crashed() { [ "$1" -gt 128 ] && [ "$1" -le 192 ]; }   # killed by a signal (gst-launch exits 255 on errors)
+fail() { echo "FAIL $1${2:+: $2}"; failed=1; }
+
+# Tiny model, tiny settings: every edit below takes seconds.
+settings=(model="$model" steps=2 inversion-steps=2 size=input "prompt=a watercolor painting")
+
+# --- build -----------------------------------------------------------------------------------------
+if ! out=$(Examples/gstreamer/build.sh --pc-dir "$pc_dir" 2>&1); then
+    echo "$out"; fail gst-build; exit 1
+fi
+pass gst-build
+cflags=(-std=gnu11 -O1 -g -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers)
+tf_libdir=$(pkg-config --variable=libdir tokenflow)
+# shellcheck disable=SC2046
+if ! out=$(cc "${cflags[@]}" Tests/Host/c/gst_harness_test.c -o "$work/gst_harness_test" \
+        $(pkg-config --cflags --libs gstreamer-check-1.0 gstreamer-video-1.0 tokenflow) \
+        "-Wl,-rpath,$tf_libdir" 2>&1) \
+   || ! out=$(cc "${cflags[@]}" Tests/Host/c/gst_capi_reference.c -o "$work/gst_capi_reference" \
+        $(pkg-config --cflags --libs tokenflow) "-Wl,-rpath,$tf_libdir" 2>&1); then
+    echo "$out"; fail gst-test-programs; exit 1
+fi
+
+# --- gst-inspect -----------------------------------------------------------------------------------
+inspect=$(gst-inspect-1.0 tokenflow 2>&1)
+missing=""
+for property in model prompt negative-prompt inversion-prompt method steps inversion-steps guidance \
+        pnp-attn-t pnp-f-t strength batch-size window size seed threads; do
+    grep -Eq "^  $property +:" <<<"$inspect" || missing="$missing $property"
+done
+if [ -z "$missing" ] && grep -q 'Enum "GstTokenFlowMethod"' <<<"$inspect" \
+        && grep -q '(2): reconstruct' <<<"$inspect" && grep -q 'format: RGB' <<<"$inspect"; then
+    pass gst-inspect-properties
+else
+    echo "$inspect" | head -40; fail gst-inspect-properties "missing:$missing"
+fi
+
+# --- gst-launch: 20 frames, window 8 -------------------------------------------------------------
+source_caps="video/x-raw,width=64,height=48,framerate=10/1"
+gst-launch-1.0 --no-fault -q videotestsrc num-buffers=20 ! "$source_caps" ! videoconvert ! video/x-raw,format=RGB \
+    ! filesink location="$work/in.rgb" >"$work/in.log" 2>&1 || fail gst-launch-input "$(cat "$work/in.log")"
+start=$(date +%s.%N)
+gst-launch-1.0 --no-fault -e -v videotestsrc num-buffers=20 ! "$source_caps" ! videoconvert \
+    ! video/x-raw,format=RGB ! identity name=before silent=false \
+    ! tokenflow "${settings[@]}" window=8 \
+    ! identity name=after silent=false ! filesink location="$work/out.rgb" >"$work/launch.log" 2>&1
+status=$?
+seconds=$(echo "$(date +%s.%N) - $start" | bc)
+# identity's last-message: "chain ... (after:sink) (9216 bytes, dts: ..., pts: 0:00:00.100000000, duration: ..."
+timestamps() { grep -o "($1:sink) ([0-9]* bytes, dts: [^,]*, pts: [^,]*, duration: [^,]*" "$work/launch.log" \
+    | sed 's/.*pts: \([^,]*\), duration: \(.*\)/\1 \2/'; }
+before=$(timestamps before); after=$(timestamps after)
+frames_out=$(grep -c . <<<"$after")
+size_out=$(stat -c %s "$work/out.rgb" 2>/dev/null || echo 0)
+if [ $status -eq 0 ] && [ "$frames_out" -eq 20 ] && [ "$size_out" -eq $((20 * 64 * 48 * 3)) ]; then
+    pass "gst-launch-20-frames-window-8 (${seconds%???????} s)"
+else
+    tail -20 "$work/launch.log"; fail gst-launch-20-frames-window-8 "exit $status, $frames_out buffers, $size_out bytes"
+fi
+if [ -n "$after" ] && [ "$before" = "$after" ] && [ "$(head -1 <<<"$after")" = "0:00:00.000000000 0:00:00.100000000" ] \
+        && [ "$(tail -1 <<<"$after")" = "0:00:01.900000000 0:00:00.100000000" ]; then
+    pass gst-launch-pts-duration-preserved
+else
+    diff <(echo "$before") <(echo "$after") | head; fail gst-launch-pts-duration-preserved
+fi
+# Output comes after whole windows: the 8th input precedes the 1st output, the 9th follows the 8th output.
+order=$(grep -o "(\(before\|after\):sink) ([0-9]* bytes, dts: [^,]*, pts: [^,]*" "$work/launch.log" \
+    | sed 's/(\([a-z]*\):sink).*pts: \(.*\)/\1 \2/' | tr '\n' ';')
+if [[ "$order" == *"before 0:00:00.700000000;after 0:00:00.000000000;"* ]] \
+        && [[ "$order" == *"after 0:00:00.700000000;before 0:00:00.800000000;"* ]] \
+        && [[ "$order" == *"before 0:00:01.900000000;after 0:00:01.600000000;"* ]]; then
+    pass gst-launch-windows-of-8-8-4
+else
+    echo "$order" | tr ';' '\n' | head -40; fail gst-launch-windows-of-8-8-4
+fi
+if [ -s "$work/in.rgb" ] && [ -s "$work/out.rgb" ] && ! cmp -s "$work/in.rgb" "$work/out.rgb"; then
+    pass gst-launch-output-edited
+else
+    fail gst-launch-output-edited "output equals input or is missing"
+fi
+if "$work/gst_capi_reference" "$model" 64 48 8 2 2 "a watercolor painting" "$work/in.rgb" \
+        "$work/capi.rgb" >"$work/capi.log" 2>&1 && cmp "$work/capi.rgb" "$work/out.rgb"; then
+    pass gst-launch-matches-c-api
+else
+    cat "$work/capi.log"; fail gst-launch-matches-c-api
+fi
+
+# --- gst-launch: failures are errors, not crashes -------------------------------------------------
+gst-launch-1.0 --no-fault videotestsrc num-buffers=2 ! "$source_caps" ! videoconvert ! video/x-raw,format=RGB \
+    ! tokenflow model=/nonexistent/sd-model ! fakesink >"$work/missing.log" 2>&1
+status=$?
+if [ $status -ne 0 ] && ! crashed $status \
+        && grep -q 'ERROR: from element .*tokenflow.*/nonexistent/sd-model' "$work/missing.log"; then
+    pass gst-launch-missing-model-error
+else
+    cat "$work/missing.log"; fail gst-launch-missing-model-error "exit $status"
+fi
+gst-launch-1.0 --no-fault videotestsrc num-buffers=2 ! "$source_caps" ! videoconvert ! video/x-raw,format=RGB \
+    ! tokenflow "${settings[@]}" steps=3 inversion-steps=4 ! fakesink >"$work/settings.log" 2>&1
+status=$?
+if [ $status -ne 0 ] && ! crashed $status && grep -q 'ERROR: from element .*tokenflow' "$work/settings.log"; then
+    pass gst-launch-bad-settings-error
+else
+    cat "$work/settings.log"; fail gst-launch-bad-settings-error "exit $status"
+fi
+gst-launch-1.0 --no-fault videotestsrc num-buffers=2 ! video/x-raw,format=GRAY8,width=64,height=48 \
+    ! tokenflow "${settings[@]}" ! fakesink >"$work/gray.log" 2>&1
+status=$?
+if [ $status -ne 0 ] && ! crashed $status && grep -q "tokenflow0 can't handle caps video/x-raw, format=(string)GRAY8" "$work/gray.log"; then
+    pass gst-launch-refuses-gray8
+else
+    cat "$work/gray.log"; fail gst-launch-refuses-gray8 "exit $status"
+fi
+
+# --- install ---------------------------------------------------------------------------------------
+prefix=$work/prefix
+rm -rf "$prefix"
+if Examples/gstreamer/install.sh "$prefix" >"$work/install.log" 2>&1 \
+        && GST_PLUGIN_PATH=$prefix/lib/gstreamer-1.0 GST_REGISTRY=$work/registry-install.bin \
+            gst-inspect-1.0 tokenflow 2>&1 | grep -q "Filename  *$prefix/lib/gstreamer-1.0/libgsttokenflow.so"; then
+    pass gst-install-prefix
+else
+    cat "$work/install.log"; fail gst-install-prefix
+fi
+
+# --- GstHarness unit tests (own PASS/FAIL lines) -------------------------------------------------
+"$work/gst_harness_test" "$model" || failed=1
+
+exit $failed
