@@ -25,6 +25,10 @@
  * Several contexts may run in parallel on different threads. tf_default_settings, tf_strerror,
  * tf_version and tf_version_string may be called from any thread at any time.
  *
+ * Models: the library keeps the most recently opened model loaded (shared, read-only, by every context
+ * that uses it) until a different model is opened or the process exits, so reopening a context per
+ * window does not reload gigabytes of weights. A model changed on disk is loaded again.
+ *
  * Ownership: every string and buffer passed in is copied (or only read during the call); the caller
  * keeps ownership. Memory returned by the library (TFFrame.data, tf_last_error strings) stays owned by
  * the library and is valid until the next call on the same context, or tf_close.

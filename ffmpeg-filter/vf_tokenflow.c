@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include <tokenflow.h>
@@ -76,6 +77,7 @@ typedef struct TokenFlowContext {
     int64_t frames_in;     ///< frames consumed so far
     int64_t window_first;  ///< stream index of the window's first frame
     int window_index;
+    int failed;            ///< an error was reported
 
     /* progress of the running window */
     int64_t run_start;
@@ -132,6 +134,16 @@ static const AVOption tokenflow_options[] = {
 
 AVFILTER_DEFINE_CLASS(tokenflow);
 
+/*
+ * Frames dropped by the last tokenflow instance closed before its input ended, in this process.
+ * The ffmpeg CLI rebuilds a filter graph, without draining it, when its input's resolution or pixel
+ * format changes: the frames the filter holds (up to a window) are lost and the new instance would go
+ * on with the rest. The filter cannot fail the old graph from uninit, so the new instance refuses to
+ * start instead (this filter is only linked into our ffmpeg/ffprobe executables, not into a player
+ * that rebuilds graphs on seeks).
+ */
+static atomic_int dropped_in_process;
+
 /* TF_E* are negative errno values; map them explicitly so the AVERROR codes stay right on every OS. */
 static int tf_to_averror(int code)
 {
@@ -151,6 +163,8 @@ static int tf_to_averror(int code)
 
 static int report_tf_error(AVFilterContext *ctx, const char *what, int code, const char *message)
 {
+    TokenFlowContext *s = ctx->priv;
+    s->failed = 1;
     av_log(ctx, AV_LOG_ERROR, "%s failed (%s): %s\n", what, tf_strerror(code),
            message && *message ? message : "no details");
     return tf_to_averror(code);
@@ -198,7 +212,11 @@ static int open_engine(AVFilterContext *ctx)
     int ret = tf_open(&s->tf, &s->settings);
     if (ret < 0) {
         s->tf = NULL;
-        return report_tf_error(ctx, "Opening the TokenFlow engine", ret, tf_last_error(NULL));
+        ret = report_tf_error(ctx, "Opening the TokenFlow engine", ret, tf_last_error(NULL));
+        if (ret == AVERROR(ENOENT) && !s->settings.model_path)
+            av_log(ctx, AV_LOG_ERROR, "Give the filter a model: tokenflow=model=/path/to/stable-diffusion-folder:..., "
+                   "or set the TOKENFLOW_MODEL environment variable.\n");
+        return ret;
     }
     return 0;
 }
@@ -215,6 +233,14 @@ static av_cold int init(AVFilterContext *ctx)
         av_log(ctx, AV_LOG_ERROR, "libtokenflow %s is loaded, but this filter was built for %d.%d.x.\n",
                tf_version_string(), TOKENFLOW_VERSION_MAJOR, TOKENFLOW_VERSION_MINOR);
         return AVERROR(ENOSYS);
+    }
+
+    if ((ret = atomic_load(&dropped_in_process)) > 0) {
+        av_log(ctx, AV_LOG_ERROR, "The filter graph was rebuilt mid-stream and the previous tokenflow instance "
+               "dropped %d unedited frame(s). ffmpeg rebuilds filter graphs when the input's resolution or "
+               "pixel format changes; tokenflow edits windows of frames of one size. Pass -reinit_filter 0 "
+               "before -i and put scale=W:H before tokenflow.\n", ret);
+        return AVERROR(EINVAL);
     }
 
     tf_default_settings(settings);
@@ -264,10 +290,11 @@ static av_cold void uninit(AVFilterContext *ctx)
     TokenFlowContext *s = ctx->priv;
     int unprocessed = s->emitting ? s->nb_props - s->nb_emitted : s->nb_props;
 
-    if (unprocessed > 0 && !s->eof)
-        av_log(ctx, AV_LOG_WARNING, "Closed with %d frame(s) not output. (ffmpeg rebuilds the filter graph "
-               "when the input's resolution changes, dropping the frames a filter holds: give tokenflow "
-               "one size with a scale filter before it and -reinit_filter 0 before the input.)\n", unprocessed);
+    if (unprocessed > 0 && !s->failed)
+        av_log(ctx, AV_LOG_WARNING, "%d frame(s) held by the filter were dropped: the filter graph was "
+               "closed before they were output.\n", unprocessed);
+    if (unprocessed > 0 && !s->failed && !s->eof)
+        atomic_store(&dropped_in_process, unprocessed);
     tf_close(&s->tf);
     free_props(s);
     av_freep(&s->props);
@@ -379,6 +406,7 @@ static int send_frame(AVFilterContext *ctx, AVFrame *in)
     int ret;
 
     if (in->width != s->w || in->height != s->h) {
+        s->failed = 1;
         av_log(ctx, AV_LOG_ERROR, "The input resolution changed mid-stream, from %dx%d to %dx%d at frame %"PRId64
                ": tokenflow edits frames of one size. Scale the input to a fixed size before it "
                "(e.g. scale=%d:%d,tokenflow=...; with the ffmpeg CLI also pass -reinit_filter 0 before -i).\n",

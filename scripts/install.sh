@@ -4,8 +4,11 @@
 #   PREFIX/lib/libtokenflow.so.0          (the library; its soname)
 #   PREFIX/lib/libtokenflow.so -> libtokenflow.so.0   (for -ltokenflow)
 #   PREFIX/lib/pkgconfig/tokenflow.pc
+#   PREFIX/bin/tokenflow                  (the command-line tool, when built)
+#   PREFIX/lib/gstreamer-1.0/libgsttokenflow.so   (the GStreamer element, when built)
+# Models go to PREFIX/share/tokenflow/model with `tokenflow install-model DIR`.
 # Usage: scripts/install.sh [--prefix DIR]   (default /usr/local). Idempotent; build first with
-# `swift build -c release --product tokenflow`.
+# `swift build -c release` (scripts/setup.sh does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,6 +46,15 @@ Version: $version
 Libs: -L\${libdir} -ltokenflow
 Cflags: -I\${includedir}
 PC
+
+if [ -f .build/release/tokenflow-cli ]; then
+    install -d "$prefix/bin"
+    install -m 755 .build/release/tokenflow-cli "$prefix/bin/.tokenflow.new"
+    mv -f "$prefix/bin/.tokenflow.new" "$prefix/bin/tokenflow"
+fi
+if [ -f .build/gstreamer/libgsttokenflow.so ]; then
+    Examples/gstreamer/install.sh "$prefix"
+fi
 
 # A system library directory needs the loader cache refreshed to find libtokenflow.so.0.
 if [ "$(id -u)" -eq 0 ] && grep -rqsx "$prefix/lib" /etc/ld.so.conf /etc/ld.so.conf.d/; then

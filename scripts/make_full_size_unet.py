@@ -2,7 +2,7 @@
 
 Usage (pinned venv of Tests/Fixtures/requirements.txt):
 
-    venv/bin/python scripts/make_full_size_unet.py DIR [--time N] [--seed S]
+    venv/bin/python scripts/make_full_size_unet.py DIR [--time N] [--seed S] [--no-save]
 
 Writes DIR/unet/config.json and DIR/unet/diffusion_pytorch_model.safetensors (F32, ~3.5 GB, 865M
 parameters): a UNet2DConditionModel with exactly the architecture of stabilityai/stable-diffusion-2-1-base
@@ -75,6 +75,7 @@ def main():
     ap.add_argument("dir", help="output folder; the model goes to DIR/unet")
     ap.add_argument("--time", type=int, default=0, metavar="N", help="time N forward passes per batch size")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-save", action="store_true", help="only build (and time); write nothing")
     args = ap.parse_args()
 
     # Two threads: the benchmark machine has 2 cores and the Swift engine is measured the same way.
@@ -85,11 +86,12 @@ def main():
     n_params = sum(p.numel() for p in unet.parameters())
     print(f"built UNet2DConditionModel: {n_params} parameters in {time.perf_counter() - start:.1f} s")
 
-    out = os.path.join(args.dir, "unet")
-    start = time.perf_counter()
-    unet.save_pretrained(out, safe_serialization=True)  # F32, one file (under diffusers' 10 GB shard limit)
-    size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
-    print(f"saved {out}: {size / 1e9:.2f} GB in {time.perf_counter() - start:.1f} s")
+    if not args.no_save:
+        out = os.path.join(args.dir, "unet")
+        start = time.perf_counter()
+        unet.save_pretrained(out, safe_serialization=True)  # F32, one file (under diffusers' 10 GB shard limit)
+        size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
+        print(f"saved {out}: {size / 1e9:.2f} GB in {time.perf_counter() - start:.1f} s")
 
     if args.time > 0:
         # Other processes on a 2-core machine distort the numbers: record the load for the reader.

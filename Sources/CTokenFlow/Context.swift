@@ -27,7 +27,7 @@ final class Context {
     private var message: UnsafeMutablePointer<CChar>?
 
     init(_ request: OpenRequest) throws {
-        let model = try StableDiffusionModel(directory: request.modelPath)
+        let model = try ModelCache.shared.model(at: request.modelPath)
         // EditSession reports scheduler problems as invalid settings; check the model's own scheduler
         // config first so that an unsupported one is reported as such (TF_ENOTSUP).
         _ = try DDIMScheduler(config: model.schedulerConfig, file: "\(request.modelPath)/scheduler/scheduler_config.json")

@@ -1,5 +1,6 @@
 import CBLAS
 import Dispatch
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -11,30 +12,26 @@ import Glibc
 /// after each call, so mixing them with our loops oversubscribes the cores; single-threaded OpenBLAS
 /// plus our row split was measured at the same GEMM throughput (see DESIGN.md).
 public enum Threading {
-    nonisolated(unsafe) private static var configuredThreads = 0
-    nonisolated(unsafe) private static var blasConfigured = false
+    /// 0 = one per online core. Atomic: contexts on other threads may read it while one configures.
+    private static let configuredThreads = Atomic<Int>(0)
+    /// Set once, before the first kernel runs (a static let initialiser runs exactly once, thread-safely).
+    private static let singleThreadedBLAS: Void = openblas_set_num_threads(1)
 
     /// Number of worker threads kernels use. Defaults to the number of online cores.
     public static var threadCount: Int {
-        ensureBLASIsSingleThreaded()
-        return configuredThreads > 0 ? configuredThreads : onlineCores
+        _ = singleThreadedBLAS
+        let configured = configuredThreads.load(ordering: .relaxed)
+        return configured > 0 ? configured : onlineCores
     }
 
-    /// Sets the number of worker threads (0 = one per online core). Call before starting work.
+    /// Sets the number of worker threads (0 = one per online core) for the whole process.
     public static func configure(threads: Int) {
         precondition(threads >= 0, "thread count must be >= 0")
-        configuredThreads = threads
-        ensureBLASIsSingleThreaded()
+        _ = singleThreadedBLAS
+        configuredThreads.store(threads, ordering: .relaxed)
     }
 
     public static var onlineCores: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
-
-    private static func ensureBLASIsSingleThreaded() {
-        if !blasConfigured {
-            openblas_set_num_threads(1)
-            blasConfigured = true
-        }
-    }
 
     /// Runs `body(i)` for i in 0..<count on up to `threadCount` threads; returns when all are done.
     public static func parallelFor(_ count: Int, _ body: (Int) -> Void) {

@@ -347,7 +347,7 @@ class MarginRecorder:
 # Running the reference
 # ----------------------------------------------------------------------------------------------------
 
-def invert(ref, models, sd_version, latents, inversion_steps, work_dir):
+def invert(ref, models, sd_version, latents, inversion_steps, work_dir, reconstruct=True):
     """preprocess.prep() + Preprocess.extract_latents(), minus the hub/PNG/video parts. Returns the saved
     latents by timestep, the final inverted latents, the reconstruction and the inversion time."""
     save_path = tempfile.mkdtemp(prefix=f"inv{inversion_steps}-", dir=work_dir)
@@ -369,7 +369,7 @@ def invert(ref, models, sd_version, latents, inversion_steps, work_dir):
                                 timesteps_to_save=timesteps_to_save)
     t_inv = time.perf_counter() - t0
     t0 = time.perf_counter()
-    reconstruction = p.ddim_sample(inverted.clone(), cond, batch_size=BATCH_SIZE)
+    reconstruction = p.ddim_sample(inverted.clone(), cond, batch_size=BATCH_SIZE) if reconstruct else None
     t_rec = time.perf_counter() - t0
     saved = {}
     for path in glob.glob(os.path.join(save_path, "latents", "noisy_latents_*.pt")):
@@ -600,6 +600,28 @@ def save(tensors, path, info):
     print(f"    wrote {path} ({os.path.getsize(path) / 1e6:.3f} MB, {len(tensors)} tensors)")
 
 
+@torch.no_grad()
+def time_reference(ref, name, frames_u8, schedules, repeats):
+    """Wall-clock time of the reference PnP edit of the 16-frame clip: encode + inversion + editor set-up
+    (its own encode, eps, text embeddings, hooks) + sampling + decode; median of `repeats` runs."""
+    variant, sd_version = MODELS[name]
+    models = Models(model_folder(name), variant, torch.float32)
+    frames = to_reference_frames(frames_u8, torch.float32)
+    totals = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory(prefix="tokenflow-timing-") as work:
+            p = new_preprocess(ref, models, sd_version)
+            t0 = time.perf_counter()
+            latents = p.encode_imgs(frames, deterministic=True)
+            inv = invert(ref, models, sd_version, latents, INVERSION_STEPS, work, reconstruct=False)
+            edit(ref, ref.pnp, models, sd_version, frames, N_FRAMES, inv["path"], schedules["main"])
+            totals.append(time.perf_counter() - t0)
+    la = os.getloadavg()
+    print(f"    # load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}; runs: " + " ".join(f"{t:.3f}" for t in totals))
+    print(f"    reference_pnp_seconds_median model={name} frames={N_FRAMES} threads={torch.get_num_threads()} "
+          f"repeats={repeats} total={sorted(totals)[len(totals) // 2]:.3f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reference", required=True, help="a work tree of omerbt/TokenFlow (git archive | tar -x)")
@@ -610,7 +632,12 @@ def main():
     ap.add_argument("--threads", type=int, default=2,
                     help="torch.set_num_threads; the fixtures are defined with 2 (the inversion's rounding, hence "
                          "the NN fields, depend on it)")
+    ap.add_argument("--time-repeats", type=int, default=0,
+                    help="after generating, time N more reference PnP runs per model and print the median")
+    ap.add_argument("--time-only", action="store_true", help="only the timing runs (default 5), write nothing")
     args = ap.parse_args()
+    if args.time_only and args.time_repeats == 0:
+        args.time_repeats = 5
 
     if importlib.util.find_spec("ftfy") is not None:
         raise SystemExit("uninstall ftfy: the tiny models' token ids are defined without it")
@@ -624,6 +651,11 @@ def main():
 
     frames_u8 = make_frames()
     schedules = keyframe_schedules()
+    if args.time_only:
+        for name in args.models:
+            print(f"== {name}")
+            time_reference(ref, name, frames_u8, schedules, args.time_repeats)
+        return
     common = {
         "generator": "Tests/Fixtures/generate_tokenflow_fixtures.py",
         "reference": "omerbt/TokenFlow" + (f" @ {args.reference_commit}" if args.reference_commit else ""),
@@ -670,6 +702,8 @@ def main():
                   + f" total={total:.3f} (reconstruction, not included: {timing['reconstruction']:.3f})")
             if not args.skip_fp64:
                 fp64_report(ref, name, frames_u8, schedules, main_t, var_t, state, work)
+        if args.time_repeats:
+            time_reference(ref, name, frames_u8, schedules, args.time_repeats)
 
 
 if __name__ == "__main__":
