@@ -14,7 +14,7 @@
  * sampling step), then emits the edited frames, one per activation, with the original pts and frame
  * properties, and finally forwards EOF. The engine context is opened in init, so bad options and
  * missing or corrupt models fail before any frame is decoded. A context edits one clip, so each
- * further window opens a new one (this reloads the model).
+ * further window opens a new one (the library keeps the model loaded, so this does not reload it).
  */
 
 #include <errno.h>
@@ -463,12 +463,13 @@ static int emit_frame(AVFilterContext *ctx)
         ret = tf_get_frame(s->tf, &edited);
         if (ret < 0)
             return report_tf_error(ctx, "Getting an edited frame", ret, tf_last_error(s->tf));
-        if (edited.width != outlink->w || edited.height != outlink->h || edited.stride < 3 * edited.width) {
+        if (edited.width != s->w || edited.height != s->h || edited.stride < 3 * edited.width) {
             av_log(ctx, AV_LOG_ERROR, "The engine returned a %dx%d frame (stride %td) for a %dx%d stream.\n",
-                   edited.width, edited.height, edited.stride, outlink->w, outlink->h);
+                   edited.width, edited.height, edited.stride, s->w, s->h);
+            s->failed = 1;
             return AVERROR_BUG;
         }
-        out = ff_get_video_buffer(outlink, outlink->w, outlink->h);
+        out = ff_get_video_buffer(outlink, s->w, s->h);
         if (!out)
             return AVERROR(ENOMEM);
         ret = av_frame_copy_props(out, s->props[s->nb_emitted]);
@@ -476,8 +477,7 @@ static int emit_frame(AVFilterContext *ctx)
             av_frame_free(&out);
             return ret;
         }
-        av_image_copy_plane(out->data[0], out->linesize[0], edited.data, (int)edited.stride,
-                            3 * outlink->w, outlink->h);
+        av_image_copy_plane(out->data[0], out->linesize[0], edited.data, (int)edited.stride, 3 * s->w, s->h);
         out->pts = edited.pts;
         av_frame_free(&s->props[s->nb_emitted]);
         s->nb_emitted++;

@@ -38,6 +38,20 @@ public struct Inversion: Sendable {
     /// The prompt and step count the inversion ran with (the source branch reuses the prompt).
     public let inversionPrompt: String
     public let inversionSteps: Int
+
+    public init(latents: Tensor, kept: [Int: Tensor], last: Tensor, lastTimestep: Int, inputWidth: Int, inputHeight: Int,
+                workingWidth: Int, workingHeight: Int, inversionPrompt: String, inversionSteps: Int) {
+        self.latents = latents
+        self.kept = kept
+        self.last = last
+        self.lastTimestep = lastTimestep
+        self.inputWidth = inputWidth
+        self.inputHeight = inputHeight
+        self.workingWidth = workingWidth
+        self.workingHeight = workingHeight
+        self.inversionPrompt = inversionPrompt
+        self.inversionSteps = inversionSteps
+    }
 }
 
 public struct EditResult: Sendable {
@@ -53,6 +67,9 @@ public final class EditSession {
     public let settings: EditSettings
     let samplingScheduler: DDIMScheduler
     let inversionScheduler: DDIMScheduler
+    /// Called with the latents after each TokenFlow/SDEdit sampling step (step index, timestep), e.g.
+    /// to localise a divergence from a reference run.
+    public var onStep: ((Int, Int, Tensor) -> Void)?
 
     public init(model: StableDiffusionModel, settings: EditSettings) throws {
         try settings.validate()
@@ -183,66 +200,100 @@ public final class EditSession {
         return Array(all.suffix(count))
     }
 
-    func tokenflowSample(_ inversion: Inversion, _ reporter: ProgressReporter) throws -> Tensor {
+    /// What every TokenFlow/SDEdit step needs, prepared once per edit.
+    struct SamplingPlan {
+        let timesteps: [Int]
+        let keyframes: [[Int]]
+        let batches: [Range<Int>]
+        let featureInjection: Set<Int>
+        let queryKeyInjection: Set<Int>
+        /// Text embeddings [1, 77, D] of the three branches: source (inversion prompt), uncond, cond.
+        let source: Tensor, negative: Tensor, prompt: Tensor
+
+        func context(_ n: Int) -> Tensor {
+            concat([repeated(source, n), repeated(negative, n), repeated(prompt, n)], axis: 0)
+        }
+    }
+
+    func samplingPlan(_ inversion: Inversion) throws -> SamplingPlan {
         let frameCount = inversion.latents.shape[0]
         let batches = batchRanges(count: frameCount)
-        let keyframes = try keyframeSchedule(frameCount: frameCount, batches: batches)
         let pnp = settings.method == .tokenflow
-        let timesteps = pnp ? samplingScheduler.timesteps : sdeditTimesteps
-        let fullSchedule = samplingScheduler.timesteps
-        let featureInjection = pnp ? Set(fullSchedule.prefix(scheduleStepCount(settings.steps, fraction: settings.pnpFeatureThreshold))) : []
-        let queryKeyInjection = pnp ? Set(fullSchedule.prefix(scheduleStepCount(settings.steps, fraction: settings.pnpAttentionThreshold))) : []
+        let schedule = samplingScheduler.timesteps
+        func injected(_ fraction: Float) -> Set<Int> {
+            pnp ? Set(schedule.prefix(scheduleStepCount(settings.steps, fraction: fraction))) : []
+        }
+        return SamplingPlan(
+            timesteps: editTimesteps, keyframes: try keyframeSchedule(frameCount: frameCount, batches: batches), batches: batches,
+            featureInjection: injected(settings.pnpFeatureThreshold), queryKeyInjection: injected(settings.pnpAttentionThreshold),
+            source: try model.embed(inversion.inversionPrompt), negative: try model.embed(settings.negativePrompt),
+            prompt: try model.embed(settings.prompt))
+    }
 
-        let alphas = samplingScheduler.alphasCumprod
-        // The noise that inversion found: x_T = sqrt(a_T) x_0 + sqrt(1 - a_T) eps.
-        let alphaLast = alphas[inversion.lastTimestep]
+    /// The latents sampling starts from: the clean latents noised to the first edit timestep with the
+    /// noise the inversion found (x_T = sqrt(a_T) x_0 + sqrt(1 - a_T) eps, solved for eps).
+    public func initialLatents(_ inversion: Inversion) -> Tensor {
+        let alphaLast = samplingScheduler.alphasCumprod[inversion.lastTimestep]
         let eps = linearCombination(inversion.last, 1 / (1 - alphaLast).squareRoot(),
                                     inversion.latents, -alphaLast.squareRoot() / (1 - alphaLast).squareRoot())
-        var x = samplingScheduler.addNoise(original: inversion.latents, noise: eps, timestep: timesteps[0])
+        return samplingScheduler.addNoise(original: inversion.latents, noise: eps, timestep: editTimesteps[0])
+    }
 
-        let sourceEmbedding = try model.embed(inversion.inversionPrompt)
-        let negativeEmbedding = try model.embed(settings.negativePrompt)
-        let promptEmbedding = try model.embed(settings.prompt)
-        func context(_ n: Int) -> Tensor {
-            concat([repeated(sourceEmbedding, n), repeated(negativeEmbedding, n), repeated(promptEmbedding, n)], axis: 0)
+    /// One TokenFlow/SDEdit sampling step (`step` indexes `editTimesteps`) from latents `x`; for
+    /// stepping through an edit, or checking a step against a reference from the reference's state.
+    public func sampleStep(_ x: Tensor, step: Int, inversion: Inversion) throws -> Tensor {
+        guard settings.method != .reconstruct, editTimesteps.indices.contains(step) else {
+            throw EditError.invalidSettings("step \(step) is not a TokenFlow sampling step of these settings")
         }
-        let callsPerStep = 1 + batches.count
-        for (step, t) in timesteps.enumerated() {
-            guard let source = inversion.kept[t] else {
-                throw EditError.invalidSettings("the inversion has no latents for timestep \(t); invert with these steps")
-            }
-            let hooks = TokenFlowHooks()
-            hooks.injectFeatures = featureInjection.contains(t)
-            hooks.injectQueryKey = queryKeyInjection.contains(t)
-            let stepIndex = fullSchedule.firstIndex(of: t)!
+        return try sampleStep(x, step: step, inversion: inversion, plan: try samplingPlan(inversion),
+                              reporter: ProgressReporter(handler: nil))
+    }
 
-            // a) Keyframe pass: fills the hooks' per-block records; its prediction is not used.
-            let keys = keyframes[stepIndex]
-            hooks.pass = .keyframes
-            hooks.framesPerBranch = keys.count
-            let keyLatents = gatherFrames(x, keys)
-            _ = model.unet(concat([gatherFrames(source, keys), keyLatents, keyLatents], axis: 0),
-                           timesteps: [Float(t)], context: context(keys.count), hooks: hooks)
-            try reporter.report(.sampling, step * callsPerStep + 1, timesteps.count * callsPerStep)
-
-            // b) Batch passes with propagated self-attention, c) guidance and DDIM step per batch.
-            let next = Tensor(uninitializedShape: x.shape)
-            for (b, range) in batches.enumerated() {
-                hooks.pass = .batch(index: b, frames: range, batchSize: settings.batchSize)
-                hooks.framesPerBranch = range.count
-                let batch = x.slice(range)
-                let output = model.unet(concat([source.slice(range), batch, batch], axis: 0),
-                                        timesteps: [Float(t)], context: context(range.count), hooks: hooks)
-                let n = range.count
-                let uncond = output.slice(n..<(2 * n)), cond = output.slice((2 * n)..<(3 * n))
-                let guided = linearCombination(uncond, 1 - settings.guidanceScale, cond, settings.guidanceScale)
-                let previous = samplingScheduler.step(modelOutput: guided, timestep: t, sample: batch.copy()).prevSample
-                next.slice(range).mutablePointer.update(from: previous.pointer, count: previous.count)
-                try reporter.report(.sampling, step * callsPerStep + b + 2, timesteps.count * callsPerStep)
-            }
-            x = next
+    func tokenflowSample(_ inversion: Inversion, _ reporter: ProgressReporter) throws -> Tensor {
+        let plan = try samplingPlan(inversion)
+        var x = initialLatents(inversion)
+        for (step, t) in plan.timesteps.enumerated() {
+            x = try sampleStep(x, step: step, inversion: inversion, plan: plan, reporter: reporter)
+            onStep?(step, t, x)
         }
         return x
+    }
+
+    func sampleStep(_ x: Tensor, step: Int, inversion: Inversion, plan: SamplingPlan, reporter: ProgressReporter) throws -> Tensor {
+        let t = plan.timesteps[step]
+        guard let source = inversion.kept[t] else {
+            throw EditError.invalidSettings("the inversion has no latents for timestep \(t); invert with these steps")
+        }
+        let hooks = TokenFlowHooks()
+        hooks.injectFeatures = plan.featureInjection.contains(t)
+        hooks.injectQueryKey = plan.queryKeyInjection.contains(t)
+        let callsPerStep = 1 + plan.batches.count, totalCalls = plan.timesteps.count * callsPerStep
+
+        // a) Keyframe pass: fills the hooks' per-block records; its prediction is not used.
+        let keys = plan.keyframes[step]
+        hooks.pass = .keyframes
+        hooks.framesPerBranch = keys.count
+        let keyLatents = gatherFrames(x, keys)
+        _ = model.unet(concat([gatherFrames(source, keys), keyLatents, keyLatents], axis: 0),
+                       timesteps: [Float(t)], context: plan.context(keys.count), hooks: hooks)
+        try reporter.report(.sampling, step * callsPerStep + 1, totalCalls)
+
+        // b) Batch passes with propagated self-attention, c) guidance and DDIM step per batch.
+        let next = Tensor(uninitializedShape: x.shape)
+        for (b, range) in plan.batches.enumerated() {
+            hooks.pass = .batch(index: b, frames: range, batchSize: settings.batchSize)
+            hooks.framesPerBranch = range.count
+            let batch = x.slice(range)
+            let output = model.unet(concat([source.slice(range), batch, batch], axis: 0),
+                                    timesteps: [Float(t)], context: plan.context(range.count), hooks: hooks)
+            let n = range.count
+            let uncond = output.slice(n..<(2 * n)), cond = output.slice((2 * n)..<(3 * n))
+            let guided = linearCombination(uncond, 1 - settings.guidanceScale, cond, settings.guidanceScale)
+            let previous = samplingScheduler.step(modelOutput: guided, timestep: t, sample: batch.copy()).prevSample
+            next.slice(range).mutablePointer.update(from: previous.pointer, count: previous.count)
+            try reporter.report(.sampling, step * callsPerStep + b + 2, totalCalls)
+        }
+        return next
     }
 
     // MARK: - Batches and keyframes
@@ -252,14 +303,24 @@ public final class EditSession {
         stride(from: 0, to: count, by: settings.batchSize).map { $0..<min($0 + settings.batchSize, count) }
     }
 
-    /// One keyframe (absolute frame index) per batch for every sampling step: the explicit schedule
-    /// from the settings, or the one drawn with the seed.
+    /// The sampling timesteps the session's method runs (empty for reconstruction, which samples over
+    /// the inversion schedule without keyframes).
+    public var editTimesteps: [Int] {
+        switch settings.method {
+        case .tokenflow: return samplingScheduler.timesteps
+        case .sdedit: return sdeditTimesteps
+        case .reconstruct: return []
+        }
+    }
+
+    /// One keyframe (absolute frame index) per batch for every step the method runs (`editTimesteps`):
+    /// the explicit schedule from the settings, or the one drawn with the seed.
     public func keyframeSchedule(frameCount: Int) throws -> [[Int]] {
         try keyframeSchedule(frameCount: frameCount, batches: batchRanges(count: frameCount))
     }
 
     func keyframeSchedule(frameCount: Int, batches: [Range<Int>]) throws -> [[Int]] {
-        let steps = samplingScheduler.timesteps.count
+        let steps = editTimesteps.count
         if let explicit = settings.keyframes {
             guard explicit.count == steps else {
                 throw EditError.invalidSettings("keyframe schedule has \(explicit.count) steps, expected \(steps)")

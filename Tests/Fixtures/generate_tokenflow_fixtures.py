@@ -3,7 +3,7 @@ the expected outputs the Swift TokenFlow engine is tested against.
 
 Usage (from the repository root, with the pinned venv of Tests/Fixtures/requirements.txt):
 
-    mkdir -p /tmp/tokenflow-ref && git -C <TokenFlow clone> archive HEAD | tar -x -C /tmp/tokenflow-ref
+    mkdir -p /tmp/tokenflow-ref && git -C <TokenFlow clone> archive HEAD -- '*.py' | tar -x -C /tmp/tokenflow-ref
     venv/bin/python Tests/Fixtures/generate_tokenflow_fixtures.py --reference /tmp/tokenflow-ref \
         --out Tests/Fixtures/expected
 
@@ -46,10 +46,28 @@ Cases (steps = 10 sampling steps, batch_size 8, guidance 7.5, pnp_attn_t 0.5, pn
   main     16 frames, inversion_steps 10: inversion, reconstruction, TokenFlow-PnP
   short    13 frames (the first 13), same inversion: TokenFlow-PnP with a short last batch
   inv20    16 frames, inversion_steps 20: the 10 sampling timesteps are a subset of the 20 inversion ones
+           (leading spacing, steps_offset 1: 1, 51, ..., 951 contains 1, 101, ..., 901). get_ddim_eps takes
+           eps from the noisiest latents on disk (t = 951, saved after the inversion loop) and edit_video adds
+           it at t = 901, so inv20.pnp.init is not inv20.inverted.901.
   sdedit   16 frames, inversion_steps 10: TokenFlow-SDEdit (extended attention + propagation, no injection)
 
-Output files (all tensors F32 except `frames`; see README.md "TokenFlow reference fixtures" for the
-tensor list): expected/tokenflow-frames.safetensors (the clip, shared by both models),
+The short last batch: the reference never runs 13 frames (get_latents_path rounds n_frames down to a multiple
+of batch_size; bypassed here). Run anyway, batched_denoise_step asks torch.randint for 13 // 8 = 1 offset r,
+broadcast onto torch.arange(0, 13, 8) = [0, 8]: keyframes r and 8 + r (so r <= 4). Frames 8..12 form a
+5-frame batch, and the TokenFlowBlock computes the blend positions from that batch's OWN length n = 5:
+s = arange(5) + 1 * 5 = 5..9, centres p1 = 1 * 5 + 5 // 2 = 7 and p2 = 0 * 5 + 2 = 2, w = sigmoid(d2 / (d1 + d2))
+= 0.6457, 0.6900, 0.7311, 0.7021, 0.6852 (clip indices 8..12 with centres 12 and 4 would give 0.6225 ...
+0.7311). Batch 0 at step 0 only depends on the keyframe pass and its own frames, so short.step0[0:8] can be
+compared tightly by an engine that treats the short batch differently; from step 1 on, keyframe 8 + r comes
+from the short batch and enters the keyframe pass, so everything depends on the reference's choice.
+
+SDEdit start: run_tokenflow_sdedit slices timesteps[int(1 - start * len(timesteps)):], i.e. it keeps the
+last floor(start * n) - 1 timesteps when start * n >= 1 (start 0.9, n 10: 8 timesteps 701, ..., 1; not 801);
+all n when 0 < start * n < 1, and n - 1 for start 0. With use_ddim_noise the noise is eps from the noisiest
+saved latents (t = 901), added at timesteps[0] = 701.
+
+Output files (all tensors F32 except `frames`, stored as F16, exact for uint8 values; see the README.md section
+"generate_tokenflow_fixtures.py: TokenFlow reference outputs" for the tensor list): expected/tokenflow-frames.safetensors (the clip, shared by both models),
 expected/tokenflow-<model>.safetensors (main case), expected/tokenflow-<model>-variants.safetensors (short,
 inv20, sdedit). Each file's metadata has a single key, `info`: sorted JSON with the settings (safetensors
 writes several metadata keys in hash order, which would make regenerated files differ byte-wise).
@@ -589,6 +607,9 @@ def sanity_check(main, var):
     # main.inverted.last is the 901 latent; add_noise(latents, eps, 901) reproduces it
     d_init = (main["pnp.init"] - main["inverted.901"]).abs().max().item()
     print(f"    max|pnp.init - inverted.901| {d_init:.2e} (eps round trip)")
+    # inv20: eps comes from the noisiest saved latents (t = 951) but is added at t = 901
+    d20 = (var["inv20.pnp.init"] - var["inv20.inverted.901"]).abs().max().item()
+    print(f"    max|inv20.pnp.init - inv20.inverted.901| {d20:.3f} (eps from t=951, added at t=901)")
     # short: at step 0 the first batch only depends on frames 0..7 and the two keyframes
     print(f"    short.step0 vs pnp.step0, frames 0..7: max diff "
           f"{(var['short.step0'][:8] - main['pnp.step0'][:8]).abs().max().item():.3e} (different keyframes)")
@@ -619,7 +640,7 @@ def time_reference(ref, name, frames_u8, schedules, repeats):
     la = os.getloadavg()
     print(f"    # load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}; runs: " + " ".join(f"{t:.3f}" for t in totals))
     print(f"    reference_pnp_seconds_median model={name} frames={N_FRAMES} threads={torch.get_num_threads()} "
-          f"repeats={repeats} total={sorted(totals)[len(totals) // 2]:.3f}")
+          f"repeats={repeats} median={sorted(totals)[len(totals) // 2]:.3f} min={min(totals):.3f}")
 
 
 def main():
