@@ -18,7 +18,7 @@ public func attention(query: Tensor, key: Tensor, value: Tensor, heads: Int, sca
     let scale = scale ?? 1 / Float(headDim).squareRoot()
     let out = Tensor(uninitializedShape: [batch, queries, vWidth])
 
-    let queryTile = 128, keyTile = 512
+    let queryTile = 128, keyTile = 1024
     let queryTiles = (queries + queryTile - 1) / queryTile
     let q = UncheckedBox(query.pointer), k = UncheckedBox(key.pointer), v = UncheckedBox(value.pointer)
     let o = UncheckedBox(out.mutablePointer)
@@ -48,32 +48,17 @@ public func attention(query: Tensor, key: Tensor, value: Tensor, heads: Int, sca
                       c: scores, ldc: cols, parallel: false)
                 for r in 0..<rows {
                     let s = scores + r * cols
-                    if causal {
-                        let lastAllowed = firstQuery + r - firstKey
-                        if lastAllowed + 1 < cols {
-                            for j in max(0, lastAllowed + 1)..<cols { s[j] = -Float.infinity }
-                        }
-                    }
-                    var tileMax = -Float.infinity
-                    for j in 0..<cols { tileMax = max(tileMax, s[j]) }
-                    let newMax = max(rowMax[r], tileMax)
-                    if newMax == -Float.infinity { // every key masked so far
-                        s.initialize(repeating: 0, count: cols)
-                        continue
-                    }
-                    let shift = FloatVector(repeating: newMax)
-                    mapVectors(s, s, cols) { vectorExp($0 - shift) }
-                    if causal { // exp(-inf) is clamped to ~1e-38 by vectorExp; masked keys must weigh 0
-                        let lastAllowed = firstQuery + r - firstKey
-                        if lastAllowed + 1 < cols { for j in max(0, lastAllowed + 1)..<cols { s[j] = 0 } }
-                    }
-                    var tileSum: Float = 0
-                    for j in 0..<cols { tileSum += s[j] }
+                    // Keys after this query's position are masked (causal) by leaving them out of the row.
+                    let allowed = causal ? max(0, min(cols, firstQuery + r - firstKey + 1)) : cols
+                    if allowed < cols { (s + allowed).initialize(repeating: 0, count: cols - allowed) }
+                    if allowed == 0 { continue }
+                    let newMax = max(rowMax[r], maximum(s, allowed))
+                    let tileSum = exponentiate(s, allowed, subtracting: newMax)
                     if rowMax[r] != newMax {
+                        // Earlier tiles were scaled by exp(-oldMax); rescale them to the new maximum.
                         let correction = rowMax[r] == -Float.infinity ? 0 : vectorExpScalar(rowMax[r] - newMax)
                         rowSum[r] *= correction
-                        let acc = accumulator + r * valueDim
-                        for j in 0..<valueDim { acc[j] *= correction }
+                        multiply(accumulator + r * valueDim, valueDim, by: correction)
                         rowMax[r] = newMax
                     }
                     rowSum[r] += tileSum
@@ -94,3 +79,39 @@ public func attention(query: Tensor, key: Tensor, value: Tensor, heads: Int, sca
 
 @inline(__always)
 func vectorExpScalar(_ x: Float) -> Float { vectorExp(FloatVector(repeating: x))[0] }
+
+/// Largest of p[0..<n] (16 lanes at a time).
+@inline(__always)
+func maximum(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
+    var lanes = FloatVector(repeating: -.infinity)
+    var i = 0
+    while i + 16 <= n { lanes = maxVector(lanes, loadVector(p + i)); i += 16 }
+    var result = lanes.max()
+    while i < n { result = max(result, p[i]); i += 1 }
+    return result
+}
+
+/// p[i] = exp(p[i] - shift) in place; returns the sum.
+@inline(__always)
+func exponentiate(_ p: UnsafeMutablePointer<Float>, _ n: Int, subtracting shift: Float) -> Float {
+    let shiftVector = FloatVector(repeating: shift)
+    var sums = FloatVector(repeating: 0)
+    var i = 0
+    while i + 16 <= n {
+        let e = vectorExp(loadVector(p + i) - shiftVector)
+        storeVector(e, p + i)
+        sums += e
+        i += 16
+    }
+    var total = sums.sum()
+    while i < n { p[i] = vectorExpScalar(p[i] - shift); total += p[i]; i += 1 }
+    return total
+}
+
+/// p[0..<n] *= factor.
+@inline(__always)
+func multiply(_ p: UnsafeMutablePointer<Float>, _ n: Int, by factor: Float) {
+    var i = 0
+    while i + 16 <= n { storeVector(loadVector(p + i) * factor, p + i); i += 16 }
+    while i < n { p[i] *= factor; i += 1 }
+}

@@ -110,5 +110,5 @@ public func addPerChannel(_ x: Tensor, _ perChannel: Tensor) -> Tensor {
 
 /// Clamp every element to [low, high].
 public func clamped(_ x: Tensor, _ low: Float, _ high: Float) -> Tensor {
-    map(x) { $0.clamped(lowerBound: FloatVector(repeating: low), upperBound: FloatVector(repeating: high)) }
+    map(x) { clampedVector($0, low, high) }
 }

@@ -5,10 +5,16 @@ public typealias FloatVector = SIMD16<Float>
 
 /// exp(x) with ~1 ulp error over [-87, 88] (Cephes-style range reduction + degree-6 polynomial).
 /// Inputs below -87.3 return ~1e-38 instead of underflowing to 0, which is harmless for softmax sums.
+///
+/// Only plain vector arithmetic: rounding to an integer and building 2^n use the 1.5 x 2^23 trick
+/// (adding it leaves round(v) in the low mantissa bits) because Swift's generic SIMD rounding and
+/// float-to-int conversions run lane by lane and were measured at 3x the cost of everything else.
 @inline(__always)
 public func vectorExp(_ x: FloatVector) -> FloatVector {
-    let clamped = x.clamped(lowerBound: FloatVector(repeating: -87.3), upperBound: FloatVector(repeating: 88.7))
-    let n = (clamped * 1.44269504088896341).rounded(.toNearestOrEven)
+    let clamped = clampedVector(x, -87.3, 88.7)
+    let magic = FloatVector(repeating: 12_582_912) // 1.5 * 2^23
+    let shifted = clamped * 1.44269504088896341 + magic
+    let n = shifted - magic
     // ln 2 split in two parts so r keeps full precision.
     var r = clamped - n * 0.693359375
     r = r + n * 2.12194440e-4
@@ -19,8 +25,8 @@ public func vectorExp(_ x: FloatVector) -> FloatVector {
     p = p * r + 1.6666665459e-1
     p = p * r + 5.0000001201e-1
     let y = p * r * r + r + 1
-    let exponentBits = (SIMD16<Int32>(n) &+ 127) &<< 23
-    return y * unsafeBitCast(exponentBits, to: FloatVector.self)
+    let integer = unsafeBitCast(shifted, to: SIMD16<Int32>.self) &- 0x4B40_0000
+    return y * unsafeBitCast((integer &+ 127) &<< 23, to: FloatVector.self)
 }
 
 /// erf(x) with absolute error below 2e-7 (Abramowitz & Stegun 7.1.26 on |x|, sign restored).
@@ -35,6 +41,19 @@ public func vectorErf(_ x: FloatVector) -> FloatVector {
     p = p * t + 0.254829592
     let y = 1 - p * t * vectorExp(-a * a)
     return y.replacing(with: -y, where: x .< 0)
+}
+
+/// Lane-wise max/min and clamp as compare-and-blend: Swift's pointwiseMax/min handle NaN lane by lane
+/// and compile to scalar code (measured: most of the attention kernel's time).
+@inline(__always)
+public func maxVector(_ a: FloatVector, _ b: FloatVector) -> FloatVector { a.replacing(with: b, where: b .> a) }
+
+@inline(__always)
+public func minVector(_ a: FloatVector, _ b: FloatVector) -> FloatVector { a.replacing(with: b, where: b .< a) }
+
+@inline(__always)
+public func clampedVector(_ x: FloatVector, _ low: Float, _ high: Float) -> FloatVector {
+    maxVector(minVector(x, FloatVector(repeating: high)), FloatVector(repeating: low))
 }
 
 @inline(__always)
