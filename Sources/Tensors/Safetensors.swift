@@ -149,7 +149,19 @@ public final class SafetensorsFile: @unchecked Sendable {
         default:
             preconditionFailure("dtype \(dtype.rawValue) passed the isFloatConvertible check")
         }
+        releasePages(source, byteCount: entry.bytes.count)
         return result
+    }
+
+    /// Drops the mapped pages wholly inside a tensor just copied out: a model is read once, and keeping
+    /// the file's pages resident beside the Float32 copies doubled the peak memory of loading (6.6 GB
+    /// instead of 3.5 for SD 2.1's UNet). The pages are re-read from the file if touched again.
+    private func releasePages(_ start: UnsafeRawPointer, byteCount: Int) {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let first = (Int(bitPattern: start) + page - 1) / page * page
+        let end = (Int(bitPattern: start) + byteCount) / page * page
+        guard end > first, let address = UnsafeMutableRawPointer(bitPattern: first) else { return }
+        madvise(address, end - first, MADV_DONTNEED)
     }
 
     // MARK: - Opening and validation
