@@ -62,7 +62,7 @@ let package = Package(
             dependencies: ["TokenFlow", "Diffusion", "Tensors", "CVideoIO",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
-        .executableTarget(name: "tokenflow-bench", dependencies: ["Tensors", "Diffusion"]),
+        .executableTarget(name: "tokenflow-bench", dependencies: ["Tensors", "Diffusion", "TokenFlow"]),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),
         .testTarget(name: "DiffusionTests", dependencies: ["Diffusion", "Tensors"]),
         .testTarget(name: "TokenFlowTests", dependencies: ["TokenFlow", "Diffusion", "Tensors"]),

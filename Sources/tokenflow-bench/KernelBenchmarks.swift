@@ -1,5 +1,6 @@
 import Foundation
 import Tensors
+import TokenFlow
 
 /// One kernel at one Stable Diffusion shape; `run` is timed, `flops` is its floating-point work.
 struct KernelCase {
@@ -78,4 +79,14 @@ func peakResidentMegabytes() -> Double {
     var usage = rusage()
     getrusage(RUSAGE_SELF.rawValue, &usage)
     return Double(usage.ru_maxrss) / 1024
+}
+
+/// The clip of the reference-parity fixtures (Tests/Fixtures/expected/tokenflow-frames.safetensors).
+func parityClipFrames() throws -> [Frame] {
+    let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("Tests/Fixtures/expected/tokenflow-frames.safetensors").path
+    let tensor = try SafetensorsFile(path: path).tensor("frames")
+    return (0..<tensor.shape[0]).map { f in
+        Frame(width: tensor.shape[2], height: tensor.shape[1], pixels: tensor.row(f).scalars.map { UInt8($0) })
+    }
 }

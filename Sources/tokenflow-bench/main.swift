@@ -1,11 +1,14 @@
 import Foundation
 import Diffusion
 import Tensors
+import TokenFlow
 
 // tokenflow-bench: kernel throughput at Stable Diffusion shapes, side by side with PyTorch.
 //   tokenflow-bench kernels [--threads N] [--python PATH]   GFLOP/s table (PyTorch column when PATH runs torch)
 //   tokenflow-bench memory attention|nn                      peak RSS growth of one 4096-token call
 //   tokenflow-bench unet DIR [--batch B] [--repeats N]        one UNet forward at 64x64 latent (DIR/unet)
+//   tokenflow-bench edit MODEL_DIR [--repeats N]              the reference-parity clip end to end (16 frames
+//                                                            of 64x64, 10 inversion + 10 sampling steps, batch 8)
 let arguments = Array(CommandLine.arguments.dropFirst())
 func option(_ name: String) -> String? {
     guard let i = arguments.firstIndex(of: name), i + 1 < arguments.count else { return nil }
@@ -57,6 +60,34 @@ case "unet":
     let seconds = medianSeconds(repeats: repeats) { _ = unet(sample, timesteps: [500], context: context) }
     print(String(format: "swift_unet_forward batch=%d latent=%dx%d seconds=%.3f load_seconds=%.2f peak_rss_mb=%.0f",
                  batch, size, size, seconds, loadSeconds, peakResidentMegabytes()))
+case "edit":
+    guard arguments.count >= 2 else { print("usage: tokenflow-bench edit MODEL_DIR [--repeats N]"); exit(2) }
+    do {
+        let model = try StableDiffusionModel(directory: arguments[1])
+        let frames = try parityClipFrames()
+        var settings = EditSettings()
+        settings.prompt = "a marble sculpture"
+        settings.negativePrompt = "ugly, blurry"
+        settings.inversionPrompt = "a colorful video"
+        settings.steps = 10
+        settings.inversionSteps = 10
+        settings.workingSize = .input
+        let session = try EditSession(model: model, settings: settings)
+        var stages: [EditProgress.Stage: Double] = [:]
+        var stageStart = DispatchTime.now().uptimeNanoseconds, current: EditProgress.Stage?
+        let seconds = medianSeconds(repeats: Int(option("--repeats") ?? "") ?? 5) {
+            stages = [:]; current = nil; stageStart = DispatchTime.now().uptimeNanoseconds
+            _ = try! session.run(frames) { report in
+                let now = DispatchTime.now().uptimeNanoseconds
+                if report.stage != current { current = report.stage; stageStart = now }
+                stages[report.stage] = Double(now - stageStart) / 1e9
+                return true
+            }
+        }
+        let breakdown = [EditProgress.Stage.encoding, .inversion, .sampling, .decoding]
+            .map { String(format: "%@=%.3f", $0.rawValue, stages[$0] ?? 0) }.joined(separator: " ")
+        print(String(format: "swift_tokenflow_edit frames=16 size=64x64 seconds=%.3f (last run: %@)", seconds, breakdown))
+    } catch { print("error: \(error)"); exit(1) }
 default:
     print("usage: tokenflow-bench kernels [--threads N] [--python PATH] | memory attention|nn")
     exit(2)

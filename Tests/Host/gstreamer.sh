@@ -135,9 +135,12 @@ fi
 # --- install ---------------------------------------------------------------------------------------
 prefix=$work/prefix
 rm -rf "$prefix"
+# gst-inspect's output is captured before grep reads it: `gst-inspect | grep -q` under pipefail fails
+# whenever grep exits early and gst-inspect dies of SIGPIPE.
 if Examples/gstreamer/install.sh "$prefix" >"$work/install.log" 2>&1 \
         && GST_PLUGIN_PATH=$prefix/lib/gstreamer-1.0 GST_REGISTRY=$work/registry-install.bin \
-            gst-inspect-1.0 tokenflow 2>&1 | grep -q "Filename  *$prefix/lib/gstreamer-1.0/libgsttokenflow.so"; then
+            gst-inspect-1.0 tokenflow >>"$work/install.log" 2>&1 \
+        && grep -q "Filename  *$prefix/lib/gstreamer-1.0/libgsttokenflow.so" "$work/install.log"; then
     pass gst-install-prefix
 else
     cat "$work/install.log"; fail gst-install-prefix
