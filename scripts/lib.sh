@@ -10,9 +10,11 @@ require_packages() {
     echo "setup: installing ${missing[*]}"
     local sudo_cmd=""
     [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    # Wait for another apt run holding the lock instead of failing at once.
+    local wait=(-o DPkg::Lock::Timeout=600)
     if [ -z "${TOKENFLOW_APT_UPDATED:-}" ]; then
-        $sudo_cmd apt-get update -qq
+        $sudo_cmd apt-get "${wait[@]}" update -qq
         export TOKENFLOW_APT_UPDATED=1
     fi
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get "${wait[@]}" install -y -qq "${missing[@]}" >/dev/null
 }
