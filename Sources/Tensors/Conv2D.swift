@@ -66,10 +66,18 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
                                     continue
                                 }
                                 let srcRow = plane + iy * width
-                                for ox in 0..<outW {
-                                    let ix = ox * stride + kx - padding.left
-                                    dstRow[ox] = (ix >= 0 && ix < width) ? srcRow[ix] : 0
+                                // Output columns whose input column ix = ox*stride + kx - left is inside the row.
+                                let shift = kx - padding.left
+                                let first = min(outW, max(0, (-shift + stride - 1) / stride))
+                                let lastInput = width - 1 - shift // largest ox*stride allowed
+                                let last = lastInput < 0 ? first : min(outW, max(first, lastInput / stride + 1))
+                                dstRow.initialize(repeating: 0, count: first)
+                                if stride == 1 {
+                                    (dstRow + first).update(from: srcRow + first + shift, count: last - first)
+                                } else {
+                                    for ox in first..<last { dstRow[ox] = srcRow[ox * stride + shift] }
                                 }
+                                (dstRow + last).initialize(repeating: 0, count: outW - last)
                             }
                         }
                     }

@@ -108,3 +108,39 @@ final class KernelTests: XCTestCase {
         XCTAssertEqual(indices[4], 20, "tie across the 1024-column block boundary must resolve to the first index")
     }
 }
+
+/// conv2d on images down to 1 pixel wide or high (the VAE's last levels for tiny inputs), against a
+/// direct convolution written out in the test: every tap outside the image must read zero.
+final class SmallConvolutionTests: XCTestCase {
+    func directConvolution(_ x: Tensor, _ w: Tensor, stride: Int, padding: Padding2D) -> Tensor {
+        let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        let (o, k) = (w.shape[0], w.shape[2])
+        let outH = (h + padding.top + padding.bottom - k) / stride + 1, outW = (wd + padding.left + padding.right - k) / stride + 1
+        let out = Tensor(zeros: [n, o, outH, outW])
+        for b in 0..<n { for oc in 0..<o { for oy in 0..<outH { for ox in 0..<outW {
+            var sum: Float = 0
+            for ic in 0..<c { for ky in 0..<k { for kx in 0..<k {
+                let iy = oy * stride + ky - padding.top, ix = ox * stride + kx - padding.left
+                if iy >= 0 && iy < h && ix >= 0 && ix < wd {
+                    sum += x[flat: ((b * c + ic) * h + iy) * wd + ix] * w[flat: ((oc * c + ic) * k + ky) * k + kx]
+                }
+            }}}
+            out[flat: ((b * o + oc) * outH + oy) * outW + ox] = sum
+        }}}}
+        return out
+    }
+
+    func testTinyImagesAndEveryPadding() {
+        let w = gaussianNoise(shape: [3, 2, 3, 3], seed: 7)
+        for (h, wd) in [(1, 1), (1, 2), (2, 1), (1, 5), (4, 1), (3, 3)] {
+            let x = gaussianNoise(shape: [2, 2, h, wd], seed: UInt64(h * 10 + wd))
+            for (stride, padding) in [(1, Padding2D.uniform(1)), (2, .uniform(1)), (2, Padding2D(top: 0, left: 0, bottom: 1, right: 1))] {
+                let outH = (h + padding.top + padding.bottom - 3) / stride + 1, outW = (wd + padding.left + padding.right - 3) / stride + 1
+                guard outH > 0 && outW > 0 else { continue }
+                let actual = conv2d(x, weight: w, bias: nil, stride: stride, padding: padding)
+                assertClose(actual, directConvolution(x, w, stride: stride, padding: padding), tolerance: 1e-5,
+                            "\(h)x\(wd) stride \(stride) padding \(padding)")
+            }
+        }
+    }
+}
