@@ -11,12 +11,17 @@ import XCTest
 /// What is compared, and the tolerances (relative to max(1, |expected|max)):
 /// - VAE latents and DDIM inversion from the frames, 1e-4 (measured <= 4.5e-5): the same float32 math
 ///   summed in another order; the error grows a little per inversion step.
-/// - Editing is started from the reference's inversion: every step from the reference's own state,
-///   1e-4 (measured <= 5e-6), and whole free-running edits, 1e-3 (measured <= 1.2e-5).
-///   Not from our own inversion: the nearest-neighbour fields are argmaxes of cosine similarity with
-///   best/second-best gaps down to ~5e-7 on these random-weight models, so the 1e-5 inversion rounding
-///   difference flips a few matches and the keyframes' extended attention spreads the change (measured
-///   0.6e-3 to 8e-2 end to end; the reference itself moves by that much between 1 and 2 threads).
+/// - Editing, started from the reference's inversion: every step from the reference's own state, and
+///   whole free-running edits. The nearest-neighbour fields are argmaxes of cosine similarity, and on
+///   these random-weight models best and second-best differ by as little as 5e-7 (about 300 of 100,800
+///   lookups within 1e-4), so a 1e-7 summation difference (another OpenBLAS kernel, e.g.
+///   OPENBLAS_CORETYPE=Haswell) can pick the other token. A flip in a batch pass changes only that
+///   frame in that step. So a step must match to 1e-4 in all frames but at most one, and that one to
+///   1e-2 (measured: no flip with the default kernels, max 5e-6; one frame at 6.5e-4 with Haswell
+///   kernels). Whole edits let flips spread through the keyframes: 5e-2 (measured <= 2.7e-5 default,
+///   1.2e-2 Haswell).
+/// - Not from our own inversion: its 1e-5 rounding difference flips matches in every step, and the
+///   reference itself moves by 0.86 between 1 and 2 threads.
 final class ReferenceParityTests: XCTestCase {
     static let frames: [Frame] = {
         let file = try! SafetensorsFile(path: "\(tokenFlowFixtures)/expected/tokenflow-frames.safetensors")
@@ -79,28 +84,41 @@ final class ReferenceParityTests: XCTestCase {
         }
     }
 
-    /// Relative max error over the first `frames` frames; prints it with the number of frames beyond 1e-4.
-    func compare(_ actual: Tensor, _ expected: Tensor, frames: Int? = nil, tolerance: Float, _ label: String,
-                 file: StaticString = #filePath, line: UInt = #line) {
+    /// Relative max error over the first `frames` frames, printed with the number of frames beyond
+    /// `tolerance`. At most `outliers` frames may exceed `tolerance`, and they must stay within
+    /// `outlierTolerance` (nearest-neighbour near-ties, see the class comment).
+    func compare(_ actual: Tensor, _ expected: Tensor, frames: Int? = nil, tolerance: Float, outliers: Int = 0,
+                 outlierTolerance: Float = 0, _ label: String, file: StaticString = #filePath, line: UInt = #line) {
         let count = frames ?? actual.shape[0]
         let (a, e) = (actual.slice(0..<count), expected.slice(0..<count))
         XCTAssertEqual(a.shape, e.shape, label, file: file, line: line)
         guard a.shape == e.shape else { return }
-        var worst: Float = 0, scale: Float = 1, framesOff = 0
+        var scale: Float = 1
+        for i in 0..<e.count { scale = max(scale, abs(e[flat: i])) }
         let perFrame = a.count / count
+        var worst: Float = 0, framesOff = 0
         for f in 0..<count {
             var frameWorst: Float = 0
             for i in (f * perFrame)..<((f + 1) * perFrame) {
                 let d = abs(a[flat: i] - e[flat: i])
                 frameWorst = d.isNaN ? .infinity : max(frameWorst, d)
-                scale = max(scale, abs(e[flat: i]))
             }
-            worst = max(worst, frameWorst)
-            if frameWorst > 1e-4 * scale { framesOff += 1 }
+            worst = max(worst, frameWorst / scale)
+            if frameWorst > tolerance * scale { framesOff += 1 }
         }
-        let relative = worst / scale
-        print("parity \(label): relative max error \(relative), frames beyond 1e-4: \(framesOff)/\(count)")
-        XCTAssertLessThanOrEqual(relative, tolerance, "\(label): relative max error \(relative)", file: file, line: line)
+        print("parity \(label): relative max error \(worst), frames beyond \(tolerance): \(framesOff)/\(count)")
+        XCTAssertLessThanOrEqual(framesOff, outliers, "\(label): \(framesOff) frames beyond \(tolerance)", file: file, line: line)
+        XCTAssertLessThanOrEqual(worst, max(tolerance, outlierTolerance), "\(label): relative max error \(worst)", file: file, line: line)
+    }
+
+    /// Tolerances for a sampling step from the reference's state, and for a whole free-running edit.
+    func compareStep(_ actual: Tensor, _ expected: Tensor, frames: Int? = nil, _ label: String,
+                     file: StaticString = #filePath, line: UInt = #line) {
+        compare(actual, expected, frames: frames, tolerance: 1e-4, outliers: 1, outlierTolerance: 1e-2, label, file: file, line: line)
+    }
+
+    func compareEdit(_ actual: Tensor, _ expected: Tensor, _ label: String, file: StaticString = #filePath, line: UInt = #line) {
+        compare(actual, expected, tolerance: 1e-4, outliers: actual.shape[0], outlierTolerance: 5e-2, label, file: file, line: line)
     }
 
     /// Each step of `session` from the reference's latents before it (`prefix`init, `prefix`step<i-1>).
@@ -108,8 +126,8 @@ final class ReferenceParityTests: XCTestCase {
         compare(session.initialLatents(inversion), try c.tensor("\(prefix)init"), frames: frames, tolerance: 1e-5, "\(c.name) \(prefix)init")
         for step in session.editTimesteps.indices {
             let before = try c.tensor(step == 0 ? "\(prefix)init" : "\(prefix)step\(step - 1)").slice(0..<(frames ?? 16)).copy()
-            compare(try session.sampleStep(before, step: step, inversion: inversion), try c.tensor("\(prefix)step\(step)"),
-                    frames: frames, tolerance: 1e-4, "\(c.name) \(prefix)step\(step) from the reference state")
+            compareStep(try session.sampleStep(before, step: step, inversion: inversion), try c.tensor("\(prefix)step\(step)"),
+                        frames: frames, "\(c.name) \(prefix)step\(step) from the reference state")
         }
     }
 
@@ -126,14 +144,14 @@ final class ReferenceParityTests: XCTestCase {
         let reference = try c.referenceInversion()
         try checkSteps(c, session, reference, prefix: "pnp.")
         let result = try session.edit(reference)
-        compare(result.finalLatents, try c.tensor("pnp.final"), tolerance: 1e-3, "\(name) PnP edit")
+        compareEdit(result.finalLatents, try c.tensor("pnp.final"), "\(name) PnP edit")
         // Decoded as the reference's decode_latents ((y / 2 + 0.5) clamped), for the frames it recorded.
         let decodedFrames = try c.tensor("pnp.decoded_frames").scalars.map { Int($0) }
         let decoded = concat(try decodedFrames.map { f in
             let latents = scaled(result.finalLatents.slice(f..<(f + 1)), by: 1 / c.model.vae.scalingFactor)
             return clamped(map(try c.model.vae.decode(latents)) { $0 * 0.5 + 0.5 }, 0, 1)
         }, axis: 0)
-        compare(decoded, try c.tensor("pnp.decoded"), tolerance: 1e-3, "\(name) decoded frames")
+        compareEdit(decoded, try c.tensor("pnp.decoded"), "\(name) decoded frames")
 
         let reconstruct = try EditSession(model: c.model, settings: try c.settings(.reconstruct, keyframes: "keyframes"))
         compare(try reconstruct.edit(reference).finalLatents, try c.tensor("reconstruct.final"), tolerance: 1e-4, "\(name) reconstruction")
@@ -152,7 +170,7 @@ final class ReferenceParityTests: XCTestCase {
         let sdedit = try EditSession(model: c.model, settings: sdeditSettings)
         XCTAssertEqual(sdedit.editTimesteps, try c.tensor("sdedit.timesteps").scalars.map { Int($0) })
         try checkSteps(c, sdedit, reference, prefix: "sdedit.")
-        compare(try sdedit.edit(reference).finalLatents, try c.tensor("sdedit.final"), tolerance: 1e-3, "\(name) SDEdit edit")
+        compareEdit(try sdedit.edit(reference).finalLatents, try c.tensor("sdedit.final"), "\(name) SDEdit edit")
 
         // 20 inversion steps for 10 sampling steps: our inversion, then the edit from the reference's.
         var inv20Settings = try c.settings(keyframes: "inv20.keyframes")
@@ -162,8 +180,7 @@ final class ReferenceParityTests: XCTestCase {
         compare(ours.last, try c.tensor("inv20.inverted.last"), tolerance: 1e-4, "\(name) 20-step inversion")
         let inv20Reference = try c.referenceInversion("inv20.")
         compare(inv20.initialLatents(inv20Reference), try c.tensor("inv20.pnp.init"), tolerance: 1e-5, "\(name) inv20 start")
-        compare(try inv20.edit(inv20Reference).finalLatents, try c.tensor("inv20.pnp.final"), tolerance: 1e-3,
-                "\(name) PnP after 20-step inversion")
+        compareEdit(try inv20.edit(inv20Reference).finalLatents, try c.tensor("inv20.pnp.final"), "\(name) PnP after 20-step inversion")
         compare(try EditSession(model: c.model, settings: { var s = inv20Settings; s.method = .reconstruct; return s }())
                     .edit(inv20Reference).finalLatents, try c.tensor("inv20.reconstruct.final"), tolerance: 1e-4,
                 "\(name) reconstruction after 20-step inversion")
@@ -176,8 +193,7 @@ final class ReferenceParityTests: XCTestCase {
             let before = step == 0 ? short.initialLatents(shortReference) : try c.tensor("short.step\(step - 1)")
             let after = try short.sampleStep(before, step: step, inversion: shortReference)
             XCTAssertEqual(after.shape, [13, 4, 8, 8])
-            compare(after, try c.tensor("short.step\(step)"), frames: 8, tolerance: 1e-4,
-                    "\(name) 13 frames, step \(step) from the reference state, first batch")
+            compareStep(after, try c.tensor("short.step\(step)"), frames: 8, "\(name) 13 frames, step \(step) from the reference state, first batch")
         }
     }
 
