@@ -17,6 +17,11 @@ public final class WeightStore {
     public init(directory: String, baseName: String, ignorable: @escaping (String) -> Bool = { _ in false }) throws {
         let candidates = ["\(directory)/\(baseName).safetensors", "\(directory)/\(baseName).fp16.safetensors"]
         guard let path = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
+            let pickle = "\(directory)/\(baseName).bin"
+            if FileManager.default.fileExists(atPath: pickle) {
+                throw ModelError.missingFile(candidates[0] + " (only \(baseName).bin, a PyTorch pickle, is there: "
+                    + "weights must be safetensors; convert with diffusers' save_pretrained(..., safe_serialization=True))")
+            }
             throw ModelError.missingFile(candidates[0] + " (or \(baseName).fp16.safetensors)")
         }
         file = path

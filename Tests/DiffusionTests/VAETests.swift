@@ -158,6 +158,11 @@ final class VAETests: XCTestCase {
             guard case ModelError.missingFile(let path) = error else { return XCTFail("\(error)") }
             XCTAssertTrue(path.hasPrefix("\(directory)/diffusion_pytorch_model.safetensors"), path)
         }
+        // Only a PyTorch pickle: the message says safetensors are needed and how to get them.
+        XCTAssertTrue(FileManager.default.createFile(atPath: "\(directory)/diffusion_pytorch_model.bin", contents: Data([0x80])))
+        XCTAssertThrowsError(try AutoencoderKL(directory: directory)) { error in
+            XCTAssertTrue("\(error)".contains("PyTorch pickle") && "\(error)".contains("safe_serialization=True"), "\(error)")
+        }
     }
 
     func testWrongShapeNamesTheTensor() throws {
