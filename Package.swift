@@ -6,7 +6,7 @@ let package = Package(
     products: [
         .library(name: "Tensors", targets: ["Tensors"]),
         .library(name: "Diffusion", targets: ["Diffusion"]),
-        .library(name: "TokenFlow", targets: ["TokenFlow"]),
+        .library(name: "VideoEditing", targets: ["VideoEditing"]),
         // libtokenflow.so: the C API of Include/tokenflow.h, loadable by C hosts with no Swift installed.
         .library(name: "tokenflow", type: .dynamic, targets: ["CTokenFlow"]),
         // The `tokenflow` command. Its product is named tokenflow-cli because the shared library
@@ -28,12 +28,13 @@ let package = Package(
         // x86-64 baseline turns every SIMD16 operation into four SSE instructions, measured 2x slower.
         .target(name: "Tensors", dependencies: ["CBLAS"], swiftSettings: [.unsafeFlags(["-target-cpu", "haswell"])]),
         .target(name: "Diffusion", dependencies: ["Tensors"]),
-        .target(name: "TokenFlow", dependencies: ["Diffusion", "Tensors"]),
+        // The editing methods (TokenFlow-PnP, SDEdit, reconstruction) over one clip pipeline, and the settings table.
+        .target(name: "VideoEditing", dependencies: ["Diffusion", "Tensors"]),
         // Include/tokenflow.h as a Clang module (+ a dladdr helper), so Swift uses the header's own types.
         .target(name: "CTokenFlowABI"),
         .target(
             name: "CTokenFlow",
-            dependencies: ["CTokenFlowABI", "TokenFlow", "Diffusion", "Tensors"],
+            dependencies: ["CTokenFlowABI", "VideoEditing", "Diffusion", "Tensors"],
             exclude: ["tokenflow.map"],
             linkerSettings: [.unsafeFlags([
                 // Dynamic products ignore --static-swift-stdlib: ask the driver directly, so the .so
@@ -59,12 +60,12 @@ let package = Package(
         ),
         .executableTarget(
             name: "tokenflow-cli",
-            dependencies: ["TokenFlow", "Diffusion", "Tensors", "CVideoIO",
+            dependencies: ["VideoEditing", "Diffusion", "Tensors", "CVideoIO",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
-        .executableTarget(name: "tokenflow-bench", dependencies: ["Tensors", "Diffusion", "TokenFlow"]),
+        .executableTarget(name: "tokenflow-bench", dependencies: ["Tensors", "Diffusion", "VideoEditing"]),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),
         .testTarget(name: "DiffusionTests", dependencies: ["Diffusion", "Tensors"]),
-        .testTarget(name: "TokenFlowTests", dependencies: ["TokenFlow", "Diffusion", "Tensors"]),
+        .testTarget(name: "VideoEditingTests", dependencies: ["VideoEditing", "Diffusion", "Tensors"]),
     ]
 )

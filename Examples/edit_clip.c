@@ -1,13 +1,18 @@
 /*
  * edit_clip: edits a clip with libtokenflow, loaded at run time with dlopen (no link-time dependency,
- * only the header). Shows the whole C API: settings, open, send, run with progress, get, errors.
+ * only the header). Shows the whole C API: the settings table, settings by name, open, send, keyframes
+ * (optional), run with progress, get, errors.
  *
  *   cc -I Include -o edit_clip Examples/edit_clip.c -ldl
- *   ./edit_clip .build/prefix/lib/libtokenflow.so -m MODEL_DIR -p "a marble statue" -o out.rgb
+ *   ./edit_clip .build/prefix/lib/libtokenflow.so -o out.rgb model=MODEL_DIR prompt="a marble statue" steps=20
+ *   ./edit_clip .build/prefix/lib/libtokenflow.so --options          (lists every setting)
  *
- * Input: a generated moving pattern (default), or raw packed RGB24 frames of --size from -i FILE.
+ * Settings are NAME=VALUE arguments passed to tf_settings_set as they are, so every setting of the library
+ * works here, including ones added after this program was written. Settings not given keep the library's
+ * defaults; without model=, the library's default model is used ($TOKENFLOW_MODEL, then
+ * <prefix>/share/tokenflow/model).
+ * Input: a generated moving pattern (default), or raw packed RGB24 frames of -s WxH from -i FILE.
  * Output: raw packed RGB24 frames (-o FILE), or one PPM per frame (-o DIR/ with a trailing slash).
- * Without -m, the library's default model is used ($TOKENFLOW_MODEL, then <prefix>/share/tokenflow/model).
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -23,11 +28,16 @@ static struct {
     unsigned (*version)(void);
     const char *(*version_string)(void);
     const char *(*strerror)(int);
-    void (*default_settings)(TFSettings *);
+    const TFOption *(*option)(int);
+    int (*settings_new)(TFSettings **);
+    int (*settings_set)(TFSettings *, const char *, const char *);
+    const char *(*settings_get)(TFSettings *, const char *);
+    void (*settings_free)(TFSettings **);
     int (*open)(TFContext **, const TFSettings *);
     int (*send_frame)(TFContext *, const uint8_t *, int, int, ptrdiff_t, int64_t);
+    int (*set_keyframes)(TFContext *, const int32_t *, size_t);
     int (*run)(TFContext *, TFProgressCallback, void *);
-    int (*get_frame)(TFContext *, TFFrame *);
+    int (*get_frame)(TFContext *, const TFFrame **);
     const char *(*last_error)(const TFContext *);
     void (*close)(TFContext **);
 } tf;
@@ -38,34 +48,59 @@ static int load_library(const char *path) {
         fprintf(stderr, "edit_clip: cannot load %s: %s\n", path, dlerror());
         return -1;
     }
+    /* The version first: a library of another ABI may lack (or differ in) the other functions. */
+    *(void **)&tf.version = dlsym(library, "tf_version");
+    *(void **)&tf.version_string = dlsym(library, "tf_version_string");
+    if (!tf.version || !tf.version_string) {
+        fprintf(stderr, "edit_clip: %s has no tf_version: not a libtokenflow\n", path);
+        return -1;
+    }
+    /* The ABI this program was compiled against: the same major version (and, before 1.0, the same minor). */
+    unsigned version = tf.version();
+    if ((version >> 16) != TOKENFLOW_VERSION_MAJOR ||
+        (TOKENFLOW_VERSION_MAJOR == 0 && ((version >> 8) & 0xFF) != TOKENFLOW_VERSION_MINOR)) {
+        fprintf(stderr, "edit_clip: %s is version %s, this program needs %d.%d.x\n", path, tf.version_string(),
+                TOKENFLOW_VERSION_MAJOR, TOKENFLOW_VERSION_MINOR);
+        return -1;
+    }
     struct { void **slot; const char *name; } symbols[] = {
-        {(void **)&tf.version, "tf_version"},       {(void **)&tf.version_string, "tf_version_string"},
-        {(void **)&tf.strerror, "tf_strerror"},     {(void **)&tf.default_settings, "tf_default_settings"},
-        {(void **)&tf.open, "tf_open"},             {(void **)&tf.send_frame, "tf_send_frame"},
-        {(void **)&tf.run, "tf_run"},               {(void **)&tf.get_frame, "tf_get_frame"},
-        {(void **)&tf.last_error, "tf_last_error"}, {(void **)&tf.close, "tf_close"},
+        {(void **)&tf.strerror, "tf_strerror"},         {(void **)&tf.option, "tf_option"},
+        {(void **)&tf.settings_new, "tf_settings_new"}, {(void **)&tf.settings_set, "tf_settings_set"},
+        {(void **)&tf.settings_get, "tf_settings_get"}, {(void **)&tf.settings_free, "tf_settings_free"},
+        {(void **)&tf.open, "tf_open"},                 {(void **)&tf.send_frame, "tf_send_frame"},
+        {(void **)&tf.set_keyframes, "tf_set_keyframes"}, {(void **)&tf.run, "tf_run"},
+        {(void **)&tf.get_frame, "tf_get_frame"},       {(void **)&tf.last_error, "tf_last_error"},
+        {(void **)&tf.close, "tf_close"},
     };
     for (size_t i = 0; i < sizeof symbols / sizeof symbols[0]; i++) {
         *symbols[i].slot = dlsym(library, symbols[i].name);
         if (!*symbols[i].slot) {
-            fprintf(stderr, "edit_clip: %s has no %s: not a libtokenflow\n", path, symbols[i].name);
+            fprintf(stderr, "edit_clip: %s has no %s: not a libtokenflow %d.%d\n", path, symbols[i].name,
+                    TOKENFLOW_VERSION_MAJOR, TOKENFLOW_VERSION_MINOR);
             return -1;
         }
-    }
-    /* Same major version: the ABI this program was compiled against. */
-    if ((tf.version() >> 16) != TOKENFLOW_VERSION_MAJOR) {
-        fprintf(stderr, "edit_clip: %s is version %s, this program needs %d.x\n", path, tf.version_string(),
-                TOKENFLOW_VERSION_MAJOR);
-        return -1;
     }
     return 0;
 }
 
-static int on_progress(void *opaque, int stage, int completed, int total) {
-    static const char *names[] = {"encoding", "inversion", "sampling", "decoding"};
+/* --options: the library's settings table, as a host would build its own options from it. */
+static void list_options(void) {
+    static const char *const types[] = {"text", "integer", "number", "choice", "size"};
+    for (int i = 0; tf.option(i); i++) {
+        const TFOption *o = tf.option(i);
+        printf("%-17s %-7s default \"%s\"", o->name, o->type >= 0 && o->type <= 4 ? types[o->type] : "?", o->default_value);
+        if (o->type == TF_OPTION_INT || o->type == TF_OPTION_FLOAT) printf(", %.10g to %.10g", o->min, o->max);
+        if (o->methods[0]) printf(" (methods: %s)", o->methods);
+        printf("\n    %s\n", o->help);
+        for (int c = 0; o->type == TF_OPTION_CHOICE && o->choices[c]; c++)
+            printf("    %d = %-12s %s\n", c, o->choices[c], o->choice_help[c]);
+    }
+}
+
+static int on_progress(void *opaque, const TFProgress *p) {
     (void)opaque;
-    fprintf(stderr, "\r%-9s %4d/%-4d", stage >= 0 && stage < 4 ? names[stage] : "?", completed, total);
-    if (completed == total) fputc('\n', stderr);
+    fprintf(stderr, "\r%-9s %4d/%-4d step %d/%d", p->stage_name, p->completed, p->total, p->step, p->steps);
+    if (p->completed == p->total) fputc('\n', stderr);
     return 0; /* non-zero would cancel the run */
 }
 
@@ -83,20 +118,33 @@ static void pattern_frame(uint8_t *rgb, int width, int height, int i) {
         }
 }
 
+/* "0,9,3,12" -> the schedule; 0 if malformed or longer than `capacity`. */
+static size_t parse_keyframes(const char *text, int32_t *schedule, size_t capacity) {
+    size_t count = 0;
+    for (const char *p = text; count < capacity; p++) {
+        char *end;
+        long key = strtol(p, &end, 10);
+        if (end == p) return 0;
+        schedule[count++] = (int32_t)key;
+        if (*end == '\0') return count;
+        if (*end != ',') return 0;
+        p = end;
+    }
+    return 0;
+}
+
 static void usage(const char *program) {
     fprintf(stderr,
-            "usage: %s LIBTOKENFLOW.so -o OUTPUT [options]\n"
+            "usage: %s LIBTOKENFLOW.so -o OUTPUT [options] [NAME=VALUE...]\n"
+            "       %s LIBTOKENFLOW.so --options\n"
             "  -o FILE | DIR/      raw RGB24 output file, or a directory (trailing /) for frame-NNNN.ppm files\n"
-            "  -m MODEL            diffusers Stable Diffusion folder (default: the library's default model)\n"
-            "  -p PROMPT           edit prompt (default \"a marble statue\")\n"
-            "  -q PROMPT           prompt describing the source (inversion prompt, default \"\")\n"
-            "  -i FILE             raw RGB24 input of --size frames (default: a generated moving pattern)\n"
+            "  -i FILE             raw RGB24 input of -s frames (default: a generated moving pattern)\n"
             "  -s WxH              frame size (default 64x48)\n"
             "  -n FRAMES           frames to generate (default 8; with -i, every frame of the file)\n"
-            "  --steps N           sampling steps (default 50)\n"
-            "  --inversion-steps N DDIM inversion steps (default 50)\n"
-            "  --input-size        process at the input size (default: longer side 512)\n",
-            program);
+            "  -k K,K,...          explicit keyframe schedule (frame indices, step-major; default: drawn with seed)\n"
+            "  --options           list the library's settings\n"
+            "  NAME=VALUE          a library setting, e.g. model=DIR prompt=\"a marble statue\" steps=20 size=input\n",
+            program, program);
 }
 
 static int write_ppm(const char *directory, int index, const TFFrame *frame) {
@@ -113,64 +161,77 @@ static int write_ppm(const char *directory, int index, const TFFrame *frame) {
 }
 
 int main(int argc, char **argv) {
-    const char *output = NULL, *input = NULL, *model = NULL;
-    const char *prompt = "a marble statue", *inversion_prompt = "";
-    int width = 64, height = 48, frames = 8, steps = 50, inversion_steps = 50, input_size = 0;
-    static const struct option long_options[] = {
-        {"steps", required_argument, NULL, 'S'},
-        {"inversion-steps", required_argument, NULL, 'I'},
-        {"input-size", no_argument, NULL, 'Z'},
-        {"size", required_argument, NULL, 's'},
-        {NULL, 0, NULL, 0},
-    };
-    for (int option; (option = getopt_long(argc, argv, "o:m:p:q:i:s:n:", long_options, NULL)) != -1;) {
+    const char *output = NULL, *input = NULL, *keys = NULL;
+    int width = 64, height = 48, frames = 8, options = 0;
+    static const struct option long_options[] = {{"options", no_argument, NULL, 'O'}, {NULL, 0, NULL, 0}};
+    for (int option; (option = getopt_long(argc, argv, "o:i:s:n:k:", long_options, NULL)) != -1;) {
         switch (option) {
         case 'o': output = optarg; break;
-        case 'm': model = optarg; break;
-        case 'p': prompt = optarg; break;
-        case 'q': inversion_prompt = optarg; break;
         case 'i': input = optarg; break;
         case 'n': frames = atoi(optarg); break;
-        case 'S': steps = atoi(optarg); break;
-        case 'I': inversion_steps = atoi(optarg); break;
-        case 'Z': input_size = 1; break;
+        case 'k': keys = optarg; break;
+        case 'O': options = 1; break;
         case 's':
             if (sscanf(optarg, "%dx%d", &width, &height) != 2 || width < 1 || height < 1) {
-                fprintf(stderr, "edit_clip: --size must be WxH, got %s\n", optarg);
+                fprintf(stderr, "edit_clip: -s must be WxH, got %s\n", optarg);
                 return 2;
             }
             break;
         default: usage(argv[0]); return 2;
         }
     }
-    if (optind != argc - 1 || !output || frames < 1) {
+    /* The first argument left is the library; the others are settings. */
+    if (optind >= argc || (!options && (!output || frames < 1))) {
         usage(argv[0]);
         return 2;
     }
     if (load_library(argv[optind]) < 0) return 1;
     fprintf(stderr, "libtokenflow %s\n", tf.version_string());
+    if (options) {
+        list_options();
+        return 0;
+    }
 
-    TFSettings settings;
-    tf.default_settings(&settings);
-    settings.model_path = model;
-    settings.prompt = prompt;
-    settings.inversion_prompt = inversion_prompt;
-    settings.steps = steps;
-    settings.inversion_steps = inversion_steps;
-    if (input_size) settings.working_width = settings.working_height = -1;
-
-    TFContext *ctx = NULL;
-    int code = tf.open(&ctx, &settings);
-    if (code < 0) {
-        fprintf(stderr, "edit_clip: cannot open the editor: %s (%s)\n", tf.last_error(NULL), tf.strerror(code));
+    /* Settings by name, from text: the library checks each value (and says what it allows). */
+    TFSettings *settings = NULL;
+    if (tf.settings_new(&settings) < 0) {
+        fprintf(stderr, "edit_clip: %s\n", tf.last_error(NULL));
         return 1;
     }
+    tf.settings_set(settings, "prompt", "a marble statue"); /* this example's default; prompt= replaces it */
+    for (int i = optind + 1; i < argc; i++) {
+        char *equals = strchr(argv[i], '=');
+        if (!equals) {
+            fprintf(stderr, "edit_clip: %s is not NAME=VALUE\n", argv[i]);
+            usage(argv[0]);
+            return 2;
+        }
+        *equals = '\0';
+        if (tf.settings_set(settings, argv[i], equals + 1) < 0) {
+            fprintf(stderr, "edit_clip: %s\n", tf.last_error(NULL));
+            return 2;
+        }
+        fprintf(stderr, "set %s=%s\n", argv[i], tf.settings_get(settings, argv[i]));
+    }
+
+    TFContext *ctx = NULL;
+    int code = tf.open(&ctx, settings);
+    if (code < 0) {
+        fprintf(stderr, "edit_clip: cannot open the editor: %s (%s)\n", tf.last_error(NULL), tf.strerror(code));
+        tf.settings_free(&settings);
+        return 1;
+    }
+    char prompt[256], method[64];
+    snprintf(prompt, sizeof prompt, "%s", tf.settings_get(settings, "prompt"));
+    snprintf(method, sizeof method, "%s", tf.settings_get(settings, "method"));
+    tf.settings_free(&settings); /* the context has its own copy */
 
     size_t frame_bytes = (size_t)width * height * 3;
     uint8_t *rgb = malloc(frame_bytes);
     FILE *in = input ? fopen(input, "rb") : NULL;
     if (!rgb || (input && !in)) {
         fprintf(stderr, "edit_clip: cannot read %s: %s\n", input ? input : "(memory)", strerror(errno));
+        tf.close(&ctx);
         return 1;
     }
     int sent = 0;
@@ -182,11 +243,22 @@ int main(int argc, char **argv) {
     }
     if (in) fclose(in);
     free(rgb);
+    if (code >= 0 && keys) { /* checked against the clip by tf_run */
+        int32_t schedule[1024];
+        size_t count = parse_keyframes(keys, schedule, sizeof schedule / sizeof schedule[0]);
+        if (count == 0) {
+            fprintf(stderr, "edit_clip: -k takes frame indices separated by commas, got %s\n", keys);
+            tf.close(&ctx);
+            return 2;
+        }
+        fprintf(stderr, "keyframe schedule: %zu keyframes\n", count);
+        code = tf.set_keyframes(ctx, schedule, count);
+    }
     if (code >= 0 && sent == 0) {
         fprintf(stderr, "edit_clip: %s holds no complete %dx%d frame\n", input, width, height);
         code = -1;
     } else if (code >= 0) {
-        fprintf(stderr, "editing %d frames of %dx%d: \"%s\"\n", sent, width, height, prompt);
+        fprintf(stderr, "editing %d frames of %dx%d with %s: \"%s\"\n", sent, width, height, method, prompt);
         code = tf.run(ctx, on_progress, NULL);
     }
     if (code < 0) {
@@ -202,14 +274,14 @@ int main(int argc, char **argv) {
         tf.close(&ctx);
         return 1;
     }
-    TFFrame frame;
+    const TFFrame *frame; /* owned by the context, valid until the next tf_get_frame */
     int written = 0, failed = 0;
     while (!failed && (code = tf.get_frame(ctx, &frame)) == TF_OK) {
         if (to_directory) {
-            failed = write_ppm(output, written, &frame) < 0;
+            failed = write_ppm(output, written, frame) < 0;
         } else {
-            for (int y = 0; y < frame.height && !failed; y++)
-                failed = fwrite(frame.data + y * frame.stride, 3, frame.width, out) != (size_t)frame.width;
+            for (int y = 0; y < frame->height && !failed; y++)
+                failed = fwrite(frame->data + y * frame->stride, 3, frame->width, out) != (size_t)frame->width;
         }
         written++;
     }

@@ -6,24 +6,25 @@
  *
  * Usage (every call returns TF_OK (0) or a negative TF_E* code; see tf_strerror and tf_last_error):
  *
- *     TFSettings s;
- *     tf_default_settings(&s);
- *     s.model_path = "/models/stable-diffusion-2-1-base";
- *     s.prompt = "a marble sculpture of a woman running";
+ *     TFSettings *s = NULL;
+ *     tf_settings_new(&s);
+ *     tf_settings_set(s, "model", "/models/stable-diffusion-2-1-base");
+ *     tf_settings_set(s, "prompt", "a marble sculpture of a woman running");
  *     TFContext *ctx = NULL;
- *     if (tf_open(&ctx, &s) < 0) { ... ctx is NULL; tf_last_error(NULL) says why ... }
+ *     if (tf_open(&ctx, s) < 0) { ... ctx is NULL; tf_last_error(NULL) says why ... }
+ *     tf_settings_free(&s);
  *     for each frame: tf_send_frame(ctx, rgb, width, height, stride, pts);
  *     tf_run(ctx, progress_cb, opaque);          (blocks; the callback may cancel)
- *     TFFrame out;
- *     while (tf_get_frame(ctx, &out) == TF_OK) { ... out.data, out.pts ... }   (then TF_EAGAIN)
+ *     const TFFrame *out;
+ *     while (tf_get_frame(ctx, &out) == TF_OK) { ... out->data, out->pts ... }   (then TF_EAGAIN)
  *     tf_close(&ctx);
  *
  * Frames are packed RGB24 (3 bytes per pixel, R G B), rows `stride` bytes apart. Output frames have the
  * input's size, count and order, and carry the pts that was sent with each input frame.
  *
  * Threads: a context is used by one thread at a time (calls on one context must not overlap).
- * Several contexts may run in parallel on different threads. tf_default_settings, tf_strerror,
- * tf_version and tf_version_string may be called from any thread at any time.
+ * Several contexts may run in parallel on different threads, and so may several TFSettings. tf_option,
+ * tf_strerror, tf_version and tf_version_string may be called from any thread at any time.
  *
  * Models: the library keeps the most recently opened model loaded (shared, read-only, by every context
  * that uses it) until a different model is opened or the process exits, so reopening a context per
@@ -50,12 +51,16 @@ extern "C" {
 #endif
 
 #define TOKENFLOW_VERSION_MAJOR 0
-#define TOKENFLOW_VERSION_MINOR 1
+#define TOKENFLOW_VERSION_MINOR 2
 #define TOKENFLOW_VERSION_PATCH 0
 /* Single number for compile-time checks: (major << 16) | (minor << 8) | patch. */
 #define TOKENFLOW_VERSION ((TOKENFLOW_VERSION_MAJOR << 16) | (TOKENFLOW_VERSION_MINOR << 8) | TOKENFLOW_VERSION_PATCH)
 
-/* Runtime version of the loaded library, encoded like TOKENFLOW_VERSION. */
+/* Runtime version of the loaded library, encoded like TOKENFLOW_VERSION. Compatibility: from 1.0 a host
+ * built against major version M works with every M.x library. Before 1.0 a minor version may change the
+ * ABI (0.2 replaced 0.1's settings struct with named settings), so a host checks at run time that the
+ * library's major and minor versions are the ones it was built against (as the FFmpeg filter, the
+ * GStreamer element and Examples/edit_clip.c do). */
 TF_API unsigned tf_version(void);
 /* Runtime version as "major.minor.patch". Static string. */
 TF_API const char *tf_version_string(void);
@@ -67,58 +72,74 @@ TF_API const char *tf_version_string(void);
 #define TF_EIO       (-5)   /* model files unreadable or corrupt */
 #define TF_EAGAIN    (-11)  /* tf_get_frame: every edited frame has been returned */
 #define TF_ENOMEM    (-12)  /* out of memory */
-#define TF_EINVAL    (-22)  /* invalid argument: NULL pointer, bad setting, bad frame, struct_size too small */
-#define TF_ENOTSUP   (-95)  /* unsupported: model configuration, or a TFSettings newer than this library */
+#define TF_EINVAL    (-22)  /* invalid argument: NULL pointer, bad setting, bad frame */
+#define TF_ENOTSUP   (-95)  /* unsupported model configuration */
 #define TF_ECANCELED (-125) /* the progress callback asked to stop */
 
 /* Short static description of an error code ("invalid argument", ...). Never NULL. */
 TF_API const char *tf_strerror(int code);
 
-typedef enum TFMethod {
-    TF_METHOD_TOKENFLOW = 0,   /* TokenFlow with plug-and-play injection (default) */
-    TF_METHOD_SDEDIT = 1,      /* TokenFlow propagation on an SDEdit schedule (uses strength) */
-    TF_METHOD_RECONSTRUCT = 2  /* inversion then plain sampling: reproduces the input (a check) */
-} TFMethod;
-
 /*
- * Settings. Always initialise with tf_default_settings (it sets struct_size and every default), then
- * change fields. struct_size lets newer libraries accept structs from older callers.
+ * Settings: an opaque set of named values, like FFmpeg's AVOptions. The library declares every setting
+ * once (name, type, default, range or allowed values, help, methods that use it); hosts list them with
+ * tf_option and set them by name with tf_settings_set, so a setting added to the library appears in
+ * every host without a change to the host.
+ *
+ * Growth: the caller never allocates a library struct. Settings grow by name (a caller built against an
+ * older header sets the names it knows; the others keep their defaults); the structs the library hands
+ * out (TFOption, TFProgress, TFFrame) are owned by the library and only grow at the end, so a caller built
+ * against an older header reads the fields it knows.
  */
-typedef struct TFSettings {
-    size_t struct_size;            /* sizeof(TFSettings) of the caller; set by tf_default_settings */
-    const char *model_path;        /* diffusers folder; NULL: $TOKENFLOW_MODEL, then the install's default model */
-    const char *prompt;            /* edit prompt (UTF-8); NULL = "" */
-    const char *negative_prompt;   /* default "ugly, blurry, low res, unrealistic, unaesthetic" */
-    const char *inversion_prompt;  /* describes the source clip; NULL = "" */
-    int method;                    /* a TFMethod; default TF_METHOD_TOKENFLOW */
-    int steps;                     /* sampling steps, 1..1000; default 50 */
-    int inversion_steps;           /* DDIM inversion steps, 1..1000, a multiple of steps; default 50 */
-    float guidance_scale;          /* classifier-free guidance; default 7.5 */
-    int batch_size;                /* frames per batch (one keyframe each), >= 1; default 8 */
-    float pnp_attn_t;              /* fraction of steps with query/key injection, [0,1]; default 0.5 */
-    float pnp_f_t;                 /* fraction of steps with feature injection, [0,1]; default 0.8 */
-    float strength;                /* SDEdit: fraction of the schedule run, [0,1]; default 0.8 */
-    uint64_t seed;                 /* keyframe choice; default 1 */
-    int working_width;             /* processing size, multiples of 8; 0 x 0 = longer side working_longer_side; */
-    int working_height;            /*   -1 x -1 = the input size rounded to a multiple of 8; default 0 x 0 */
-    int working_longer_side;       /* used when working size is 0 x 0; default 512 */
-    int threads;                   /* worker threads, 0 = one per core (process-wide setting); default 0 */
-    const int32_t *keyframes;      /* optional explicit keyframes: steps x batches absolute frame indices, */
-    size_t keyframes_count;        /*   row-major (step-major); NULL/0 = drawn with seed. Copied by tf_open. */
-    uint8_t reserved[64];          /* must be zero */
-} TFSettings;
+typedef struct TFSettings TFSettings;
 
-/* Fills *settings with the defaults above and struct_size = sizeof(TFSettings). NULL is ignored. */
-TF_API void tf_default_settings(TFSettings *settings);
+typedef enum TFOptionType {
+    TF_OPTION_STRING = 0,  /* UTF-8 text */
+    TF_OPTION_INT = 1,     /* decimal integer in [min, max] */
+    TF_OPTION_FLOAT = 2,   /* decimal number in [min, max] (finite) */
+    TF_OPTION_CHOICE = 3,  /* one of `choices` by name, or its index as a decimal integer */
+    TF_OPTION_SIZE = 4     /* working size: "WxH" (multiples of 8), "input" (the input size rounded to a
+                              multiple of 8), a number (the longer side, aspect kept), "" = "512" */
+} TFOptionType;
+
+/* One setting. Owned by the library, static. */
+typedef struct TFOption {
+    const char *name;           /* e.g. "negative_prompt": the spelling every host uses */
+    const char *help;           /* one sentence */
+    int type;                   /* a TFOptionType */
+    const char *default_value;  /* the default, as text tf_settings_set accepts */
+    double min, max;            /* TF_OPTION_INT / TF_OPTION_FLOAT: allowed range (inclusive); else 0 */
+    const char *const *choices;      /* TF_OPTION_CHOICE: NULL-terminated allowed values; else NULL */
+    const char *const *choice_help;  /* TF_OPTION_CHOICE: one sentence per choice; else NULL */
+    const char *methods;        /* methods that use it, comma-separated ("tokenflow,sdedit"); "" = all */
+} TFOption;
+
+/* The index-th setting (0-based), or NULL past the last one. */
+TF_API const TFOption *tf_option(int index);
+
+/* Creates settings holding every default. On failure *out is NULL (TF_EINVAL: out is NULL; TF_ENOMEM). */
+TF_API int tf_settings_new(TFSettings **out);
+
+/* Parses and sets one setting. value is text in the option's grammar (see TFOptionType; NULL = "").
+ * On failure the settings are unchanged and tf_last_error(NULL) names the setting, the value and what is
+ * allowed. Errors: TF_EINVAL (NULL settings/name, unknown name, value not allowed). */
+TF_API int tf_settings_set(TFSettings *settings, const char *name, const char *value);
+
+/* The current value of a setting as text (in the grammar tf_settings_set accepts), or NULL for an
+ * unknown name. Owned by settings, valid until the same setting is read again or settings is freed. */
+TF_API const char *tf_settings_get(TFSettings *settings, const char *name);
+
+/* Frees settings and sets *settings to NULL. NULL and *settings == NULL are ignored. */
+TF_API void tf_settings_free(TFSettings **settings);
 
 typedef struct TFContext TFContext;
 
 /*
- * Validates the settings and loads the model. On success *out is a new context; on failure *out is NULL
- * and tf_last_error(NULL) describes the problem (on this thread).
- * Errors: TF_EINVAL (NULL out/settings, struct_size too small, a setting out of range),
- *         TF_ENOTSUP (struct_size larger than this library knows, unsupported model config),
- *         TF_ENOENT (no model path given and none installed, missing model files), TF_EIO (corrupt files).
+ * Checks the settings against each other and the model, and loads the model. The settings are copied
+ * (free them when you like). On success *out is a new context; on failure *out is NULL and
+ * tf_last_error(NULL) describes the problem (on this thread).
+ * Errors: TF_EINVAL (NULL out/settings, inconsistent settings), TF_ENOTSUP (unsupported model config),
+ *         TF_ENOENT (no model given and none installed, missing model files), TF_EIO (corrupt files),
+ *         TF_ENOMEM.
  */
 TF_API int tf_open(TFContext **out, const TFSettings *settings);
 
@@ -126,9 +147,18 @@ TF_API int tf_open(TFContext **out, const TFSettings *settings);
  * Queues one input frame (copied). All frames of a clip must have one size (>= 1x1);
  * stride >= 3 * width. pts is returned unchanged with the edited frame.
  * Errors: TF_EINVAL (NULL ctx/rgb, bad size or stride, size differs from earlier frames),
- *         TF_EPERM (called after tf_run).
+ *         TF_EPERM (called after tf_run), TF_ENOMEM.
  */
 TF_API int tf_send_frame(TFContext *ctx, const uint8_t *rgb, int width, int height, ptrdiff_t stride, int64_t pts);
+
+/*
+ * Optional per-clip input, before tf_run: an explicit keyframe schedule (instead of the one drawn with the
+ * seed), for reproducing a run exactly. `count` absolute frame indices, step-major: for each sampling step
+ * of the method, one keyframe per batch of batch_size frames. Copied. count 0 clears it.
+ * Errors: TF_EINVAL (NULL ctx, NULL keyframes with count > 0), TF_EPERM (after tf_run). The schedule is
+ * checked against the clip by tf_run (TF_EINVAL).
+ */
+TF_API int tf_set_keyframes(TFContext *ctx, const int32_t *keyframes, size_t count);
 
 typedef enum TFStage {
     TF_STAGE_ENCODING = 0,  /* VAE encoding, per frame */
@@ -137,9 +167,18 @@ typedef enum TFStage {
     TF_STAGE_DECODING = 3   /* VAE decoding, per frame */
 } TFStage;
 
-/* Progress: called at least once per UNet call with the stage and the units done/total in that stage.
- * Return 0 to continue, non-zero to cancel (tf_run then returns TF_ECANCELED and no frame is output). */
-typedef int (*TFProgressCallback)(void *opaque, int stage, int completed, int total);
+/* A progress report. Owned by the library, valid during the callback. */
+typedef struct TFProgress {
+    int stage;               /* a TFStage */
+    const char *stage_name;  /* "encoding", "inversion", "sampling" or "decoding" */
+    int completed, total;    /* units (frames, or UNet calls) done in this stage, and the stage's total */
+    int step, steps;         /* inversion/sampling: denoising steps done and the stage's step count;
+                                encoding/decoding: equal to completed/total */
+} TFProgress;
+
+/* Called at least once per UNet call. Return 0 to continue, non-zero to cancel (tf_run then returns
+ * TF_ECANCELED and no frame is output). */
+typedef int (*TFProgressCallback)(void *opaque, const TFProgress *progress);
 
 /*
  * Edits every frame sent so far. Blocks until done. callback may be NULL.
@@ -149,7 +188,8 @@ typedef int (*TFProgressCallback)(void *opaque, int stage, int completed, int to
  */
 TF_API int tf_run(TFContext *ctx, TFProgressCallback callback, void *opaque);
 
-/* An edited frame. data is packed RGB24 owned by the context, valid until the next tf_get_frame or tf_close. */
+/* An edited frame, owned by the context: data is packed RGB24, valid until the next tf_get_frame or
+ * tf_close. */
 typedef struct TFFrame {
     const uint8_t *data;
     int width;
@@ -159,14 +199,15 @@ typedef struct TFFrame {
 } TFFrame;
 
 /*
- * Returns the next edited frame, in input order.
+ * Sets *frame to the next edited frame, in input order.
  * Errors: TF_EAGAIN (all frames returned), TF_EPERM (tf_run has not completed successfully),
  *         TF_EINVAL (NULL ctx/frame).
  */
-TF_API int tf_get_frame(TFContext *ctx, TFFrame *frame);
+TF_API int tf_get_frame(TFContext *ctx, const TFFrame **frame);
 
 /* Message describing the last error on ctx (or, for ctx == NULL, the last failure on this thread of
- * tf_open or of a call given a NULL ctx); "" if none. Owned by the library. */
+ * a call that has no context: tf_settings_*, tf_open, or a call given a NULL ctx); "" if none. Owned by
+ * the library. */
 TF_API const char *tf_last_error(const TFContext *ctx);
 
 /* Frees the context and sets *ctx to NULL. NULL and *ctx == NULL are ignored (so closing twice is safe). */

@@ -6,27 +6,34 @@
  *       ! tokenflow model=/models/sd-2-1-base prompt="a marble sculpture" window=16 \
  *       ! videoconvert ! x264enc ! mp4mux ! filesink location=out.mp4
  *
+ * Properties: the library owns the table of settings (tf_option). class_init installs one property per
+ * option, with the option's name ('_' shows as '-', e.g. negative-prompt), help, default and range or
+ * allowed values, so gst-inspect-1.0 documents exactly what the library accepts and a setting added to
+ * the library appears here without a change to this file. Values are kept as GValues and handed to the
+ * library as text (tf_settings_set), which parses and validates them like every other host does.
+ *
  * Data flow: every input frame is copied into the engine as soon as it arrives (tf_send_frame) and the
  * upstream buffer is released at once, so decoders with bounded pools never starve. When `window`
  * frames are queued (or at EOS, or before a caps change) the engine edits them (tf_run, on the streaming
  * thread) and the edited frames are pushed with the original timestamps, durations, offsets and flags.
- * Serialized events that arrive while frames are queued are kept in order with the frames.
+ * Serialized events that arrive while frames are queued are kept in order with the frames. The window
+ * is the one setting the host implements: the library only stores it, and the element reads it back
+ * with tf_settings_get.
  *
  * A libtokenflow context edits one clip: it is opened at READY->PAUSED (so a bad model or bad settings
  * fail the state change, not the stream), closed after each window and reopened for the next one.
  *
  * Threads and locks: the streaming thread owns the context, the queue and the negotiated video info (all
- * touched only with the sink pad's stream lock held, or while the pads are inactive). Properties are
- * read under the object lock and copied into a settings snapshot at READY->PAUSED. A run is cancelled
- * through the progress callback's return value when `stopping` (set in change_state before chaining up,
- * which deactivates the pads and therefore waits for the streaming thread) or `flushing` (FLUSH_START)
- * is set.
+ * touched only with the sink pad's stream lock held, or while the pads are inactive). Property values
+ * are kept under the object lock and copied into a TFSettings snapshot at READY->PAUSED. A run is
+ * cancelled through the progress callback's return value when `stopping` (set in change_state before
+ * chaining up, which deactivates the pads and therefore waits for the streaming thread) or `flushing`
+ * (FLUSH_START) is set.
  */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
 #endif
 
-#include <stdio.h>
 #include <string.h>
 
 #include <gst/gst.h>
@@ -42,27 +49,24 @@
 GST_DEBUG_CATEGORY_STATIC (gst_token_flow_debug);
 #define GST_CAT_DEFAULT gst_token_flow_debug
 
-/* ------------------------------------------------------------------------------------------------ */
-/* Method enum                                                                                      */
+/* The setting the host implements (frames edited together per run; 0 = the whole stream at EOS). */
+#define WINDOW_SETTING "window"
+/* Named in the error message when a context cannot be opened (if the library has such a setting). */
+#define MODEL_SETTING "model"
 
-#define GST_TYPE_TOKEN_FLOW_METHOD (gst_token_flow_method_get_type ())
-static GType
-gst_token_flow_method_get_type (void)
+/* ------------------------------------------------------------------------------------------------ */
+/* The settings table                                                                               */
+
+/* One library option and the property that stands for it (property id = index + 1). Filled once in
+ * class_init; the TFOption is static in the library. */
+typedef struct
 {
-  static GType type = 0;
-  static const GEnumValue values[] = {
-    {TF_METHOD_TOKENFLOW, "TokenFlow with plug-and-play feature/attention injection", "tokenflow"},
-    {TF_METHOD_SDEDIT, "TokenFlow propagation on an SDEdit schedule (uses strength)", "sdedit"},
-    {TF_METHOD_RECONSTRUCT, "Inversion then plain sampling: reproduces the input (a check)",
-        "reconstruct"},
-    {0, NULL, NULL}
-  };
-  if (g_once_init_enter (&type)) {
-    GType t = g_enum_register_static ("GstTokenFlowMethod", values);
-    g_once_init_leave (&type, t);
-  }
-  return type;
-}
+  const TFOption *option;
+  GParamSpec *pspec;            /* NULL: the option could not become a property (logged in class_init) */
+} GstTokenFlowSetting;
+
+static GstTokenFlowSetting *gst_token_flow_settings;
+static guint gst_token_flow_n_settings;
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Instance                                                                                         */
@@ -85,17 +89,15 @@ struct _GstTokenFlow
   GstElement parent;
   GstPad *sinkpad, *srcpad;
 
-  /* Properties (object lock). */
-  gchar *model, *prompt, *negative_prompt, *inversion_prompt, *size;
-  gint method, steps, inversion_steps, batch_size, threads;
-  gfloat guidance, pnp_attn_t, pnp_f_t, strength;
-  guint window;
-  guint64 seed;
+  /* Property values (object lock): values[i] is option i's, of its pspec's value type. */
+  GValue *values;
 
   /* Settings snapshot taken at READY->PAUSED, used for every context until PAUSED->READY. */
-  TFSettings settings;
-  gchar *snap_model, *snap_prompt, *snap_negative_prompt, *snap_inversion_prompt;
-  guint snap_window;
+  TFSettings *settings;
+  gchar *model;                 /* the snapshot's model setting, for error messages ("" = default) */
+  guint window;                 /* the snapshot's window; written under the object lock (for the
+                                 * latency query) while the pads are inactive, so the streaming
+                                 * thread reads it without the lock */
 
   /* Streaming state (sink stream lock, or pads inactive). */
   TFContext *ctx;
@@ -115,37 +117,6 @@ struct _GstTokenFlow
 };
 
 G_DEFINE_TYPE (GstTokenFlow, gst_token_flow, GST_TYPE_ELEMENT);
-
-enum
-{
-  PROP_0,
-  PROP_MODEL,
-  PROP_PROMPT,
-  PROP_NEGATIVE_PROMPT,
-  PROP_INVERSION_PROMPT,
-  PROP_METHOD,
-  PROP_STEPS,
-  PROP_INVERSION_STEPS,
-  PROP_GUIDANCE,
-  PROP_PNP_ATTN_T,
-  PROP_PNP_F_T,
-  PROP_STRENGTH,
-  PROP_BATCH_SIZE,
-  PROP_WINDOW,
-  PROP_SIZE,
-  PROP_SEED,
-  PROP_THREADS
-};
-
-#define DEFAULT_WINDOW 0
-#define DEFAULT_SIZE ""
-#define MAX_STEPS 1000
-#define MAX_BATCH_SIZE 4096
-#define MAX_THREADS 1024
-#define MAX_GUIDANCE 100.0f
-
-/* Library defaults, read once in class_init (so the element always documents what the library does). */
-static TFSettings gst_token_flow_defaults;
 
 #define TOKENFLOW_CAPS GST_VIDEO_CAPS_MAKE ("RGB")
 
@@ -217,95 +188,119 @@ post_library_error (GstTokenFlow * self, int code, gchar * text, gchar * debug,
       __FILE__, function, line);
 }
 
+/* tf_last_error(ctx) when it says something, else the code's description. */
+static const gchar *
+why (const TFContext * ctx, int code)
+{
+  const char *message = tf_last_error (ctx);
+  return (message && message[0]) ? message : tf_strerror (code);
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 /* Settings                                                                                         */
 
-/* Parses the size property into the working size fields (as the FFmpeg filter does): "" or "default"
- * = the default longer side; "input"; "WxH"; "N" = longer side N. */
-static gboolean
-parse_size (const gchar * size, TFSettings * s)
+/* A property value as text in the library's grammar, or NULL for a NULL string (which keeps the
+ * library's default). Numbers are formatted without the locale (a decimal comma would be refused). */
+static gchar *
+value_to_text (const GValue * value)
 {
-  gint w, h;
-  gchar *end = NULL;
-  guint64 n;
-
-  if (size == NULL || size[0] == '\0' || g_ascii_strcasecmp (size, "default") == 0) {
-    s->working_width = s->working_height = 0;
-    return TRUE;
+  if (G_VALUE_HOLDS_STRING (value))
+    return g_value_dup_string (value);
+  if (G_VALUE_HOLDS_INT (value))
+    return g_strdup_printf ("%d", g_value_get_int (value));
+  if (G_VALUE_HOLDS_INT64 (value))
+    return g_strdup_printf ("%" G_GINT64_FORMAT, g_value_get_int64 (value));
+  if (G_VALUE_HOLDS_DOUBLE (value)) {
+    gchar buf[G_ASCII_DTOSTR_BUF_SIZE];
+    /* 17 significant digits: the library parses back exactly the double the property holds. */
+    return g_strdup (g_ascii_formatd (buf, sizeof buf, "%.17g", g_value_get_double (value)));
   }
-  if (g_ascii_strcasecmp (size, "input") == 0) {
-    s->working_width = s->working_height = -1;
-    return TRUE;
+  if (G_VALUE_HOLDS_ENUM (value)) {
+    /* The enum's nicks are the option's choices; the library takes the choice by name. */
+    GEnumClass *klass = g_type_class_ref (G_VALUE_TYPE (value));
+    GEnumValue *v = g_enum_get_value (klass, g_value_get_enum (value));
+    gchar *text = v ? g_strdup (v->value_nick) : g_strdup_printf ("%d", g_value_get_enum (value));
+    g_type_class_unref (klass);
+    return text;
   }
-  if (strchr (size, 'x') != NULL || strchr (size, 'X') != NULL) {
-    gchar tail;
-    if (sscanf (size, "%d%*[xX]%d%c", &w, &h, &tail) != 2 || w <= 0 || h <= 0)
-      return FALSE;
-    s->working_width = w;
-    s->working_height = h;
-    return TRUE;
-  }
-  n = g_ascii_strtoull (size, &end, 10);
-  if (end == size || *end != '\0' || n == 0 || n > G_MAXINT)
-    return FALSE;
-  s->working_width = s->working_height = 0;
-  s->working_longer_side = (int) n;
-  return TRUE;
+  g_return_val_if_reached (NULL);
 }
 
-static void
-clear_snapshot (GstTokenFlow * self)
-{
-  g_clear_pointer (&self->snap_model, g_free);
-  g_clear_pointer (&self->snap_prompt, g_free);
-  g_clear_pointer (&self->snap_negative_prompt, g_free);
-  g_clear_pointer (&self->snap_inversion_prompt, g_free);
-}
-
-/* Copies the properties into self->settings (strings owned by self->snap_*). */
+/* Builds self->settings from the property values (and reads back what the host implements). On
+ * failure posts an error naming the property and returns FALSE. */
 static gboolean
 take_settings_snapshot (GstTokenFlow * self)
 {
-  TFSettings *s = &self->settings;
-  gchar *size;
-  gboolean ok;
+  TFSettings *s = NULL;
+  GValue *values;
+  const gchar *text;
+  gboolean ok = TRUE;
+  guint i;
+  int r;
 
-  clear_snapshot (self);
-  tf_default_settings (s);
+  tf_settings_free (&self->settings);
+  g_clear_pointer (&self->model, g_free);
 
+  r = tf_settings_new (&s);
+  if (r < 0) {
+    post_library_error (self, r, g_strdup_printf ("Could not create TokenFlow settings: %s",
+            why (NULL, r)), g_strdup_printf ("tf_settings_new returned %d (%s)", r, tf_strerror (r)),
+        GST_FUNCTION, __LINE__);
+    return FALSE;
+  }
+
+  /* Copy the values under the lock; the library is called without it. */
+  values = g_new0 (GValue, gst_token_flow_n_settings);
   GST_OBJECT_LOCK (self);
-  self->snap_model = (self->model && self->model[0]) ? g_strdup (self->model) : NULL;
-  self->snap_prompt = g_strdup (self->prompt ? self->prompt : "");
-  self->snap_negative_prompt = self->negative_prompt ? g_strdup (self->negative_prompt) : NULL;
-  self->snap_inversion_prompt = g_strdup (self->inversion_prompt ? self->inversion_prompt : "");
-  s->method = self->method;
-  s->steps = self->steps;
-  s->inversion_steps = self->inversion_steps;
-  s->guidance_scale = self->guidance;
-  s->batch_size = self->batch_size;
-  s->pnp_attn_t = self->pnp_attn_t;
-  s->pnp_f_t = self->pnp_f_t;
-  s->strength = self->strength;
-  s->seed = self->seed;
-  s->threads = self->threads;
-  self->snap_window = self->window;
-  size = g_strdup (self->size);
+  for (i = 0; i < gst_token_flow_n_settings; i++) {
+    if (gst_token_flow_settings[i].pspec == NULL)
+      continue;
+    g_value_init (&values[i], G_VALUE_TYPE (&self->values[i]));
+    g_value_copy (&self->values[i], &values[i]);
+  }
   GST_OBJECT_UNLOCK (self);
 
-  s->model_path = self->snap_model;
-  s->prompt = self->snap_prompt;
-  if (self->snap_negative_prompt)
-    s->negative_prompt = self->snap_negative_prompt;    /* else keep the library's default */
-  s->inversion_prompt = self->snap_inversion_prompt;
+  for (i = 0; ok && i < gst_token_flow_n_settings; i++) {
+    const GstTokenFlowSetting *setting = &gst_token_flow_settings[i];
+    gchar *value;
 
-  ok = parse_size (size, s);
-  if (!ok) {
-    GST_ELEMENT_ERROR (self, LIBRARY, SETTINGS,
-        ("Invalid size \"%s\": expected \"WxH\" (multiples of 8), \"input\", a longer side "
-            "such as \"512\", or \"\" for the default", size), (NULL));
+    if (setting->pspec == NULL)
+      continue;
+    value = value_to_text (&values[i]);
+    if (value != NULL) {
+      r = tf_settings_set (s, setting->option->name, value);
+      if (r < 0) {
+        /* tf_last_error(NULL) is per thread: read it right away on this thread. It names the
+         * setting, the value and what is allowed. */
+        GST_ELEMENT_ERROR (self, LIBRARY, SETTINGS,
+            ("Invalid value for property \"%s\": %s", g_param_spec_get_name (setting->pspec),
+                why (NULL, r)), ("tf_settings_set (\"%s\", \"%s\") returned %d (%s)",
+                setting->option->name, value, r, tf_strerror (r)));
+        ok = FALSE;
+      }
+    }
+    g_free (value);
   }
-  g_free (size);
-  return ok;
+  for (i = 0; i < gst_token_flow_n_settings; i++) {
+    if (G_IS_VALUE (&values[i]))
+      g_value_unset (&values[i]);
+  }
+  g_free (values);
+  if (!ok) {
+    tf_settings_free (&s);
+    return FALSE;
+  }
+
+  /* What the library stores but the host implements. A library without the setting: one window. */
+  text = tf_settings_get (s, WINDOW_SETTING);
+  GST_OBJECT_LOCK (self);
+  self->window = text ? (guint) MIN (g_ascii_strtoull (text, NULL, 10), G_MAXUINT) : 0;
+  GST_OBJECT_UNLOCK (self);
+  text = tf_settings_get (s, MODEL_SETTING);
+  self->model = g_strdup (text ? text : "");
+  self->settings = s;
+  GST_DEBUG_OBJECT (self, "settings snapshot taken (window %u)", self->window);
+  return TRUE;
 }
 
 /* Opens a context with the snapshot settings. On failure posts an error naming the problem. */
@@ -317,15 +312,15 @@ gst_token_flow_open (GstTokenFlow * self)
   int r;
 
   g_assert (self->ctx == NULL);
-  r = tf_open (&ctx, &self->settings);
+  r = tf_open (&ctx, self->settings);
   if (r < 0) {
     /* tf_last_error(NULL) is per thread: read it right away on this thread. */
-    const char *why = tf_last_error (NULL);
-    const gchar *model = self->settings.model_path;
+    const gchar *message = why (NULL, r);
+    gboolean named = self->model && self->model[0];
     post_library_error (self, r,
         g_strdup_printf ("Could not open the TokenFlow engine (model %s%s%s): %s",
-            model ? "\"" : "", model ? model : "from $TOKENFLOW_MODEL or the installed default",
-            model ? "\"" : "", (why && why[0]) ? why : tf_strerror (r)),
+            named ? "\"" : "", named ? self->model : "from $TOKENFLOW_MODEL or the installed default",
+            named ? "\"" : "", message),
         g_strdup_printf ("tf_open returned %d (%s)", r, tf_strerror (r)), GST_FUNCTION, __LINE__);
     return FALSE;
   }
@@ -338,37 +333,23 @@ gst_token_flow_open (GstTokenFlow * self)
 /* ------------------------------------------------------------------------------------------------ */
 /* Editing                                                                                          */
 
-static const gchar *
-stage_name (int stage)
-{
-  switch (stage) {
-    case TF_STAGE_ENCODING:
-      return "encoding";
-    case TF_STAGE_INVERSION:
-      return "inversion";
-    case TF_STAGE_SAMPLING:
-      return "sampling";
-    case TF_STAGE_DECODING:
-      return "decoding";
-    default:
-      return "unknown";
-  }
-}
-
 /* Progress from tf_run (on the thread that runs it): an element message and a log line; returning
  * non-zero cancels the run. */
 static int
-progress_cb (void *opaque, int stage, int completed, int total)
+progress_cb (void *opaque, const TFProgress * p)
 {
   GstTokenFlow *self = opaque;
+  const gchar *stage = p->stage_name ? p->stage_name : "unknown";
   GstStructure *s;
 
-  GST_INFO_OBJECT (self, "window %" G_GUINT64_FORMAT ": %s %d/%d", self->window_index,
-      stage_name (stage), completed, total);
+  GST_INFO_OBJECT (self, "window %" G_GUINT64_FORMAT ": %s %d/%d (step %d/%d)", self->window_index,
+      stage, p->completed, p->total, p->step, p->steps);
   s = gst_structure_new ("tokenflow-progress",
-      "stage", G_TYPE_STRING, stage_name (stage),
-      "completed", G_TYPE_INT, completed,
-      "total", G_TYPE_INT, total,
+      "stage", G_TYPE_STRING, stage,
+      "completed", G_TYPE_INT, p->completed,
+      "total", G_TYPE_INT, p->total,
+      "step", G_TYPE_INT, p->step,
+      "steps", G_TYPE_INT, p->steps,
       "window", G_TYPE_UINT64, self->window_index,
       "frames", G_TYPE_UINT, self->pending_frames, NULL);
   gst_element_post_message (GST_ELEMENT (self),
@@ -455,10 +436,8 @@ gst_token_flow_drain (GstTokenFlow * self)
           self->window_index, (g_get_monotonic_time () - start) / 1e6);
       ret = GST_FLOW_FLUSHING;
     } else {
-      const char *why = tf_last_error (self->ctx);
       post_library_error (self, r,
-          g_strdup_printf ("TokenFlow could not edit %u frames: %s", frames,
-              (why && why[0]) ? why : tf_strerror (r)),
+          g_strdup_printf ("TokenFlow could not edit %u frames: %s", frames, why (self->ctx, r)),
           g_strdup_printf ("tf_run returned %d (%s)", r, tf_strerror (r)), GST_FUNCTION, __LINE__);
       ret = GST_FLOW_ERROR;
     }
@@ -478,23 +457,23 @@ gst_token_flow_drain (GstTokenFlow * self)
         gst_event_unref (item->event);
       item->event = NULL;
     } else if (ret == GST_FLOW_OK) {
-      TFFrame frame;
+      const TFFrame *frame = NULL;
       GstBuffer *out;
 
       r = tf_get_frame (self->ctx, &frame);
-      if (r < 0 || frame.width != GST_VIDEO_INFO_WIDTH (&self->info)
-          || frame.height != GST_VIDEO_INFO_HEIGHT (&self->info)) {
+      if (r < 0 || frame->width != GST_VIDEO_INFO_WIDTH (&self->info)
+          || frame->height != GST_VIDEO_INFO_HEIGHT (&self->info)) {
         post_library_error (self, r < 0 ? r : TF_EINVAL,
             g_strdup_printf ("TokenFlow returned %u of %u edited frames: %s", pushed, frames,
-                r < 0 ? tf_last_error (self->ctx) : "wrong frame size"),
+                r < 0 ? why (self->ctx, r) : "wrong frame size"),
             g_strdup_printf ("tf_get_frame returned %d (%s)", r, tf_strerror (r)),
             GST_FUNCTION, __LINE__);
         ret = GST_FLOW_ERROR;
       } else {
-        if (frame.pts != (int64_t) item->pts)
+        if (frame->pts != (int64_t) item->pts)
           GST_WARNING_OBJECT (self, "engine returned pts %" G_GINT64_FORMAT ", expected %"
-              GST_TIME_FORMAT, (gint64) frame.pts, GST_TIME_ARGS (item->pts));
-        out = make_output_buffer (self, &frame, item);
+              GST_TIME_FORMAT, (gint64) frame->pts, GST_TIME_ARGS (item->pts));
+        out = make_output_buffer (self, frame, item);
         if (out == NULL) {
           GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
               ("Could not allocate an output frame"), (NULL));
@@ -551,7 +530,7 @@ gst_token_flow_chain (GstPad * pad, GstObject * parent, GstBuffer * buf)
   gst_video_frame_unmap (&vframe);
   if (r < 0) {
     post_library_error (self, r,
-        g_strdup_printf ("TokenFlow refused a frame: %s", tf_last_error (self->ctx)),
+        g_strdup_printf ("TokenFlow refused a frame: %s", why (self->ctx, r)),
         g_strdup_printf ("tf_send_frame returned %d (%s)", r, tf_strerror (r)),
         GST_FUNCTION, __LINE__);
     gst_buffer_unref (buf);
@@ -571,7 +550,7 @@ gst_token_flow_chain (GstPad * pad, GstObject * parent, GstBuffer * buf)
 
   GST_LOG_OBJECT (self, "queued frame %u, pts %" GST_TIME_FORMAT, self->pending_frames,
       GST_TIME_ARGS (item->pts));
-  if (self->snap_window > 0 && self->pending_frames >= self->snap_window)
+  if (self->window > 0 && self->pending_frames >= self->window)
     return gst_token_flow_drain (self);
   return GST_FLOW_OK;
 }
@@ -827,6 +806,7 @@ gst_token_flow_change_state (GstElement * element, GstStateChange transition)
     case GST_STATE_CHANGE_PAUSED_TO_READY:
       gst_token_flow_reset_stream (self);       /* pads are inactive: no streaming thread left */
       self->have_info = FALSE;
+      tf_settings_free (&self->settings);       /* the properties may change in READY */
       GST_OBJECT_LOCK (self);
       g_clear_pointer (&self->last_refusal, g_free);
       GST_OBJECT_UNLOCK (self);
@@ -840,77 +820,46 @@ gst_token_flow_change_state (GstElement * element, GstStateChange transition)
 /* ------------------------------------------------------------------------------------------------ */
 /* Properties                                                                                       */
 
+/* The option behind a property id, or NULL (after a warning) for an id that is not ours. */
+static const GstTokenFlowSetting *
+setting_for_property (GObject * object, guint prop_id, GParamSpec * pspec)
+{
+  if (prop_id == 0 || prop_id > gst_token_flow_n_settings
+      || gst_token_flow_settings[prop_id - 1].pspec != pspec) {
+    G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+    return NULL;
+  }
+  return &gst_token_flow_settings[prop_id - 1];
+}
+
+/* Text properties (strings, sizes) have no range GObject could check: ask the library now, so a typo
+ * shows up in the log when it is made. It still fails the pipeline at READY->PAUSED. */
+static void
+warn_if_refused (GstTokenFlow * self, const GstTokenFlowSetting * setting, const GValue * value)
+{
+  TFSettings *probe = NULL;
+  const gchar *text;
+
+  if (!G_VALUE_HOLDS_STRING (value) || (text = g_value_get_string (value)) == NULL)
+    return;
+  if (tf_settings_new (&probe) == TF_OK && tf_settings_set (probe, setting->option->name, text) < 0)
+    GST_WARNING_OBJECT (self, "%s (will fail at READY->PAUSED)", why (NULL, TF_EINVAL));
+  tf_settings_free (&probe);
+}
+
 static void
 gst_token_flow_set_property (GObject * object, guint prop_id, const GValue * value,
     GParamSpec * pspec)
 {
   GstTokenFlow *self = GST_TOKEN_FLOW (object);
+  const GstTokenFlowSetting *setting = setting_for_property (object, prop_id, pspec);
 
+  if (setting == NULL)
+    return;
   GST_OBJECT_LOCK (self);
-  switch (prop_id) {
-    case PROP_MODEL:
-      g_free (self->model);
-      self->model = g_value_dup_string (value);
-      break;
-    case PROP_PROMPT:
-      g_free (self->prompt);
-      self->prompt = g_value_dup_string (value);
-      break;
-    case PROP_NEGATIVE_PROMPT:
-      g_free (self->negative_prompt);
-      self->negative_prompt = g_value_dup_string (value);
-      break;
-    case PROP_INVERSION_PROMPT:
-      g_free (self->inversion_prompt);
-      self->inversion_prompt = g_value_dup_string (value);
-      break;
-    case PROP_METHOD:
-      self->method = g_value_get_enum (value);
-      break;
-    case PROP_STEPS:
-      self->steps = g_value_get_int (value);
-      break;
-    case PROP_INVERSION_STEPS:
-      self->inversion_steps = g_value_get_int (value);
-      break;
-    case PROP_GUIDANCE:
-      self->guidance = g_value_get_float (value);
-      break;
-    case PROP_PNP_ATTN_T:
-      self->pnp_attn_t = g_value_get_float (value);
-      break;
-    case PROP_PNP_F_T:
-      self->pnp_f_t = g_value_get_float (value);
-      break;
-    case PROP_STRENGTH:
-      self->strength = g_value_get_float (value);
-      break;
-    case PROP_BATCH_SIZE:
-      self->batch_size = g_value_get_int (value);
-      break;
-    case PROP_WINDOW:
-      self->window = g_value_get_uint (value);
-      break;
-    case PROP_SIZE:{
-      const gchar *size = g_value_get_string (value);
-      TFSettings probe = gst_token_flow_defaults;
-      if (!parse_size (size, &probe))
-        GST_WARNING_OBJECT (self, "invalid size \"%s\" (will fail at READY->PAUSED)", size);
-      g_free (self->size);
-      self->size = g_strdup (size ? size : "");
-      break;
-    }
-    case PROP_SEED:
-      self->seed = g_value_get_uint64 (value);
-      break;
-    case PROP_THREADS:
-      self->threads = g_value_get_int (value);
-      break;
-    default:
-      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
-      break;
-  }
+  g_value_copy (value, &self->values[prop_id - 1]);
   GST_OBJECT_UNLOCK (self);
+  warn_if_refused (self, setting, value);
 }
 
 static void
@@ -918,61 +867,151 @@ gst_token_flow_get_property (GObject * object, guint prop_id, GValue * value, GP
 {
   GstTokenFlow *self = GST_TOKEN_FLOW (object);
 
+  if (setting_for_property (object, prop_id, pspec) == NULL)
+    return;
   GST_OBJECT_LOCK (self);
-  switch (prop_id) {
-    case PROP_MODEL:
-      g_value_set_string (value, self->model);
+  g_value_copy (&self->values[prop_id - 1], value);
+  GST_OBJECT_UNLOCK (self);
+}
+
+/* "negative_prompt" -> "GstTokenFlowNegativePrompt": the name of the enum type of a CHOICE option. */
+static gchar *
+enum_type_name (const gchar * option_name)
+{
+  GString *name = g_string_new ("GstTokenFlow");
+  gboolean upper = TRUE;
+  const gchar *c;
+
+  for (c = option_name; *c; c++) {
+    if (!g_ascii_isalnum (*c)) {
+      upper = TRUE;
+      continue;
+    }
+    g_string_append_c (name, upper ? g_ascii_toupper (*c) : *c);
+    upper = FALSE;
+  }
+  return g_string_free (name, FALSE);
+}
+
+/* The enum type of a CHOICE option, registered at run time from the table: value = the choice's index
+ * (what the library also accepts), nick = the choice (what gst-launch and the library take), name = its
+ * help (what gst-inspect shows beside it). 0 when the option has no choices. */
+static GType
+register_choice_enum (const TFOption * option)
+{
+  gchar *type_name = enum_type_name (option->name);
+  GType type = g_type_from_name (type_name);
+  GEnumValue *values;
+  guint i, n = 0;
+
+  if (type == 0 && option->choices != NULL) {
+    while (option->choices[n] != NULL)
+      n++;
+    if (n > 0) {
+      /* Kept for the life of the process, as a registered enum needs. */
+      values = g_new0 (GEnumValue, n + 1);
+      for (i = 0; i < n; i++) {
+        const gchar *help = option->choice_help ? option->choice_help[i] : NULL;
+        values[i].value = (gint) i;
+        values[i].value_nick = option->choices[i];
+        values[i].value_name = (help && help[0]) ? help : option->choices[i];
+      }
+      type = g_enum_register_static (g_intern_string (type_name), values);
+    }
+  }
+  g_free (type_name);
+  return type;
+}
+
+/* The option's default as an integer clamped to [min, max] (a GParamSpec refuses a default outside its
+ * range; the library's own default is always inside). */
+static gint64
+int_default (const TFOption * option, gint64 min, gint64 max)
+{
+  const gchar *text = option->default_value ? option->default_value : "";
+  gchar *end = NULL;
+  gint64 v = g_ascii_strtoll (text, &end, 10);
+  if (end == text || *end != '\0')
+    GST_WARNING ("option %s: default \"%s\" is not an integer", option->name, text);
+  return CLAMP (v, min, max);
+}
+
+/* A double range bound as a gint64 (saturating: 2^63 does not convert). */
+static gint64
+to_int64 (gdouble v)
+{
+  if (v >= 9223372036854775807.0)
+    return G_MAXINT64;
+  if (v <= -9223372036854775807.0)
+    return G_MININT64;
+  return (gint64) v;
+}
+
+/* The property standing for one option, or NULL (logged) when it cannot be made. Types this element
+ * does not know (added to the library later) become string properties: the library parses text. */
+static GParamSpec *
+make_pspec (const TFOption * option)
+{
+  /* The name is canonicalised ('_' -> '-') and interned; the library's strings are static. */
+  const GParamFlags flags = G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_READY;
+  gchar *canonical = g_strdelimit (g_strdup (option->name), "_", '-');
+  const gchar *name = g_intern_string (canonical);
+  const gchar *help = option->help ? option->help : "";
+  const gchar *def = option->default_value ? option->default_value : "";
+  GParamSpec *pspec = NULL;
+
+  g_free (canonical);
+  if (!g_param_spec_is_valid_name (name)) {
+    GST_WARNING ("option \"%s\" is not a valid property name: not installed", option->name);
+    return NULL;
+  }
+  switch (option->type) {
+    case TF_OPTION_INT:
+      if (option->min >= G_MININT && option->max <= G_MAXINT) {
+        gint min = (gint) option->min, max = (gint) option->max;
+        pspec = g_param_spec_int (name, name, help, min, max, (gint) int_default (option, min, max),
+            flags);
+      } else {
+        gint64 min = to_int64 (option->min), max = to_int64 (option->max);
+        pspec = g_param_spec_int64 (name, name, help, min, max, int_default (option, min, max),
+            flags);
+      }
       break;
-    case PROP_PROMPT:
-      g_value_set_string (value, self->prompt);
+    case TF_OPTION_FLOAT:{
+      gdouble v = g_ascii_strtod (def, NULL);
+      pspec = g_param_spec_double (name, name, help, option->min, option->max,
+          CLAMP (v, option->min, option->max), flags);
       break;
-    case PROP_NEGATIVE_PROMPT:
-      g_value_set_string (value, self->negative_prompt);
+    }
+    case TF_OPTION_CHOICE:{
+      GType type = register_choice_enum (option);
+      GEnumClass *klass;
+      GEnumValue *v;
+
+      if (type == 0) {
+        GST_WARNING ("option %s has no choices: not installed", option->name);
+        return NULL;
+      }
+      klass = g_type_class_ref (type);
+      v = g_enum_get_value_by_nick (klass, def);
+      if (v == NULL)            /* the library also takes a choice by its index */
+        v = g_enum_get_value (klass, (gint) g_ascii_strtoll (def, NULL, 10));
+      if (v == NULL)
+        GST_WARNING ("option %s: default \"%s\" is not a choice", option->name, def);
+      pspec = g_param_spec_enum (name, name, help, type, v ? v->value : klass->minimum, flags);
+      g_type_class_unref (klass);
+      gst_type_mark_as_plugin_api (type, 0);
       break;
-    case PROP_INVERSION_PROMPT:
-      g_value_set_string (value, self->inversion_prompt);
-      break;
-    case PROP_METHOD:
-      g_value_set_enum (value, self->method);
-      break;
-    case PROP_STEPS:
-      g_value_set_int (value, self->steps);
-      break;
-    case PROP_INVERSION_STEPS:
-      g_value_set_int (value, self->inversion_steps);
-      break;
-    case PROP_GUIDANCE:
-      g_value_set_float (value, self->guidance);
-      break;
-    case PROP_PNP_ATTN_T:
-      g_value_set_float (value, self->pnp_attn_t);
-      break;
-    case PROP_PNP_F_T:
-      g_value_set_float (value, self->pnp_f_t);
-      break;
-    case PROP_STRENGTH:
-      g_value_set_float (value, self->strength);
-      break;
-    case PROP_BATCH_SIZE:
-      g_value_set_int (value, self->batch_size);
-      break;
-    case PROP_WINDOW:
-      g_value_set_uint (value, self->window);
-      break;
-    case PROP_SIZE:
-      g_value_set_string (value, self->size);
-      break;
-    case PROP_SEED:
-      g_value_set_uint64 (value, self->seed);
-      break;
-    case PROP_THREADS:
-      g_value_set_int (value, self->threads);
-      break;
+    }
+    case TF_OPTION_STRING:
+    case TF_OPTION_SIZE:
     default:
-      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+      pspec = g_param_spec_string (name, name, help, def, flags);
       break;
   }
-  GST_OBJECT_UNLOCK (self);
+  if (pspec == NULL)
+    GST_WARNING ("option %s: could not make a property of it", option->name);
+  return pspec;
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -982,14 +1021,16 @@ static void
 gst_token_flow_finalize (GObject * object)
 {
   GstTokenFlow *self = GST_TOKEN_FLOW (object);
+  guint i;
 
   gst_token_flow_reset_stream (self);
-  clear_snapshot (self);
+  tf_settings_free (&self->settings);
   g_free (self->model);
-  g_free (self->prompt);
-  g_free (self->negative_prompt);
-  g_free (self->inversion_prompt);
-  g_free (self->size);
+  for (i = 0; i < gst_token_flow_n_settings; i++) {
+    if (G_IS_VALUE (&self->values[i]))
+      g_value_unset (&self->values[i]);
+  }
+  g_free (self->values);
   g_free (self->last_refusal);
   G_OBJECT_CLASS (gst_token_flow_parent_class)->finalize (object);
 }
@@ -997,7 +1038,7 @@ gst_token_flow_finalize (GObject * object)
 static void
 gst_token_flow_init (GstTokenFlow * self)
 {
-  const TFSettings *d = &gst_token_flow_defaults;
+  guint i;
 
   self->sinkpad = gst_pad_new_from_static_template (&sink_template, "sink");
   gst_pad_set_chain_function (self->sinkpad, GST_DEBUG_FUNCPTR (gst_token_flow_chain));
@@ -1011,22 +1052,15 @@ gst_token_flow_init (GstTokenFlow * self)
   GST_PAD_SET_PROXY_CAPS (self->srcpad);
   gst_element_add_pad (GST_ELEMENT (self), self->srcpad);
 
-  self->model = NULL;
-  self->prompt = g_strdup ("");
-  self->negative_prompt = g_strdup (d->negative_prompt ? d->negative_prompt : "");
-  self->inversion_prompt = g_strdup ("");
-  self->size = g_strdup (DEFAULT_SIZE);
-  self->method = d->method;
-  self->steps = d->steps;
-  self->inversion_steps = d->inversion_steps;
-  self->guidance = d->guidance_scale;
-  self->pnp_attn_t = d->pnp_attn_t;
-  self->pnp_f_t = d->pnp_f_t;
-  self->strength = d->strength;
-  self->batch_size = d->batch_size;
-  self->window = DEFAULT_WINDOW;
-  self->seed = d->seed;
-  self->threads = d->threads;
+  /* Every property starts at the library's default (the pspec's default). */
+  self->values = g_new0 (GValue, gst_token_flow_n_settings);
+  for (i = 0; i < gst_token_flow_n_settings; i++) {
+    GParamSpec *pspec = gst_token_flow_settings[i].pspec;
+    if (pspec == NULL)
+      continue;
+    g_value_init (&self->values[i], G_PARAM_SPEC_VALUE_TYPE (pspec));
+    g_param_value_set_default (pspec, &self->values[i]);
+  }
   g_queue_init (&self->items);
 }
 
@@ -1035,75 +1069,34 @@ gst_token_flow_class_init (GstTokenFlowClass * klass)
 {
   GObjectClass *gobject_class = G_OBJECT_CLASS (klass);
   GstElementClass *element_class = GST_ELEMENT_CLASS (klass);
-  const GParamFlags flags = G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_READY;
-  const TFSettings *d = &gst_token_flow_defaults;
-
-  tf_default_settings (&gst_token_flow_defaults);
+  guint i;
 
   gobject_class->set_property = gst_token_flow_set_property;
   gobject_class->get_property = gst_token_flow_get_property;
   gobject_class->finalize = gst_token_flow_finalize;
 
-  g_object_class_install_property (gobject_class, PROP_MODEL,
-      g_param_spec_string ("model", "Model",
-          "Stable Diffusion model folder (diffusers layout: model_index.json, unet/, vae/, "
-          "text_encoder/, tokenizer/, scheduler/). NULL: $TOKENFLOW_MODEL, then the model "
-          "installed with libtokenflow (<prefix>/share/tokenflow/model)", NULL, flags));
-  g_object_class_install_property (gobject_class, PROP_PROMPT,
-      g_param_spec_string ("prompt", "Prompt", "Edit prompt: what the video should become (UTF-8)",
-          "", flags));
-  g_object_class_install_property (gobject_class, PROP_NEGATIVE_PROMPT,
-      g_param_spec_string ("negative-prompt", "Negative prompt",
-          "Negative prompt for classifier-free guidance",
-          d->negative_prompt ? d->negative_prompt : "", flags));
-  g_object_class_install_property (gobject_class, PROP_INVERSION_PROMPT,
-      g_param_spec_string ("inversion-prompt", "Inversion prompt",
-          "Prompt describing the source video, used for DDIM inversion and the source branch",
-          "", flags));
-  g_object_class_install_property (gobject_class, PROP_METHOD,
-      g_param_spec_enum ("method", "Method", "Editing method", GST_TYPE_TOKEN_FLOW_METHOD,
-          d->method, flags));
-  g_object_class_install_property (gobject_class, PROP_STEPS,
-      g_param_spec_int ("steps", "Steps", "Sampling (denoising) steps", 1, MAX_STEPS, d->steps,
-          flags));
-  g_object_class_install_property (gobject_class, PROP_INVERSION_STEPS,
-      g_param_spec_int ("inversion-steps", "Inversion steps",
-          "DDIM inversion steps (a multiple of steps)", 1, MAX_STEPS, d->inversion_steps, flags));
-  g_object_class_install_property (gobject_class, PROP_GUIDANCE,
-      g_param_spec_float ("guidance", "Guidance scale", "Classifier-free guidance scale",
-          0.0f, MAX_GUIDANCE, d->guidance_scale, flags));
-  g_object_class_install_property (gobject_class, PROP_PNP_ATTN_T,
-      g_param_spec_float ("pnp-attn-t", "PnP attention injection",
-          "Fraction of the sampling steps with self-attention query/key injection",
-          0.0f, 1.0f, d->pnp_attn_t, flags));
-  g_object_class_install_property (gobject_class, PROP_PNP_F_T,
-      g_param_spec_float ("pnp-f-t", "PnP feature injection",
-          "Fraction of the sampling steps with convolution feature injection",
-          0.0f, 1.0f, d->pnp_f_t, flags));
-  g_object_class_install_property (gobject_class, PROP_STRENGTH,
-      g_param_spec_float ("strength", "SDEdit strength",
-          "method=sdedit: fraction of the noise schedule that is run", 0.0f, 1.0f, d->strength,
-          flags));
-  g_object_class_install_property (gobject_class, PROP_BATCH_SIZE,
-      g_param_spec_int ("batch-size", "Batch size",
-          "Frames per batch (one keyframe is drawn in each batch)", 1, MAX_BATCH_SIZE,
-          d->batch_size, flags));
-  g_object_class_install_property (gobject_class, PROP_WINDOW,
-      g_param_spec_uint ("window", "Window",
-          "Frames edited together (the element holds them back until the window is full); "
-          "0 = the whole stream, edited at EOS", 0, G_MAXINT, DEFAULT_WINDOW, flags));
-  g_object_class_install_property (gobject_class, PROP_SIZE,
-      g_param_spec_string ("size", "Processing size",
-          "Size the frames are edited at (output keeps the input size): \"WxH\" (multiples of 8), "
-          "\"input\" (the input size rounded to multiples of 8), a longer side such as \"768\", "
-          "or \"\" for the default (longer side 512, aspect kept)", DEFAULT_SIZE, flags));
-  g_object_class_install_property (gobject_class, PROP_SEED,
-      g_param_spec_uint64 ("seed", "Seed", "Random seed for the keyframe choice", 0, G_MAXUINT64,
-          d->seed, flags));
-  g_object_class_install_property (gobject_class, PROP_THREADS,
-      g_param_spec_int ("threads", "Threads",
-          "Worker threads (a process-wide setting of libtokenflow); 0 = one per core",
-          0, MAX_THREADS, d->threads, flags));
+  /* One property per library option, in the table's order; property id = index + 1. */
+  while (tf_option ((int) gst_token_flow_n_settings) != NULL)
+    gst_token_flow_n_settings++;
+  gst_token_flow_settings = g_new0 (GstTokenFlowSetting, gst_token_flow_n_settings);
+  for (i = 0; i < gst_token_flow_n_settings; i++) {
+    GstTokenFlowSetting *setting = &gst_token_flow_settings[i];
+    GParamSpec *pspec;
+
+    setting->option = tf_option ((int) i);
+    pspec = make_pspec (setting->option);
+    if (pspec == NULL)
+      continue;
+    /* An option named like an inherited property ("name", "parent") would clash with it. */
+    if (g_object_class_find_property (gobject_class, g_param_spec_get_name (pspec)) != NULL) {
+      GST_WARNING ("option %s clashes with an existing property: not installed",
+          setting->option->name);
+      g_param_spec_sink (pspec);
+      continue;
+    }
+    setting->pspec = pspec;
+    g_object_class_install_property (gobject_class, i + 1, pspec);
+  }
 
   gst_element_class_set_static_metadata (element_class, "TokenFlow video editor",
       "Filter/Effect/Video",
@@ -1113,8 +1106,6 @@ gst_token_flow_class_init (GstTokenFlowClass * klass)
   gst_element_class_add_static_pad_template (element_class, &sink_template);
   gst_element_class_add_static_pad_template (element_class, &src_template);
   element_class->change_state = GST_DEBUG_FUNCPTR (gst_token_flow_change_state);
-
-  gst_type_mark_as_plugin_api (GST_TYPE_TOKEN_FLOW_METHOD, 0);
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -1124,8 +1115,10 @@ static gboolean
 plugin_init (GstPlugin * plugin)
 {
   GST_DEBUG_CATEGORY_INIT (gst_token_flow_debug, "tokenflow", 0, "TokenFlow video editing");
-  if ((tf_version () >> 16) != TOKENFLOW_VERSION_MAJOR) {
-    GST_ERROR ("libtokenflow %s is loaded, this plugin was built for %s (major version differs)",
+  /* Before 1.0 a minor version may change the ABI (tokenflow.h), so 0.x needs the same minor too. */
+  if ((tf_version () >> 16) != TOKENFLOW_VERSION_MAJOR || (TOKENFLOW_VERSION_MAJOR == 0
+          && ((tf_version () >> 8) & 0xff) != TOKENFLOW_VERSION_MINOR)) {
+    GST_ERROR ("libtokenflow %s is loaded, this plugin was built for %s (the ABI differs)",
         tf_version_string (), GST_TOKENFLOW_PLUGIN_VERSION);
     return FALSE;
   }
@@ -1137,6 +1130,8 @@ plugin_init (GstPlugin * plugin)
 #define PACKAGE "tokenflow"
 #endif
 
+/* The project is MIT-licensed; "MIT/X11" is GStreamer's name for the MIT licence (a plain "MIT" is
+ * logged as an unknown licence when the plugin is loaded). */
 GST_PLUGIN_DEFINE (GST_VERSION_MAJOR, GST_VERSION_MINOR, tokenflow,
     "TokenFlow text-driven video editing (libtokenflow)", plugin_init,
-    GST_TOKENFLOW_PLUGIN_VERSION, "unknown", PACKAGE, "TokenFlow engine, Examples/gstreamer")
+    GST_TOKENFLOW_PLUGIN_VERSION, "MIT/X11", PACKAGE, "TokenFlow engine, Examples/gstreamer")

@@ -2,7 +2,7 @@ import CTokenFlowABI
 import Diffusion
 import Glibc
 import Tensors
-import TokenFlow
+import VideoEditing
 
 /// What a TFContext points to: one clip's frames, its edit, and the last error message.
 ///
@@ -10,34 +10,40 @@ import TokenFlow
 final class Context {
     enum State { case collecting, edited, failed }
 
-    /// Frame and working sizes larger than this per side are refused: far above any video size, and it
-    /// keeps every byte count well inside Int.
+    /// Frames larger than this per side are refused: far above any video size, and it keeps every byte
+    /// count well inside Int.
     static let maxSide: Int32 = 1 << 15
 
-    private var session: EditSession
-    private let keyframes: [Int32]
+    private let pipeline: EditPipeline
+    /// The explicit keyframe schedule (tf_set_keyframes) as sent, steps x batches flat; empty: drawn with
+    /// the seed. Shaped at tf_run, once the frame count (hence the number of batches) is known.
+    private var keyframes: [Int32] = []
     private var state = State.collecting
     private var inputs: [Frame] = []
     private var timestamps: [Int64] = []
     private var outputs: [Frame] = []
     private var nextOutput = 0
-    /// The frame tf_get_frame handed out last; reused for every frame (they all have one size).
+    /// The frame tf_get_frame handed out last; its pixels are reused for every frame (they all have one size).
     private var outputBuffer: UnsafeMutableBufferPointer<UInt8>?
+    /// What tf_get_frame points the host to, at a fixed address for the context's life. Allocated at the
+    /// first tf_get_frame (an allocation in init would leak when init throws: deinit does not run then).
+    private var outputFrame: UnsafeMutablePointer<TFFrame>?
     /// tf_last_error's string for this context (malloc'd), nil until an error occurs.
     private var message: UnsafeMutablePointer<CChar>?
 
-    init(_ request: OpenRequest) throws {
-        let model = try ModelCache.shared.model(at: request.modelPath)
-        // EditSession reports scheduler problems as invalid settings; check the model's own scheduler
+    init(_ settings: EditSettings) throws {
+        let modelPath = try ModelLocation.resolve(settings.model, binary: tokenflow_library_file().map { String(cString: $0) })
+        let model = try ModelCache.shared.model(at: modelPath)
+        // EditPipeline reports scheduler problems as invalid settings; check the model's own scheduler
         // config first so that an unsupported one is reported as such (TF_ENOTSUP).
-        _ = try DDIMScheduler(config: model.schedulerConfig, file: "\(request.modelPath)/scheduler/scheduler_config.json")
-        session = try EditSession(model: model, settings: request.settings)
-        keyframes = request.keyframes
-        Threading.configure(threads: request.threads)
+        _ = try DDIMScheduler(config: model.schedulerConfig, file: "\(modelPath)/scheduler/scheduler_config.json")
+        pipeline = try EditPipeline(model: model, settings: settings)
+        Threading.configure(threads: settings.threads)
     }
 
     deinit {
         outputBuffer?.deallocate()
+        outputFrame?.deallocate()
         free(message)
     }
 
@@ -84,6 +90,19 @@ final class Context {
         timestamps.append(pts)
     }
 
+    func setKeyframes(_ pointer: UnsafePointer<Int32>?, count: UInt) throws {
+        switch state {
+        case .collecting: break
+        case .edited: throw CError(TF_EPERM, "tf_set_keyframes after tf_run: a context edits one clip")
+        case .failed: throw failedError
+        }
+        // A bound far above any real schedule (1000 steps x thousands of batches) that keeps sizes sane.
+        guard count <= 1 << 28 else { throw CError(TF_EINVAL, "keyframe count \(count) is too large") }
+        if count == 0 { keyframes = []; return }
+        guard let pointer else { throw CError(TF_EINVAL, "keyframes is NULL but count is \(count)") }
+        keyframes = Array(UnsafeBufferPointer(start: pointer, count: Int(count)))
+    }
+
     func run(_ callback: TFProgressCallback?, _ opaque: UnsafeMutableRawPointer?) throws {
         switch state {
         case .collecting: break
@@ -92,10 +111,12 @@ final class Context {
         }
         do {
             guard !inputs.isEmpty else { throw CError(TF_EINVAL, "no frames to edit: send them with tf_send_frame before tf_run") }
-            let session = try sessionForClip()
-            let result = try session.run(inputs) { progress in
+            let result = try pipeline.run(inputs, keyframes: try shapedKeyframes()) { progress in
                 guard let callback else { return true }
-                return callback(opaque, Self.stage(progress.stage), Int32(clamping: progress.completed), Int32(clamping: progress.total)) == 0
+                var report = TFProgress(stage: Self.stage(progress.stage), stage_name: stageNames[progress.stage],
+                                        completed: Int32(clamping: progress.completed), total: Int32(clamping: progress.total),
+                                        step: Int32(clamping: progress.step), steps: Int32(clamping: progress.steps))
+                return callback(opaque, &report) == 0
             }
             outputs = result.frames
             inputs = []
@@ -107,22 +128,17 @@ final class Context {
         }
     }
 
-    /// The session, with the explicit keyframe schedule shaped as steps x batches for this clip's
-    /// frame count and checked before the (long) run starts.
-    private func sessionForClip() throws -> EditSession {
-        if keyframes.isEmpty { return session }
-        let batchSize = session.settings.batchSize
+    /// The explicit keyframe schedule shaped as steps x batches for this clip's frame count.
+    private func shapedKeyframes() throws -> [[Int]]? {
+        if keyframes.isEmpty { return nil }
+        let batchSize = pipeline.settings.batchSize
         let batches = (inputs.count + batchSize - 1) / batchSize
         guard keyframes.count % batches == 0 else {
-            throw CError(TF_EINVAL, "keyframes_count \(keyframes.count) is not steps x batches: \(inputs.count) frames in batches of \(batchSize) make \(batches) batches")
+            throw CError(TF_EINVAL, "\(keyframes.count) keyframes are not steps x batches: \(inputs.count) frames in batches of \(batchSize) make \(batches) batches")
         }
-        var settings = session.settings
-        settings.keyframes = Swift.stride(from: 0, to: keyframes.count, by: batches).map { start in
+        return Swift.stride(from: 0, to: keyframes.count, by: batches).map { start in
             keyframes[start..<(start + batches)].map { Int($0) }
         }
-        let clipSession = try EditSession(model: session.model, settings: settings)
-        _ = try clipSession.keyframeSchedule(frameCount: inputs.count)
-        return clipSession
     }
 
     private static func stage(_ stage: EditProgress.Stage) -> Int32 {
@@ -136,7 +152,7 @@ final class Context {
         return Int32(value.rawValue)
     }
 
-    func nextFrame(into frame: UnsafeMutablePointer<TFFrame>) throws {
+    func nextFrame(into frame: UnsafeMutablePointer<UnsafePointer<TFFrame>?>) throws {
         switch state {
         case .collecting: throw CError(TF_EPERM, "tf_get_frame before tf_run: nothing has been edited yet")
         case .edited: break
@@ -149,8 +165,15 @@ final class Context {
         _ = buffer.update(fromContentsOf: output.pixels)
         // The host now holds the only copy it needs; free frames as they are returned.
         outputs[nextOutput].pixels = []
-        frame.pointee = TFFrame(data: UnsafePointer(buffer.baseAddress), width: Int32(output.width), height: Int32(output.height),
-                                stride: output.width * 3, pts: timestamps[nextOutput])
+        let handedOut = outputFrame ?? UnsafeMutablePointer<TFFrame>.allocate(capacity: 1)
+        outputFrame = handedOut
+        handedOut.initialize(to: TFFrame(data: UnsafePointer(buffer.baseAddress), width: Int32(output.width),
+                                         height: Int32(output.height), stride: output.width * 3, pts: timestamps[nextOutput]))
         nextOutput += 1
+        frame.pointee = UnsafePointer(handedOut)
     }
 }
+
+/// TFProgress.stage_name strings, static for the callback's lifetime rule.
+nonisolated(unsafe) private let stageNames: [EditProgress.Stage: UnsafePointer<CChar>] = Dictionary(
+    uniqueKeysWithValues: EditProgress.Stage.allCases.map { ($0, UnsafePointer(strdup($0.rawValue)!)) })

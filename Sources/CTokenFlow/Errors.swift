@@ -2,7 +2,7 @@ import CTokenFlowABI
 import Diffusion
 import Glibc
 import Tensors
-import TokenFlow
+import VideoEditing
 
 /// A failure at the C boundary: the code a tf_* function returns and the message tf_last_error gives.
 struct CError: Error {
@@ -29,8 +29,9 @@ struct CError: Error {
             switch error {
             case .cancelled: return TF_ECANCELED
             case .invalidSettings, .invalidClip: return TF_EINVAL
-            case .model: return TF_EIO
             }
+        case is ModelLocation.MissingModel:
+            return TF_ENOENT
         case let error as ModelError:
             switch error {
             case .missingFile: return TF_ENOENT

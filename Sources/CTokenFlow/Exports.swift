@@ -1,18 +1,18 @@
 // The functions of Include/tokenflow.h. Only the C boundary lives here (argument checks, the context's
-// state machine, copies, error codes and messages); the editing is TokenFlow's EditSession.
+// state machine, copies, error codes and messages); the settings are VideoEditing's SettingsTable and the
+// editing its EditPipeline.
 //
 // Nothing may trap into the host: every argument is checked before it reaches Swift code that could
 // trap on it (array bounds, integer overflow, preconditions), and every thrown error becomes a code.
 
 import CTokenFlowABI
 import Glibc
-import TokenFlow
+import VideoEditing
 
 let versionString = "\(TOKENFLOW_VERSION_MAJOR).\(TOKENFLOW_VERSION_MINOR).\(TOKENFLOW_VERSION_PATCH)"
 
 // C strings handed to callers with static lifetime: built once, never freed, never written.
 nonisolated(unsafe) private let versionCString = UnsafePointer(strdup(versionString)!)
-nonisolated(unsafe) private let defaultNegativePrompt = UnsafePointer(strdup(EditSettings().negativePrompt)!)
 
 @_cdecl("tf_version")
 public func tf_version() -> UInt32 {
@@ -38,38 +38,78 @@ public func tf_strerror(_ code: Int32) -> UnsafePointer<CChar> {
     }
 }
 
-@_cdecl("tf_default_settings")
-public func tf_default_settings(_ settings: UnsafeMutablePointer<TFSettings>?) {
-    guard let settings else { return }
-    let defaults = EditSettings()
-    var s = TFSettings() // all zero: NULL strings and keyframes, zero reserved tail, 0 x 0 working size
-    s.struct_size = MemoryLayout<TFSettings>.size
-    s.negative_prompt = defaultNegativePrompt
-    s.method = Int32(TF_METHOD_TOKENFLOW.rawValue)
-    s.steps = Int32(defaults.steps)
-    s.inversion_steps = Int32(defaults.inversionSteps)
-    s.guidance_scale = defaults.guidanceScale
-    s.batch_size = Int32(defaults.batchSize)
-    s.pnp_attn_t = defaults.pnpAttentionThreshold
-    s.pnp_f_t = defaults.pnpFeatureThreshold
-    s.strength = defaults.strength
-    s.seed = defaults.seed
-    if case .longerSide(let side) = defaults.workingSize { s.working_longer_side = Int32(side) }
-    settings.pointee = s
+@_cdecl("tf_option")
+public func tf_option(_ index: Int32) -> UnsafePointer<TFOption>? {
+    let options = OptionTable.options
+    guard index >= 0, Int(index) < options.count else { return nil }
+    return UnsafePointer(options.baseAddress! + Int(index))
+}
+
+@_cdecl("tf_settings_new")
+public func tf_settings_new(_ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    withoutContext {
+        guard let out else { throw CError(TF_EINVAL, "tf_settings_new: out is NULL") }
+        out.pointee = OpaquePointer(Unmanaged.passRetained(SettingsHandle()).toOpaque())
+    }
+}
+
+@_cdecl("tf_settings_set")
+public func tf_settings_set(_ handle: OpaquePointer?, _ name: UnsafePointer<CChar>?, _ value: UnsafePointer<CChar>?) -> Int32 {
+    withoutContext {
+        guard let handle else { throw CError(TF_EINVAL, "tf_settings_set: settings is NULL") }
+        guard let name else { throw CError(TF_EINVAL, "tf_settings_set: name is NULL") }
+        guard let key = String(validatingCString: name) else { throw CError(TF_EINVAL, "tf_settings_set: the name is not valid UTF-8") }
+        var text = ""
+        if let value {
+            guard let valid = String(validatingCString: value) else { throw CError(TF_EINVAL, "\(key): the value is not valid UTF-8") }
+            text = valid
+        }
+        try SettingsTable.set(key, text, in: &settings(handle).settings)
+    }
+}
+
+@_cdecl("tf_settings_get")
+public func tf_settings_get(_ handle: OpaquePointer?, _ name: UnsafePointer<CChar>?) -> UnsafePointer<CChar>? {
+    guard let handle, let name, let key = String(validatingCString: name) else { return nil }
+    return settings(handle).value(key)
+}
+
+@_cdecl("tf_settings_free")
+public func tf_settings_free(_ handle: UnsafeMutablePointer<OpaquePointer?>?) {
+    guard let handle, let pointer = handle.pointee else { return }
+    Unmanaged<SettingsHandle>.fromOpaque(UnsafeRawPointer(pointer)).release()
+    handle.pointee = nil
+}
+
+private func settings(_ handle: OpaquePointer) -> SettingsHandle {
+    Unmanaged<SettingsHandle>.fromOpaque(UnsafeRawPointer(handle)).takeUnretainedValue()
 }
 
 @_cdecl("tf_open")
-public func tf_open(_ out: UnsafeMutablePointer<OpaquePointer?>?, _ settings: UnsafePointer<TFSettings>?) -> Int32 {
-    do {
+public func tf_open(_ out: UnsafeMutablePointer<OpaquePointer?>?, _ handle: OpaquePointer?) -> Int32 {
+    withoutContext {
         guard let out else { throw CError(TF_EINVAL, "tf_open: out is NULL") }
         out.pointee = nil
-        guard let settings else { throw CError(TF_EINVAL, "tf_open: settings is NULL (initialise them with tf_default_settings)") }
-        let context = try Context(OpenRequest(settings))
+        guard let handle else { throw CError(TF_EINVAL, "tf_open: settings is NULL (create them with tf_settings_new)") }
+        let context = try Context(settings(handle).settings)
         out.pointee = OpaquePointer(Unmanaged.passRetained(context).toOpaque())
+    }
+}
+
+/// Runs `body` for a call that has no context: a thrown error becomes the return code and this thread's
+/// message (tf_last_error(NULL)).
+private func withoutContext(_ body: () throws -> Void) -> Int32 {
+    returnCode(body, reportingTo: ThreadError.set)
+}
+
+/// TF_OK, or the code of the error `body` throws, whose message goes to `report`.
+private func returnCode(_ body: () throws -> Void, reportingTo report: (String) -> Void) -> Int32 {
+    do {
+        try body()
         return TF_OK
     } catch {
         let failure = CError(error)
-        ThreadError.set(failure.message)
+        report(failure.message)
         return failure.code
     }
 }
@@ -80,13 +120,19 @@ public func tf_send_frame(_ ctx: OpaquePointer?, _ rgb: UnsafePointer<UInt8>?, _
     withContext(ctx, "tf_send_frame") { try $0.send(rgb, width: width, height: height, stride: stride, pts: pts) }
 }
 
+@_cdecl("tf_set_keyframes")
+public func tf_set_keyframes(_ ctx: OpaquePointer?, _ keyframes: UnsafePointer<Int32>?, _ count: Int) -> Int32 {
+    // size_t arrives as Int: read its bits as the unsigned count the host passed.
+    withContext(ctx, "tf_set_keyframes") { try $0.setKeyframes(keyframes, count: UInt(bitPattern: count)) }
+}
+
 @_cdecl("tf_run")
 public func tf_run(_ ctx: OpaquePointer?, _ callback: TFProgressCallback?, _ opaque: UnsafeMutableRawPointer?) -> Int32 {
     withContext(ctx, "tf_run") { try $0.run(callback, opaque) }
 }
 
 @_cdecl("tf_get_frame")
-public func tf_get_frame(_ ctx: OpaquePointer?, _ frame: UnsafeMutablePointer<TFFrame>?) -> Int32 {
+public func tf_get_frame(_ ctx: OpaquePointer?, _ frame: UnsafeMutablePointer<UnsafePointer<TFFrame>?>?) -> Int32 {
     withContext(ctx, "tf_get_frame") { context in
         guard let frame else { throw CError(TF_EINVAL, "tf_get_frame: frame is NULL") }
         try context.nextFrame(into: frame)
@@ -118,12 +164,5 @@ private func withContext(_ handle: OpaquePointer?, _ function: String, _ body: (
         return TF_EINVAL
     }
     let context = context(handle)
-    do {
-        try body(context)
-        return TF_OK
-    } catch {
-        let failure = CError(error)
-        context.setError(failure.message)
-        return failure.code
-    }
+    return returnCode({ try body(context) }, reportingTo: context.setError)
 }

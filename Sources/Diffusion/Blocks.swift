@@ -7,11 +7,12 @@ public struct AttentionLayer: Sendable {
     public let toQ: Linear, toK: Linear, toV: Linear, toOut: Linear
     public let heads: Int
 
-    /// `qkvBias`: the VAE's attention has projection biases, the UNet's has none.
-    init(_ store: WeightStore, _ prefix: String, queryDim: Int, contextDim: Int, heads: Int, qkvBias: Bool) throws {
-        toQ = try Linear(store, "\(prefix).to_q", in: queryDim, out: queryDim, bias: qkvBias)
-        toK = try Linear(store, "\(prefix).to_k", in: contextDim, out: queryDim, bias: qkvBias)
-        toV = try Linear(store, "\(prefix).to_v", in: contextDim, out: queryDim, bias: qkvBias)
+    /// The UNet's transformer attention (diffusers' `Attention` with `bias=False`): q/k/v projections have
+    /// no bias, to_out has one. (The VAE's attention, which has biases, is `VAEAttention`.)
+    init(_ store: WeightStore, _ prefix: String, queryDim: Int, contextDim: Int, heads: Int) throws {
+        toQ = try Linear(store, "\(prefix).to_q", in: queryDim, out: queryDim, bias: false)
+        toK = try Linear(store, "\(prefix).to_k", in: contextDim, out: queryDim, bias: false)
+        toV = try Linear(store, "\(prefix).to_v", in: contextDim, out: queryDim, bias: false)
         toOut = try Linear(store, "\(prefix).to_out.0", in: queryDim, out: queryDim)
         self.heads = heads
     }

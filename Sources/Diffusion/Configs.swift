@@ -66,7 +66,6 @@ public struct UNetConfig: Decodable, Sendable {
     public var freqShift: Float
     public var downsamplePadding: Int
     public var transformerLayersPerBlock: [Int]
-    public var upcastAttention: Bool
     public var sampleSize: Int
     /// Settings this engine does not implement, with the value found, for a clear refusal.
     var unsupported: [(key: String, value: String, supported: String)] = []
@@ -91,7 +90,10 @@ public struct UNetConfig: Decodable, Sendable {
         freqShift = try c("freq_shift", 0)
         downsamplePadding = try c("downsample_padding", 1)
         transformerLayersPerBlock = try c("transformer_layers_per_block", IntOrList.one(1)).expanded(to: levels)
-        upcastAttention = try c("upcast_attention", false)
+        // upcast_attention (true in SD 2.x 768) asks for attention scores in fp32 where the model runs in
+        // fp16; this engine computes attention in fp32 always, so both values are honoured. Read only to
+        // refuse a value of the wrong type.
+        let _: Bool = try c("upcast_attention", false)
         sampleSize = try c("sample_size", 64)
 
         func refuse(_ key: String, _ value: String, _ supported: String) { unsupported.append((key, value, supported)) }
@@ -127,7 +129,6 @@ public struct VAEConfig: Decodable, Sendable {
     public var layersPerBlock: Int
     public var normNumGroups: Int
     public var scalingFactor: Float
-    public var shiftFactor: Float?
     public var midBlockAddAttention: Bool
     public var useQuantConv: Bool
     public var usePostQuantConv: Bool
@@ -144,7 +145,11 @@ public struct VAEConfig: Decodable, Sendable {
         layersPerBlock = try c("layers_per_block", 1)
         normNumGroups = try c("norm_num_groups", 32)
         scalingFactor = try c("scaling_factor", 0.18215)
-        shiftFactor = try c.optional("shift_factor")
+        // shift_factor (SD3/Flux VAEs) shifts the latents; Stable Diffusion 1.x/2.x VAEs have none, and
+        // their pipelines (as diffusers' StableDiffusionPipeline) never apply one.
+        if let shift: Float = try c.optional("shift_factor"), shift != 0 {
+            unsupported.append(("shift_factor", "\(shift)", "null (a Stable Diffusion 1.x/2.x VAE)"))
+        }
         midBlockAddAttention = try c("mid_block_add_attention", true)
         useQuantConv = try c("use_quant_conv", true)
         usePostQuantConv = try c("use_post_quant_conv", true)

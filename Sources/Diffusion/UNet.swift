@@ -31,9 +31,9 @@ public struct TransformerBlock: Sendable {
     init(_ store: WeightStore, _ path: String, dim: Int, heads: Int, contextDim: Int) throws {
         self.path = path
         norm1 = try LayerNorm(store, "\(path).norm1", width: dim, eps: 1e-5)
-        attn1 = try AttentionLayer(store, "\(path).attn1", queryDim: dim, contextDim: dim, heads: heads, qkvBias: false)
+        attn1 = try AttentionLayer(store, "\(path).attn1", queryDim: dim, contextDim: dim, heads: heads)
         norm2 = try LayerNorm(store, "\(path).norm2", width: dim, eps: 1e-5)
-        attn2 = try AttentionLayer(store, "\(path).attn2", queryDim: dim, contextDim: contextDim, heads: heads, qkvBias: false)
+        attn2 = try AttentionLayer(store, "\(path).attn2", queryDim: dim, contextDim: contextDim, heads: heads)
         norm3 = try LayerNorm(store, "\(path).norm3", width: dim, eps: 1e-5)
         feedForwardIn = try Linear(store, "\(path).ff.net.0.proj", in: dim, out: dim * 8)
         feedForwardOut = try Linear(store, "\(path).ff.net.2", in: dim * 4, out: dim)

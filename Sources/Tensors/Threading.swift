@@ -10,7 +10,7 @@ import Glibc
 /// Policy: OpenBLAS always runs single-threaded and every kernel (GEMM included) splits its own work
 /// into `threadCount` parts run by `parallelFor`. OpenBLAS's own workers keep spinning for ~0.1 s
 /// after each call, so mixing them with our loops oversubscribes the cores; single-threaded OpenBLAS
-/// plus our row split was measured at the same GEMM throughput (see DESIGN.md).
+/// plus our row split was measured at the same GEMM throughput (2-core Zen 5, session 1 benchmarks).
 public enum Threading {
     /// 0 = one per online core. Atomic: contexts on other threads may read it while one configures.
     private static let configuredThreads = Atomic<Int>(0)

@@ -1,6 +1,6 @@
 import Foundation
 import Tensors
-import TokenFlow
+import VideoEditing
 
 /// One kernel at one Stable Diffusion shape; `run` is timed, `flops` is its floating-point work.
 struct KernelCase {

@@ -1,7 +1,7 @@
 import Foundation
 import Diffusion
 import Tensors
-import TokenFlow
+import VideoEditing
 
 // tokenflow-bench: kernel throughput at Stable Diffusion shapes, side by side with PyTorch.
 //   tokenflow-bench kernels [--threads N] [--python PATH]   GFLOP/s table (PyTorch column when PATH runs torch)
@@ -84,7 +84,7 @@ case "edit":
         settings.steps = 10
         settings.inversionSteps = 10
         settings.workingSize = .input
-        let session = try EditSession(model: model, settings: settings)
+        let session = try EditPipeline(model: model, settings: settings)
         var stages: [EditProgress.Stage: Double] = [:]
         var stageStart = DispatchTime.now().uptimeNanoseconds, current: EditProgress.Stage?
         let seconds = medianSeconds(repeats: Int(option("--repeats") ?? "") ?? 5) {

@@ -3,7 +3,7 @@ import CVideoIO
 import Diffusion
 import Foundation
 import Tensors
-import TokenFlow
+import VideoEditing
 
 /// A failure while running a command (not a usage error, so no usage text is printed).
 struct CommandError: Error, CustomStringConvertible {
@@ -20,20 +20,18 @@ func printErr(_ message: String) {
     FileHandle.standardError.write((message + "\n").data(using: .utf8)!)
 }
 
-/// The model the user named, else $TOKENFLOW_MODEL, else the install's default model folder.
-func resolveModelDirectory(_ option: String?) throws -> String {
-    if let option { return option }
-    if let environment = ProcessInfo.processInfo.environment["TOKENFLOW_MODEL"], !environment.isEmpty { return environment }
-    let fallback = defaultModelDirectory()
-    if FileManager.default.fileExists(atPath: fallback + "/model_index.json") { return fallback }
-    throw CommandError("no model given: pass --model DIR (a diffusers folder such as stable-diffusion-2-1-base), set TOKENFLOW_MODEL, or run `tokenflow install-model DIR` (installs to \(fallback))")
+/// The running executable, links resolved (the install prefix is found beside it).
+func executablePath() -> String {
+    (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
 }
 
-/// <prefix>/share/tokenflow/model, with <prefix> the parent of the folder holding this executable.
-func defaultModelDirectory() -> String {
-    let executable = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-    return executable.deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("share/tokenflow/model").path
+/// --keyframes FILE: JSON, one list of keyframe indices per sampling step.
+func readKeyframes(_ path: String?) throws -> [[Int]]? {
+    guard let path else { return nil }
+    guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("cannot read keyframe file '\(path)'") }
+    do { return try JSONDecoder().decode([[Int]].self, from: data) } catch {
+        throw ValidationError("keyframe file '\(path)' must be JSON like [[3, 10], [5, 12]] (one list per step): \(error)")
+    }
 }
 
 func installModel(from source: String, to target: String, link: Bool) throws {
@@ -123,23 +121,23 @@ func writeClip(_ frames: [Frame], like source: DecodedClip, to path: String, aud
     }
 }
 
-func runEdit(input: String, output: String, settings: EditSettings, engine: EngineOptions, edit: EditOptions) throws {
-    let model = try engine.loadModel()
-    let session = try EditSession(model: model, settings: settings)
+func runEdit(input: String, output: String, settings: EditSettings, keyframes: [[Int]]?, inversionFile: String?,
+             saveLatents: String?) throws {
+    let pipeline = try EditPipeline(model: try loadModel(settings), settings: settings)
     let clip = try readClip(input)
     let display = ProgressDisplay()
     let result: EditResult
-    if let file = edit.inversion {
+    if let file = inversionFile {
         let inversion = try Inversion.load(from: file)
         guard inversion.latents.shape[0] == clip.frames.count,
               inversion.inputWidth == clip.frames[0].width, inversion.inputHeight == clip.frames[0].height else {
             throw CommandError("inversion '\(file)' was made from a clip of \(inversion.latents.shape[0]) frames at \(inversion.inputWidth)x\(inversion.inputHeight), not this input (\(clip.frames.count) frames at \(clip.frames[0].width)x\(clip.frames[0].height))")
         }
-        result = try session.edit(inversion, progress: display.handler)
+        result = try pipeline.edit(inversion, keyframes: keyframes, progress: display.handler)
     } else {
-        result = try session.run(clip.frames, progress: display.handler)
+        result = try pipeline.run(clip.frames, keyframes: keyframes, progress: display.handler)
     }
-    if let saveLatents = edit.saveLatents { try saveLatentFile(result, to: saveLatents) }
+    if let saveLatents { try saveLatentFile(result, to: saveLatents) }
     try writeClip(result.frames, like: clip, to: output, audioFrom: input)
     printErr("wrote \(output) (\(result.frames.count) frames)")
 }
@@ -197,7 +195,8 @@ final class ProgressDisplay {
         let elapsed = Date().timeIntervalSince(stageStart)
         let remaining = report.completed > 0 ? elapsed / Double(report.completed) * Double(report.total - report.completed) : 0
         let eta = report.completed < report.total ? " ETA \(formatDuration(remaining))" : " done in \(formatDuration(elapsed))"
-        let label = "\(report.stage.rawValue) \(report.completed)/\(report.total)"
+        let unit = report.stage == .encoding || report.stage == .decoding ? "frame" : "step"
+        let label = "\(report.stage.rawValue) \(unit) \(report.step)/\(report.steps)"
         if isTerminal {
             let width = 30, filled = report.total > 0 ? width * report.completed / report.total : width
             let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)

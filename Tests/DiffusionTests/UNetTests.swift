@@ -47,4 +47,23 @@ final class UNetTests: XCTestCase {
         XCTAssertTrue(recorder.attentionBlocks.contains("up_blocks.1.attentions.1.transformer_blocks.0"))
         XCTAssertTrue(recorder.resnets.contains("up_blocks.1.resnets.1"))
     }
+
+    /// upcast_attention (true in SD 2.x 768 checkpoints) asks for fp32 attention scores; attention always
+    /// runs in fp32 here, so such a model loads and gives exactly the same output. A value of the wrong
+    /// type is refused.
+    func testUpcastAttentionIsHonouredByFP32Attention() throws {
+        let source = tinyModelDirectory("sd2-tiny") + "/unet"
+        let weights = try readComponentTensors("\(source)/diffusion_pytorch_model.safetensors")
+        var config = try readComponentConfig(source)
+        config["upcast_attention"] = true
+        let upcast = try UNet(directory: try writeComponentCopy(self, config: config, weights: weights,
+                                                                weightsFile: "diffusion_pytorch_model.safetensors"))
+        let expected = try expectedOutputs("sd2-tiny")
+        let sample = try expected.tensor("unet.sample"), context = try expected.tensor("unet.encoder_hidden_states")
+        XCTAssertEqual(upcast(sample, timesteps: [500], context: context).scalars,
+                       try UNet(directory: source)(sample, timesteps: [500], context: context).scalars)
+        config["upcast_attention"] = "yes"
+        let wrongType = try writeComponentCopy(self, config: config, weights: weights, weightsFile: "diffusion_pytorch_model.safetensors")
+        XCTAssertThrowsError(try UNet(directory: wrongType)) { XCTAssertTrue("\($0)".contains("upcast_attention"), "\($0)") }
+    }
 }

@@ -215,6 +215,8 @@ final class VAETests: XCTestCase {
         let cases: [(key: String, value: Any, shown: String, supported: String)] = [
             ("act_fn", "relu", "relu", "silu"),
             ("down_block_types", Array(repeating: "AttnDownEncoderBlock2D", count: 4), "AttnDownEncoderBlock2D", "DownEncoderBlock2D"),
+            // An SD3/Flux VAE's latent shift: Stable Diffusion 1.x/2.x pipelines never apply one.
+            ("shift_factor", 0.0609, "0.0609", "null (a Stable Diffusion 1.x/2.x VAE)"),
         ]
         for entry in cases {
             var config = try readComponentConfig(source)

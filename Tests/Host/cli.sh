@@ -10,7 +10,7 @@ work=$(mktemp -d /tmp/tokenflow-cli-test.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 cc -O1 -o "$work/clip_tool" Tests/Host/c/clip_tool.c -lavformat -lavcodec -lavutil -lm || { echo "FAIL cli: cannot build clip_tool"; exit 1; }
 tool=$work/clip_tool
-quick=(--model "$model" --steps 2 --inversion-steps 2 --size input --batch-size 4)
+quick=(--model "$model" --steps 2 --inversion_steps 2 --size input --batch_size 4)
 
 "$tool" make "$work/in.nut" 10 64 48 audio
 expect "cli probe input" grep -q "frames=10 width=64 height=48 fps=10/1 audio=pcm_s16le" <("$tool" probe "$work/in.nut")
@@ -22,7 +22,7 @@ expect "cli edit exits 0" test $? -eq 0
 probe=$("$tool" probe "$work/out.mp4")
 expect "cli mp4 keeps count, size and rate" grep -q "frames=10 width=64 height=48 fps=10/1" <<<"$probe"
 expect "cli mp4 keeps timestamps" test "$(sed -n 's/^times=//p' <<<"$probe")" = "$input_times"
-expect "cli prints progress" grep -q "progress: sampling" "$work/edit.log"
+expect "cli prints progress in steps" grep -q "progress: sampling step 2/2" "$work/edit.log"
 
 # mkv -> mkv copies the PCM audio.
 "$cli" edit "$work/in.nut" "$work/out.mkv" --prompt "a marble statue" "${quick[@]}" > /dev/null 2>&1
@@ -58,7 +58,7 @@ expect "cli info describes the model" grep -q "unet: block_out_channels \[8, 16,
 expect "cli info counts parameters" grep -q "unet/diffusion_pytorch_model.safetensors: .* parameters (F32)" "$work/info.log"
 "$cli" install-model "$model" --destination "$work/share/model" > /dev/null 2>&1
 expect "cli install-model copies a valid model" test -f "$work/share/model/unet/config.json"
-TOKENFLOW_MODEL="$work/share/model" "$cli" edit "$work/in.nut" "$work/env.mp4" --prompt x --steps 2 --inversion-steps 2 --size input > /dev/null 2>&1
+TOKENFLOW_MODEL="$work/share/model" "$cli" edit "$work/in.nut" "$work/env.mp4" --prompt x --steps 2 --inversion-steps 2 --size=input > /dev/null 2>&1
 expect "cli uses TOKENFLOW_MODEL" test -s "$work/env.mp4"
 
 # Bad input: clear message, non-zero exit, no output file.
@@ -70,11 +70,13 @@ bad() { # NAME EXPECTED-MESSAGE ARGS...
     else fail "$name" "exit $status, output: $(head -c 300 "$work/err.log")"; fi
 }
 bad "cli missing model" "missing model file" edit "$work/in.nut" "$work/bad.mp4" --prompt x --model "$work/nope"
-bad "cli steps 0" "steps must be between 1 and 1000" edit "$work/in.nut" "$work/bad.mp4" --prompt x --model "$model" --steps 0
-bad "cli threshold out of range" "pnp_attn_t must be in \[0, 1\]" edit "$work/in.nut" "$work/bad.mp4" --prompt x --model "$model" --pnp-attn-t 2
-bad "cli unknown method" "must be tokenflow, sdedit or reconstruct" edit "$work/in.nut" "$work/bad.mp4" --prompt x --model "$model" --method bogus
+bad "cli steps 0" "steps: '0' is not allowed: expected an integer from 1 to 1000" edit "$work/in.nut" "$work/bad.mp4" --prompt x --model "$model" --steps 0
+bad "cli threshold out of range" "pnp_attn_t: '2' is not allowed: expected a number from 0 to 1" edit "$work/in.nut" "$work/bad.mp4" --prompt x --model "$model" --pnp-attn-t 2
+bad "cli unknown method" "method: 'bogus' is not allowed: expected one of tokenflow, sdedit, reconstruct" edit "$work/in.nut" "$work/bad.mp4" --prompt x --model "$model" --method bogus
 bad "cli missing input" "cannot open input" edit "$work/none.nut" "$work/bad.mp4" --prompt x "${quick[@]}"
-bad "cli bad size" "--size must be WxH" edit "$work/in.nut" "$work/bad.mp4" --prompt x --model "$model" --size 12
+bad "cli bad size" "size: '12x12' is not allowed: expected WxH (multiples of 8" edit "$work/in.nut" "$work/bad.mp4" --prompt x --model "$model" --size 12x12
+bad "cli unknown setting" "unknown option '--stepz'" edit "$work/in.nut" "$work/bad.mp4" --prompt x --model "$model" --stepz 2
+bad "cli setting without a value" "--steps needs a value" edit "$work/in.nut" "$work/bad.mp4" --prompt x --model "$model" --steps
 bad "cli no model anywhere" "no model given" edit "$work/in.nut" "$work/bad.mp4" --prompt x
 cp -rL "$model" "$work/corrupt"; truncate -s 100 "$work/corrupt/unet/diffusion_pytorch_model.safetensors"
 bad "cli corrupt weights" "diffusion_pytorch_model.safetensors" edit "$work/in.nut" "$work/bad.mp4" --prompt x --model "$work/corrupt"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The FFmpeg filter (ffmpeg-filter/): the ffmpeg built by ffmpeg-filter/build (scripts/setup.d/
 # 50-ffmpeg-filter.sh; cached, so running it here costs a second) with the tiny random-weight model.
-# Windows and the last partial window, pts and frame properties, byte equality with the C API, filter
-# chains, audio, progress lines, and bad options/models/inputs (non-zero exit, an error naming the problem,
-# no output file where ffmpeg allows it).
+# Windows and the last partial window, pts and frame properties, byte equality with the C API (with
+# non-default settings of every kind), filter chains, audio, progress lines, and bad options/models/inputs
+# (non-zero exit, an error naming the problem, no output file where ffmpeg allows it). The options
+# themselves are checked against the library's table by Tests/Host/options.sh.
 set -u
 cd "$(dirname "$0")/../.."
 source Tests/Host/support/check.sh
@@ -27,14 +28,11 @@ frame_bytes=$((64 * 48 * 3))
 # framemd5 lines "0, dts, pts, duration, size, hash" -> one field per frame
 md5_field() { grep '^0,' "$1" | tr -d ' ' | cut -d, -f"$2"; }
 
-# --- options ---------------------------------------------------------------------------------------
-ff -h filter=tokenflow > "$work/help.txt" 2>&1
-missing=""
-for option in model prompt negative_prompt inversion_prompt method tokenflow sdedit reconstruct steps inversion_steps \
-              guidance pnp_attn_t pnp_f_t strength batch_size window size seed threads; do
-    grep -Eq "^ +$option +" "$work/help.txt" || missing="$missing $option"
-done
-expect "ffmpeg-filter -h filter=tokenflow lists every option and method${missing:+ (missing:$missing)}" test -z "$missing"
+# The C API reference (Tests/Host/c/ffmpeg_filter_reference.c): edits to compare the filter's bytes with.
+reference=$work/reference
+cc -std=c99 -Wall -Wextra -Werror -O1 -o "$reference" Tests/Host/c/ffmpeg_filter_reference.c \
+    $(pkg-config --cflags --libs tokenflow) -Wl,-rpath,"$prefix/lib" 2> "$work/cc.log" ||
+    fail "ffmpeg-filter build the C API reference" "$(head -c 400 "$work/cc.log")"
 
 # --- two full windows and a partial one: 20 frames, window=8, irregular pts -------------------------
 # setpts makes the timestamps irregular, so they can only survive if the filter keeps the input's.
@@ -58,22 +56,29 @@ expect "ffmpeg-filter progress: inversion steps and decoding logged" bash -c \
     "grep -q 'window 1: inversion step 2/2' '$work/edited.log' && grep -q 'window 3: decoding 4/4 frames done' '$work/edited.log'"
 
 # --- byte equality with the C API on the same raw frames (two windows + a partial one) ----------------
+# The reference is given the same settings as text; the filter passes its AVOption values on as text.
 ff -filter_complex "$clip,format=rgb24" -f rawvideo "$work/in.rgb" 2> /dev/null
-ff -f rawvideo -pixel_format rgb24 -video_size 64x48 -framerate 10 -i "$work/in.rgb" -vf "tokenflow=$quick:window=8" \
-    -f rawvideo -pix_fmt rgb24 "$work/filter.rgb" 2> "$work/filter.log"
-if cc -std=c99 -Wall -Wextra -Werror -O1 -o "$work/reference" Tests/Host/c/ffmpeg_filter_reference.c \
-    $(pkg-config --cflags --libs tokenflow) -Wl,-rpath,"$prefix/lib" 2> "$work/cc.log"; then
-    "$work/reference" "$work/in.rgb" "$work/capi.rgb" 64 48 8 "$model" "a red car" 2 2 input > "$work/reference.log" 2>&1
-    expect "ffmpeg-filter output is byte-identical to the C API's (same settings, window=8, 20 frames)" bash -c \
-        "test -s '$work/capi.rgb' && test \$(stat -c %s '$work/filter.rgb') -eq $((20 * frame_bytes)) && cmp -s '$work/filter.rgb' '$work/capi.rgb'"
-    "$work/reference" "$work/in.rgb" "$work/capi-all.rgb" 64 48 0 "$model" "a red car" 2 2 input > /dev/null 2>&1
-    ff -f rawvideo -pixel_format rgb24 -video_size 64x48 -framerate 10 -i "$work/in.rgb" -vf "tokenflow=$quick" \
-        -f rawvideo "$work/filter-all.rgb" 2> /dev/null
-    expect "ffmpeg-filter window=0 (whole stream) is byte-identical to one C API run" cmp -s "$work/filter-all.rgb" "$work/capi-all.rgb"
-    expect "ffmpeg-filter windows change the result (window=8 differs from window=0)" bash -c "! cmp -s '$work/filter.rgb' '$work/filter-all.rgb'"
-else
-    fail "ffmpeg-filter build the C API reference" "$(head -c 400 "$work/cc.log")"
-fi
+raw_in=(-f rawvideo -pixel_format rgb24 -video_size 64x48 -framerate 10 -i "$work/in.rgb")
+quick_settings=("model=$model" "prompt=a red car" steps=2 inversion_steps=2 size=input)
+ff "${raw_in[@]}" -vf "tokenflow=$quick:window=8" -f rawvideo -pix_fmt rgb24 "$work/filter.rgb" 2> "$work/filter.log"
+"$reference" "$work/in.rgb" "$work/capi.rgb" 64 48 "${quick_settings[@]}" window=8 > "$work/reference.log" 2>&1
+expect "ffmpeg-filter output is byte-identical to the C API's (same settings, window=8, 20 frames)" bash -c \
+    "test -s '$work/capi.rgb' && test \$(stat -c %s '$work/filter.rgb') -eq $((20 * frame_bytes)) && cmp -s '$work/filter.rgb' '$work/capi.rgb'"
+"$reference" "$work/in.rgb" "$work/capi-all.rgb" 64 48 "${quick_settings[@]}" > /dev/null 2>&1
+ff "${raw_in[@]}" -vf "tokenflow=$quick" -f rawvideo "$work/filter-all.rgb" 2> /dev/null
+expect "ffmpeg-filter window=0 (whole stream) is byte-identical to one C API run" \
+    bash -c "test -s '$work/capi-all.rgb' && cmp -s '$work/filter-all.rgb' '$work/capi-all.rgb'"
+expect "ffmpeg-filter windows change the result (window=8 differs from window=0)" bash -c "! cmp -s '$work/filter.rgb' '$work/filter-all.rgb'"
+# Values of every AVOption type off their defaults: a choice (passed on by name), doubles (which the
+# filter passes as 17 digits, 0.55000000000000004, and the reference as typed), the largest seed (an
+# int64 option), a string; batches of 3 in windows of 7.
+tuned=(method=sdedit steps=4 inversion_steps=4 strength=0.55 guidance=3.3 seed=4294967295 negative_prompt=grey batch_size=3 window=7)
+ff "${raw_in[@]}" -vf "tokenflow=$quick:$(IFS=:; echo "${tuned[*]}")" -f rawvideo "$work/filter-tuned.rgb" 2> "$work/filter-tuned.log"
+"$reference" "$work/in.rgb" "$work/capi-tuned.rgb" 64 48 "${quick_settings[@]}" "${tuned[@]}" > "$work/reference-tuned.log" 2>&1
+expect "ffmpeg-filter non-default values of each option type reach the library unchanged (byte-identical to the C API)" bash -c \
+    "test -s '$work/capi-tuned.rgb' && cmp -s '$work/filter-tuned.rgb' '$work/capi-tuned.rgb' && ! cmp -s '$work/filter-tuned.rgb' '$work/filter.rgb'"
+expect "ffmpeg-filter progress: the step count is the library's (sdedit, steps=4, strength=0.55 -> 2 steps)" bash -c \
+    "grep -q 'window 3: sampling step 2/2 ' '$work/filter-tuned.log' && ! grep -q 'sampling step [0-9]*/4 ' '$work/filter-tuned.log'"
 
 # --- frame properties: pts, packet position, key frame and picture type from a real file --------------
 ff -filter_complex "$clip" -c:v libx264 -pix_fmt yuv420p "$work/clip.mp4" 2> /dev/null
@@ -135,8 +140,10 @@ bad "ffmpeg-filter bad: truncated unet weights" "unreadable or corrupt.*unet/dif
 bad "ffmpeg-filter bad: steps=0" "'steps' out of range" "$quick:steps=0"
 bad "ffmpeg-filter bad: pnp_attn_t=2" "'pnp_attn_t' out of range" "$quick:pnp_attn_t=2"
 bad "ffmpeg-filter bad: method=bogus" "Error setting option method to value bogus" "$quick:method=bogus"
-bad "ffmpeg-filter bad: inversion_steps not a multiple of steps" "inversion steps that are a multiple of steps" "$quick:steps=2:inversion_steps=3"
-bad "ffmpeg-filter bad: size=bogus" "Invalid size 'bogus'" "$quick:size=bogus"
+bad "ffmpeg-filter bad: inversion_steps not a multiple of steps" "inversion_steps that are a multiple of steps" "$quick:steps=2:inversion_steps=3"
+# The library parses sizes: its error, naming the option, reaches the log.
+bad "ffmpeg-filter bad: size=bogus" "Setting option 'size' failed.*bogus" "$quick:size=bogus"
+bad "ffmpeg-filter bad: size=hd720 (size names are not part of the grammar)" "Setting option 'size' failed.*hd720" "$quick:size=hd720"
 bad "ffmpeg-filter bad: size not a multiple of 8" "multiples of 8" "$quick:size=60x44"
 if [ ! -e "$prefix/share/tokenflow/model" ]; then
     bad "ffmpeg-filter bad: no model anywhere -> how to set one" "TOKENFLOW_MODEL" "steps=2:inversion_steps=2"

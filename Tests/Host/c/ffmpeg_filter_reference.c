@@ -1,11 +1,11 @@
-/* Reference for the FFmpeg filter tests (Tests/Host/ffmpeg-filter.sh): edits raw RGB24 frames with the C
- * API the way vf_tokenflow does (library defaults for every setting not given, one context per window of
- * WINDOW frames, 0 = all frames in one run), so its bytes can be compared with ffmpeg's rawvideo output.
+/* Reference for the FFmpeg filter tests (Tests/Host/ffmpeg-filter.sh).
  *
- *   ffmpeg_filter_reference IN.rgb OUT.rgb WIDTH HEIGHT WINDOW MODEL PROMPT STEPS INVERSION_STEPS SIZE
+ *   ffmpeg_filter_reference IN.rgb OUT.rgb WIDTH HEIGHT [NAME=VALUE ...]
  *
- * SIZE: "input" (working size = input rounded to multiples of 8) or WxH. pts are the frame indices and
- * are checked on the way out. */
+ * Edits raw RGB24 frames with the C API the way vf_tokenflow does: the library's defaults for every
+ * setting not given, each NAME=VALUE passed to tf_settings_set as text, and one context per window of
+ * `window` frames (read back with tf_settings_get; 0 = all frames in one run), so its bytes can be compared
+ * with ffmpeg's rawvideo output. pts are the frame indices and are checked on the way out. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,41 +30,40 @@ static int edit_window(const TFSettings *settings, unsigned char *frames, long f
     ret = tf_run(ctx, NULL, NULL);
     if (ret < 0) { fail("tf_run", ret, ctx); tf_close(&ctx); return 1; }
     for (long i = 0; i < count; i++) {
-        TFFrame out;
+        const TFFrame *out;
         ret = tf_get_frame(ctx, &out);
         if (ret < 0) { fail("tf_get_frame", ret, ctx); tf_close(&ctx); return 1; }
-        if (out.width != width || out.height != height || out.pts != first + i) {
+        if (out->width != width || out->height != height || out->pts != first + i) {
             fprintf(stderr, "ffmpeg_filter_reference: frame %ld came back as %dx%d pts %lld\n",
-                    first + i, out.width, out.height, (long long)out.pts);
+                    first + i, out->width, out->height, (long long)out->pts);
             tf_close(&ctx);
             return 1;
         }
         for (int y = 0; y < height; y++)
-            memcpy(frames + (first + i) * frame_size + (size_t)y * width * 3, out.data + y * out.stride, (size_t)width * 3);
+            memcpy(frames + (first + i) * frame_size + (size_t)y * width * 3, out->data + y * out->stride, (size_t)width * 3);
     }
     tf_close(&ctx);
     return 0;
 }
 
 int main(int argc, char **argv) {
-    if (argc != 11) {
-        fprintf(stderr, "usage: %s IN.rgb OUT.rgb WIDTH HEIGHT WINDOW MODEL PROMPT STEPS INVERSION_STEPS SIZE\n", argv[0]);
+    if (argc < 5) {
+        fprintf(stderr, "usage: %s IN.rgb OUT.rgb WIDTH HEIGHT [NAME=VALUE ...]\n", argv[0]);
         return 2;
     }
     int width = atoi(argv[3]), height = atoi(argv[4]);
-    long window = atol(argv[5]);
-    TFSettings settings;
-    tf_default_settings(&settings);
-    settings.model_path = argv[6];
-    settings.prompt = argv[7];
-    settings.steps = atoi(argv[8]);
-    settings.inversion_steps = atoi(argv[9]);
-    if (strcmp(argv[10], "input") == 0) {
-        settings.working_width = settings.working_height = -1;
-    } else if (sscanf(argv[10], "%dx%d", &settings.working_width, &settings.working_height) != 2) {
-        fprintf(stderr, "bad size %s\n", argv[10]);
-        return 2;
+    TFSettings *settings = NULL;
+    int ret = tf_settings_new(&settings);
+    if (ret < 0) return fail("tf_settings_new", ret, NULL);
+    for (int i = 5; i < argc; i++) {
+        char *equals = strchr(argv[i], '=');
+        if (!equals) { fprintf(stderr, "ffmpeg_filter_reference: %s is not NAME=VALUE\n", argv[i]); return 2; }
+        *equals = '\0';
+        ret = tf_settings_set(settings, argv[i], equals + 1);
+        if (ret < 0) return fail(argv[i], ret, NULL);
     }
+    const char *window_text = tf_settings_get(settings, "window");
+    long window = window_text ? atol(window_text) : 0;
 
     FILE *in = fopen(argv[1], "rb");
     if (!in) { perror(argv[1]); return 1; }
@@ -84,8 +83,9 @@ int main(int argc, char **argv) {
     if (window <= 0) window = count;
     for (long first = 0; first < count; first += window) {
         long n = count - first < window ? count - first : window;
-        if (edit_window(&settings, frames, first, n, width, height)) return 1;
+        if (edit_window(settings, frames, first, n, width, height)) return 1;
     }
+    tf_settings_free(&settings);
 
     FILE *out = fopen(argv[2], "wb");
     if (!out || fwrite(frames, 1, (size_t)bytes, out) != (size_t)bytes || fclose(out) != 0) { perror(argv[2]); return 1; }

@@ -5,7 +5,8 @@
  *
  *   gst_capi_reference MODEL WIDTH HEIGHT WINDOW STEPS INVERSION_STEPS PROMPT IN.rgb OUT.rgb
  *
- * IN.rgb / OUT.rgb: packed RGB24 frames (stride 3 * WIDTH), back to back. Exit status 0 on success.
+ * IN.rgb / OUT.rgb: packed RGB24 frames (stride 3 * WIDTH), back to back; the clip is edited at
+ * size=input. Exit status 0 on success.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +19,7 @@ edit_window (const TFSettings *s, const unsigned char *frames, int count, int wi
     FILE *out)
 {
     TFContext *ctx = NULL;
-    TFFrame f;
+    const TFFrame *f;
     size_t frame_size = (size_t) width * height * 3;
     int r = tf_open (&ctx, s);
     if (r < 0) {
@@ -40,24 +41,33 @@ edit_window (const TFSettings *s, const unsigned char *frames, int count, int wi
         return 1;
     }
     for (int i = 0; i < count; i++) {
-        if (tf_get_frame (ctx, &f) < 0 || f.width != width || f.height != height || f.pts != i) {
+        if (tf_get_frame (ctx, &f) < 0 || f->width != width || f->height != height || f->pts != i) {
             fprintf (stderr, "tf_get_frame %d: %s\n", i, tf_last_error (ctx));
             tf_close (&ctx);
             return 1;
         }
         for (int y = 0; y < height; y++)
-            fwrite (f.data + y * f.stride, 1, (size_t) width * 3, out);
+            fwrite (f->data + y * f->stride, 1, (size_t) width * 3, out);
     }
     tf_close (&ctx);
     return 0;
+}
+
+/* tf_settings_set, reporting a refusal. */
+static int
+set (TFSettings *s, const char *name, const char *value)
+{
+    if (tf_settings_set (s, name, value) == TF_OK)
+        return 0;
+    fprintf (stderr, "tf_settings_set %s=%s: %s\n", name, value, tf_last_error (NULL));
+    return 1;
 }
 
 int
 main (int argc, char **argv)
 {
     if (argc != 10) {
-        fprintf (stderr, "usage: %s MODEL WIDTH HEIGHT WINDOW STEPS INVERSION_STEPS PROMPT IN OUT\n",
-            argv[0]);
+        fprintf (stderr, "usage: %s MODEL WIDTH HEIGHT WINDOW STEPS INVERSION_STEPS PROMPT IN OUT\n", argv[0]);
         return 2;
     }
     int width = atoi (argv[2]), height = atoi (argv[3]), window = atoi (argv[4]);
@@ -77,20 +87,18 @@ main (int argc, char **argv)
         return 1;
     }
 
-    TFSettings s;
-    tf_default_settings (&s);
-    s.model_path = argv[1];
-    s.steps = atoi (argv[5]);
-    s.inversion_steps = atoi (argv[6]);
-    s.prompt = argv[7];
-    s.working_width = s.working_height = -1;      /* size=input */
+    TFSettings *s = NULL;
+    if (tf_settings_new (&s) != TF_OK || set (s, "model", argv[1]) || set (s, "steps", argv[5])
+        || set (s, "inversion_steps", argv[6]) || set (s, "prompt", argv[7]) || set (s, "size", "input"))
+        return 1;
     if (window <= 0)
         window = total;
     for (int start = 0; start < total; start += window) {
         int count = total - start < window ? total - start : window;
-        if (edit_window (&s, frames + start * frame_size, count, width, height, out))
+        if (edit_window (s, frames + start * frame_size, count, width, height, out))
             return 1;
     }
+    tf_settings_free (&s);
     free (frames);
     fclose (in);
     return fclose (out) == 0 ? 0 : 1;

@@ -6,10 +6,12 @@
  *   GST_PLUGIN_PATH=.build/gstreamer gst_harness_test MODEL_DIR [TEST...]
  *
  * Frames are edited for real by libtokenflow with MODEL_DIR (a tiny model: steps=2, inversion-steps=2,
- * size=input). The harness tests that compare with the C API link libtokenflow directly.
+ * size=input). The tests that compare with the C API, and the one that checks the properties against
+ * the library's table of settings (tf_option), link libtokenflow directly.
  * NULL-during-run clip size: $GST_TF_NULL_FRAMES, $GST_TF_NULL_SIZE (WxH), $GST_TF_NULL_STEPS.
  */
 #include <errno.h>
+#include <locale.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,7 +119,7 @@ caps_event (const char *str)
 }
 
 static GstElement *
-make_element (guint window)
+make_element (gint window)
 {
   GstElement *e = gst_element_factory_make ("tokenflow", NULL);
   if (e == NULL)
@@ -169,16 +171,27 @@ drain_bus (GstBus * bus, GstMessageType types, GstMessage ** first)
   return n;
 }
 
+/* Checks the tokenflow-progress messages of one stage: each has completed <= total and step <= steps;
+ * returns how many there were, and *max_steps the largest `steps`. */
 static int
-count_progress (GstBus * bus, const char *stage)
+check_progress (GstBus * bus, const char *stage, int *max_steps, gboolean * consistent)
 {
   GstMessage *m;
   int n = 0;
+  *max_steps = 0;
+  *consistent = TRUE;
   while ((m = gst_bus_pop_filtered (bus, GST_MESSAGE_ELEMENT)) != NULL) {
     const GstStructure *s = gst_message_get_structure (m);
+    int completed = -1, total = -1, step = -1, steps = -1;
     if (gst_structure_has_name (s, "tokenflow-progress")
-        && (stage == NULL || g_strcmp0 (gst_structure_get_string (s, "stage"), stage) == 0))
+        && g_strcmp0 (gst_structure_get_string (s, "stage"), stage) == 0) {
       n++;
+      *consistent &= gst_structure_get_int (s, "completed", &completed)
+          && gst_structure_get_int (s, "total", &total) && gst_structure_get_int (s, "step", &step)
+          && gst_structure_get_int (s, "steps", &steps) && completed >= 0 && completed <= total
+          && step >= 0 && step <= steps;
+      *max_steps = MAX (*max_steps, steps);
+    }
     gst_message_unref (m);
   }
   return n;
@@ -257,7 +270,14 @@ test_window_and_eos (void)
     CHECK (eos, "EOS not forwarded");
   }
   CHECK (changed == 8, "only %d of 8 frames differ from the input", changed);
-  CHECK (count_progress (bus, "sampling") > 0, "no tokenflow-progress sampling messages");
+  {
+    int steps = 0;
+    gboolean consistent = FALSE;
+    CHECK (check_progress (bus, "sampling", &steps, &consistent) > 0,
+        "no tokenflow-progress sampling messages");
+    CHECK (consistent, "a sampling message lacks completed/total/step/steps or is out of range");
+    CHECK (steps == 2, "sampling messages say steps=%d, the element was set to steps=2", steps);
+  }
   CHECK (!bus_has_error (bus, NULL), "error posted");
   teardown (h, e, bus);
 }
@@ -490,42 +510,23 @@ test_event_order_and_caps_change (void)
   teardown (h, e, bus);
 }
 
-/* Odd width (row padding in GStreamer buffers): the element's output equals the C API's output for
- * the same frames and settings. */
+/* The C API's edit of the n frames make_frame gives, with settings s (freed here), equals the n buffers
+ * waiting in h. */
 static void
-test_matches_c_api (void)
+expect_output_equals_c_api (GstHarness * h, TFSettings * s, int w, int hgt, int n)
 {
-  const int w = 50, hgt = 30, n = 5;
-  GstBus *bus;
-  GstElement *e = make_element (0);
-  GstHarness *h;
-  TFSettings s;
   TFContext *ctx = NULL;
-  TFFrame f;
-  int i, r;
+  const TFFrame *f;
+  int i, r = tf_open (&ctx, s);
 
-  CHECK (e != NULL, "no element");
-  h = make_harness (e, &bus, w, hgt);
-  for (i = 0; i < n; i++)
-    gst_harness_push (h, make_frame (w, hgt, i, i * FRAME_DURATION));
-  gst_harness_push_event (h, gst_event_new_eos ());
-  CHECK (gst_harness_buffers_in_queue (h) == (guint) n, "frames out");
-
-  tf_default_settings (&s);
-  s.model_path = model_dir;
-  s.prompt = "a watercolor painting";
-  s.steps = 2;
-  s.inversion_steps = 2;
-  s.working_width = s.working_height = -1;
-  r = tf_open (&ctx, &s);
+  tf_settings_free (&s);
   CHECK (r == TF_OK, "tf_open: %s", tf_last_error (NULL));
   for (i = 0; i < n; i++) {
-    guint8 *packed = g_malloc ((gsize) w * hgt * 3);
-    for (int y = 0; y < hgt; y++)
-      for (int x = 0; x < w; x++)
-        fill_pixel (i, x, y, packed + ((gsize) y * w + x) * 3);
+    GstBuffer *in = make_frame (w, hgt, i, i * FRAME_DURATION);
+    guint8 *packed = packed_pixels (in, w, hgt);
     r = tf_send_frame (ctx, packed, w, hgt, w * 3, i * (int64_t) FRAME_DURATION);
     g_free (packed);
+    gst_buffer_unref (in);
     CHECK (r == TF_OK, "tf_send_frame: %s", tf_last_error (ctx));
   }
   r = tf_run (ctx, NULL, NULL);
@@ -535,12 +536,38 @@ test_matches_c_api (void)
     guint8 *a = packed_pixels (out, w, hgt);
     CHECK (tf_get_frame (ctx, &f) == TF_OK, "tf_get_frame");
     for (int y = 0; y < hgt; y++)
-      CHECK (memcmp (a + (gsize) y * w * 3, f.data + y * f.stride, (gsize) w * 3) == 0,
-          "frame %d row %d differs from the C API's", i, y);
+      CHECK (memcmp (a + (gsize) y * w * 3, f->data + y * f->stride, (gsize) w * 3) == 0,
+          "frame %d row %d differs from the C API's with the same settings", i, y);
     g_free (a);
     gst_buffer_unref (out);
   }
   tf_close (&ctx);
+}
+
+/* Odd width (row padding in GStreamer buffers): the element's output equals the C API's output for
+ * the same frames and settings. */
+static void
+test_matches_c_api (void)
+{
+  const int w = 50, hgt = 30, n = 5;
+  GstBus *bus;
+  GstElement *e = make_element (0);
+  GstHarness *h;
+  TFSettings *s = NULL;
+  int i;
+
+  CHECK (e != NULL, "no element");
+  h = make_harness (e, &bus, w, hgt);
+  for (i = 0; i < n; i++)
+    gst_harness_push (h, make_frame (w, hgt, i, i * FRAME_DURATION));
+  gst_harness_push_event (h, gst_event_new_eos ());
+  CHECK (gst_harness_buffers_in_queue (h) == (guint) n, "frames out");
+
+  CHECK (tf_settings_new (&s) == TF_OK && tf_settings_set (s, "model", model_dir) == TF_OK
+      && tf_settings_set (s, "prompt", "a watercolor painting") == TF_OK
+      && tf_settings_set (s, "steps", "2") == TF_OK && tf_settings_set (s, "inversion_steps", "2") == TF_OK
+      && tf_settings_set (s, "size", "input") == TF_OK, "settings: %s", tf_last_error (NULL));
+  expect_output_equals_c_api (h, s, w, hgt, n);
   teardown (h, e, bus);
 }
 
@@ -757,6 +784,256 @@ test_seek_during_run (void)
 }
 
 /* ------------------------------------------------------------------------------------------------ */
+/* Settings                                                                                         */
+
+/* Every option of the library's table is a property of the element with the option's name ('_' as
+ * '-'), help, type, default, range and choices, and the element has no property of its own besides. */
+static void
+test_properties_from_table (void)
+{
+  GstElement *e = gst_element_factory_make ("tokenflow", NULL);
+  GObjectClass *klass;
+  GParamSpec **props;
+  const TFOption *o;
+  guint n_props, own = 0, options = 0, i;
+
+  CHECK (e != NULL, "no tokenflow element (GST_PLUGIN_PATH?)");
+  klass = G_OBJECT_GET_CLASS (e);
+  for (options = 0; (o = tf_option ((int) options)) != NULL; options++) {
+    gchar *name = g_strdelimit (g_strdup (o->name), "_", '-');
+    GParamSpec *p = g_object_class_find_property (klass, name);
+    const GValue *def;
+
+    CHECK (p != NULL, "option %s: no property %s", o->name, name);
+    CHECK (strcmp (g_param_spec_get_name (p), name) == 0, "option %s: property named %s", o->name,
+        g_param_spec_get_name (p));
+    CHECK (p->owner_type == G_OBJECT_TYPE (e), "property %s is inherited", name);
+    CHECK (g_strcmp0 (g_param_spec_get_blurb (p), o->help) == 0, "property %s: help \"%s\", the "
+        "library's \"%s\"", name, g_param_spec_get_blurb (p), o->help);
+    CHECK ((p->flags & G_PARAM_READWRITE) == G_PARAM_READWRITE
+        && (p->flags & GST_PARAM_MUTABLE_READY), "property %s: flags 0x%x", name, p->flags);
+    def = g_param_spec_get_default_value (p);
+    switch (o->type) {
+      case TF_OPTION_INT:{
+        gint64 min, max, d = g_ascii_strtoll (o->default_value, NULL, 10);
+        if (G_IS_PARAM_SPEC_INT (p)) {
+          min = G_PARAM_SPEC_INT (p)->minimum;
+          max = G_PARAM_SPEC_INT (p)->maximum;
+          CHECK (g_value_get_int (def) == d, "%s: default %d, the library's %s", name,
+              g_value_get_int (def), o->default_value);
+        } else {
+          CHECK (G_IS_PARAM_SPEC_INT64 (p), "%s: %s property for an integer option", name,
+              G_PARAM_SPEC_TYPE_NAME (p));
+          CHECK (o->min < G_MININT || o->max > G_MAXINT, "%s: int64 though the range fits gint", name);
+          min = G_PARAM_SPEC_INT64 (p)->minimum;
+          max = G_PARAM_SPEC_INT64 (p)->maximum;
+          CHECK (g_value_get_int64 (def) == d, "%s: default %" G_GINT64_FORMAT ", the library's %s",
+              name, g_value_get_int64 (def), o->default_value);
+        }
+        CHECK ((double) min == o->min && (double) max == o->max, "%s: range %" G_GINT64_FORMAT
+            "..%" G_GINT64_FORMAT ", the library's %.17g..%.17g", name, min, max, o->min, o->max);
+        break;
+      }
+      case TF_OPTION_FLOAT:{
+        GParamSpecDouble *pd;
+        CHECK (G_IS_PARAM_SPEC_DOUBLE (p), "%s: %s property for a float option", name,
+            G_PARAM_SPEC_TYPE_NAME (p));
+        pd = G_PARAM_SPEC_DOUBLE (p);
+        CHECK (pd->minimum == o->min && pd->maximum == o->max, "%s: range %.17g..%.17g, the "
+            "library's %.17g..%.17g", name, pd->minimum, pd->maximum, o->min, o->max);
+        CHECK (g_value_get_double (def) == g_ascii_strtod (o->default_value, NULL),
+            "%s: default %.17g, the library's %s", name, g_value_get_double (def), o->default_value);
+        break;
+      }
+      case TF_OPTION_CHOICE:{
+        GEnumClass *ec;
+        GEnumValue *v;
+        guint c;
+        CHECK (G_IS_PARAM_SPEC_ENUM (p), "%s: %s property for a choice option", name,
+            G_PARAM_SPEC_TYPE_NAME (p));
+        ec = G_PARAM_SPEC_ENUM (p)->enum_class;
+        for (c = 0; o->choices[c] != NULL; c++) {
+          v = g_enum_get_value (ec, (gint) c);
+          CHECK (v != NULL && strcmp (v->value_nick, o->choices[c]) == 0,
+              "%s: value %u is %s, the library's choice %s", name, c, v ? v->value_nick : "missing",
+              o->choices[c]);
+          CHECK (o->choice_help == NULL || strcmp (v->value_name, o->choice_help[c]) == 0,
+              "%s=%s: help \"%s\", the library's \"%s\"", name, o->choices[c], v->value_name,
+              o->choice_help[c]);
+        }
+        CHECK (ec->n_values == c, "%s: %u values, the library has %u choices", name, ec->n_values, c);
+        v = g_enum_get_value (ec, g_value_get_enum (def));
+        CHECK (v != NULL && strcmp (v->value_nick, o->default_value) == 0, "%s: default %s, the "
+            "library's %s", name, v ? v->value_nick : "?", o->default_value);
+        break;
+      }
+      default:                 /* strings, sizes, and any type added later: text */
+        CHECK (G_IS_PARAM_SPEC_STRING (p), "%s: %s property for a text option", name,
+            G_PARAM_SPEC_TYPE_NAME (p));
+        CHECK (g_strcmp0 (g_value_get_string (def), o->default_value) == 0,
+            "%s: default \"%s\", the library's \"%s\"", name, g_value_get_string (def),
+            o->default_value);
+        break;
+    }
+    /* A new element holds the default. */
+    {
+      GValue now = G_VALUE_INIT;
+      g_value_init (&now, G_PARAM_SPEC_VALUE_TYPE (p));
+      g_object_get_property (G_OBJECT (e), name, &now);
+      CHECK (g_param_values_cmp (p, &now, def) == 0, "%s: a new element does not hold the default",
+          name);
+      g_value_unset (&now);
+    }
+    g_free (name);
+  }
+  CHECK (options > 0, "the library has no options");
+  props = g_object_class_list_properties (klass, &n_props);
+  for (i = 0; i < n_props; i++)
+    own += props[i]->owner_type == G_OBJECT_TYPE (e);
+  g_free (props);
+  CHECK (own == options, "the element has %u properties of its own, the library %u options", own,
+      options);
+  printf ("INFO properties-from-table: %u options, %u properties\n", options, own);
+  fflush (stdout);
+  gst_object_unref (e);
+}
+
+/* Settings of every kind (choice, float, large integer, integer, string) are handed to the library as
+ * the text a C host would set: with the same values the element's output equals the C API's. The
+ * names are given with '_' as in the library (GObject takes either spelling), the values as text
+ * (as gst-launch does). Runs with a decimal comma in LC_NUMERIC when such a locale is installed
+ * ($LOCPATH), so a locale-dependent number format would show. */
+static void
+test_settings_match_c_api (void)
+{
+  static const char *const settings[][2] = {
+    {"prompt", "a watercolor painting"}, {"size", "input"}, {"method", "sdedit"},
+    {"strength", "0.7"}, {"guidance", "3.3"}, {"seed", "4000000000"}, {"batch_size", "2"},
+    {"negative_prompt", "dark, blurry"}, {"steps", "4"}, {"inversion_steps", "4"},
+  };
+  const int w = 40, hgt = 24, n = 5;
+  GstBus *bus;
+  GstElement *e = gst_element_factory_make ("tokenflow", NULL);
+  GstHarness *h;
+  TFSettings *s = NULL;
+  gchar *error = NULL;
+  const char *locale;
+  size_t k;
+  int i;
+
+  CHECK (e != NULL, "no element");
+  locale = setlocale (LC_NUMERIC, "de_DE.UTF-8");
+  printf ("INFO settings-match-c-api: LC_NUMERIC %s (decimal point \"%s\")\n",
+      locale ? locale : "C (de_DE.UTF-8 is not installed)", localeconv ()->decimal_point);
+  fflush (stdout);
+  CHECK (tf_settings_new (&s) == TF_OK && tf_settings_set (s, "model", model_dir) == TF_OK,
+      "settings: %s", tf_last_error (NULL));
+  g_object_set (e, "model", model_dir, NULL);
+  for (k = 0; k < G_N_ELEMENTS (settings); k++) {
+    CHECK (g_object_class_find_property (G_OBJECT_GET_CLASS (e), settings[k][0]) != NULL,
+        "no property %s", settings[k][0]);
+    gst_util_set_object_arg (G_OBJECT (e), settings[k][0], settings[k][1]);
+    CHECK (tf_settings_set (s, settings[k][0], settings[k][1]) == TF_OK, "tf_settings_set %s=%s: %s",
+        settings[k][0], settings[k][1], tf_last_error (NULL));
+  }
+  {
+    /* The harness aborts when the element fails to start: say why first. */
+    GstBus *probe = gst_bus_new ();
+    gst_element_set_bus (e, probe);
+    CHECK (gst_element_set_state (e, GST_STATE_PAUSED) == GST_STATE_CHANGE_SUCCESS,
+        "the element refused the settings: %s", bus_has_error (probe, &error) ? error : "?");
+    gst_element_set_state (e, GST_STATE_NULL);
+    gst_element_set_bus (e, NULL);
+    gst_object_unref (probe);
+  }
+  h = make_harness (e, &bus, w, hgt);
+  for (i = 0; i < n; i++)
+    gst_harness_push (h, make_frame (w, hgt, i, i * FRAME_DURATION));
+  gst_harness_push_event (h, gst_event_new_eos ());
+  CHECK (!bus_has_error (bus, &error), "error: %s", error);
+  CHECK (gst_harness_buffers_in_queue (h) == (guint) n, "%u frames out",
+      gst_harness_buffers_in_queue (h));
+
+  expect_output_equals_c_api (h, s, w, hgt, n);
+  teardown (h, e, bus);
+}
+
+/* A value the library refuses fails READY->PAUSED with a LIBRARY/SETTINGS error that names the
+ * property and the value (and, in the library's words, what is allowed); no crash. */
+static void
+bad_setting (const char *property, const char *value)
+{
+  GstElement *e = make_element (4);
+  GstBus *bus = gst_bus_new ();
+  GstStateChangeReturn ret;
+  GstMessage *m = NULL;
+  GError *err = NULL;
+  gchar *debug = NULL;
+
+  CHECK (e != NULL, "no element");
+  gst_element_set_bus (e, bus);
+  gst_util_set_object_arg (G_OBJECT (e), property, value);
+  ret = gst_element_set_state (e, GST_STATE_PAUSED);
+  CHECK (ret == GST_STATE_CHANGE_FAILURE, "%s=%s: state change returned %s", property, value,
+      gst_element_state_change_return_get_name (ret));
+  CHECK (drain_bus (bus, GST_MESSAGE_ERROR, &m) == 1, "%s=%s: not exactly one error", property,
+      value);
+  gst_message_parse_error (m, &err, &debug);
+  fprintf (stderr, "  %s=%s: %s (%s)\n", property, value, err->message, debug);
+  CHECK (g_error_matches (err, GST_LIBRARY_ERROR, GST_LIBRARY_ERROR_SETTINGS),
+      "error domain/code %s/%d", g_quark_to_string (err->domain), err->code);
+  CHECK (strstr (err->message, property) != NULL && strstr (err->message, value) != NULL,
+      "the message does not name the property and the value: %s", err->message);
+  g_error_free (err);
+  g_free (debug);
+  gst_message_unref (m);
+  gst_element_set_state (e, GST_STATE_NULL);
+  gst_element_set_bus (e, NULL);
+  gst_object_unref (bus);
+  gst_object_unref (e);
+}
+
+static void
+test_bad_settings (void)
+{
+  bad_setting ("size", "100x7");        /* not multiples of 8 */
+  bad_setting ("size", "big");
+}
+
+/* The latency query adds one window of frames at the negotiated rate (the window is read back from
+ * the library's settings); window=0 holds the whole stream: unbounded. */
+static void
+test_latency (void)
+{
+  GstBus *bus;
+  GstElement *e = make_element (4);
+  GstHarness *h;
+  GstQuery *q;
+  GstPad *src;
+  gboolean live;
+  GstClockTime min = 0, max = 0, latency;
+
+  CHECK (e != NULL, "no element");
+  h = make_harness (e, &bus, 32, 24);
+  latency = gst_harness_query_latency (h);
+  CHECK (latency == 4 * FRAME_DURATION, "window=4: latency %" GST_TIME_FORMAT ", want 4 frames at "
+      "10 fps", GST_TIME_ARGS (latency));
+  teardown (h, e, bus);
+
+  e = make_element (0);
+  h = make_harness (e, &bus, 32, 24);
+  src = gst_element_get_static_pad (e, "src");
+  q = gst_query_new_latency ();
+  CHECK (gst_pad_query (src, q), "latency query failed");
+  gst_query_parse_latency (q, &live, &min, &max);
+  CHECK (min == 0 && max == GST_CLOCK_TIME_NONE, "window=0: latency %" GST_TIME_FORMAT " .. %"
+      GST_TIME_FORMAT ", want 0 .. none", GST_TIME_ARGS (min), GST_TIME_ARGS (max));
+  gst_object_unref (src);
+  gst_query_unref (q);
+  teardown (h, e, bus);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
 
 typedef struct
 {
@@ -765,6 +1042,9 @@ typedef struct
 } Test;
 
 static const Test tests[] = {
+  {"gst-properties-from-table", test_properties_from_table},
+  {"gst-bad-settings-error", test_bad_settings},
+  {"gst-harness-latency", test_latency},
   {"gst-harness-window-eos", test_window_and_eos},
   {"gst-harness-window-zero", test_window_zero},
   {"gst-harness-releases-input-buffers", test_releases_input_buffers},
@@ -773,6 +1053,7 @@ static const Test tests[] = {
   {"gst-harness-refuses-i420", test_refuse_i420},
   {"gst-harness-event-order-caps-change", test_event_order_and_caps_change},
   {"gst-harness-matches-c-api-odd-width", test_matches_c_api},
+  {"gst-harness-settings-match-c-api", test_settings_match_c_api},
   {"gst-harness-model-from-env", test_model_from_env},
   {"gst-missing-model-error", test_missing_model},
   {"gst-seek-during-run", test_seek_during_run},

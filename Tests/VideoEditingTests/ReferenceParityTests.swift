@@ -1,7 +1,7 @@
 import Diffusion
 import Foundation
 import Tensors
-import TokenFlow
+import VideoEditing
 import XCTest
 
 /// The engine against the reference implementation (omerbt/TokenFlow) run on CPU in float32 by
@@ -52,7 +52,7 @@ final class ReferenceParityTests: XCTestCase {
             try (main.info(name) != nil ? main : variants).tensor(name)
         }
 
-        func settings(_ method: EditMethod = .tokenflow, keyframes: String) throws -> EditSettings {
+        func settings(_ method: String = TokenFlowPnP.name) -> EditSettings {
             var settings = EditSettings()
             settings.method = method
             settings.prompt = info["prompt"] as! String
@@ -65,10 +65,14 @@ final class ReferenceParityTests: XCTestCase {
             settings.pnpAttentionThreshold = Float(info["pnp_attn_t"] as! Double)
             settings.pnpFeatureThreshold = Float(info["pnp_f_t"] as! Double)
             settings.workingSize = .input
-            let table = try tensor(keyframes)
-            let perStep = table.shape[1]
-            settings.keyframes = (0..<table.shape[0]).map { s in (0..<perStep).map { Int(table[flat: s * perStep + $0]) } }
             return settings
+        }
+
+        /// The reference's keyframe schedule `name` (steps x batches).
+        func keyframes(_ name: String) throws -> [[Int]] {
+            let table = try tensor(name)
+            let perStep = table.shape[1]
+            return (0..<table.shape[0]).map { s in (0..<perStep).map { Int(table[flat: s * perStep + $0]) } }
         }
 
         /// The reference's inversion as an Inversion: `prefix` "" (10 steps) or "inv20.", first `frames` frames.
@@ -121,20 +125,28 @@ final class ReferenceParityTests: XCTestCase {
         compare(actual, expected, tolerance: 1e-4, outliers: actual.shape[0], outlierTolerance: 5e-2, label, file: file, line: line)
     }
 
-    /// Each step of `session` from the reference's latents before it (`prefix`init, `prefix`step<i-1>).
-    func checkSteps(_ c: Case, _ session: EditSession, _ inversion: Inversion, prefix: String, frames: Int? = nil) throws {
-        compare(session.initialLatents(inversion), try c.tensor("\(prefix)init"), frames: frames, tolerance: 1e-5, "\(c.name) \(prefix)init")
-        for step in session.editTimesteps.indices {
+    /// The TokenFlow sampling loop of a TokenFlow-PnP or SDEdit pipeline.
+    func propagation(_ pipeline: EditPipeline) -> KeyframePropagation {
+        (pipeline.method as! any PropagatingMethod).propagation
+    }
+
+    /// Each step of `pipeline` from the reference's latents before it (`prefix`init, `prefix`step<i-1>).
+    func checkSteps(_ c: Case, _ pipeline: EditPipeline, _ inversion: Inversion, keyframes: [[Int]], prefix: String,
+                    frames: Int? = nil) throws {
+        let sampler = propagation(pipeline)
+        compare(sampler.initialLatents(inversion), try c.tensor("\(prefix)init"), frames: frames, tolerance: 1e-5, "\(c.name) \(prefix)init")
+        for step in sampler.timesteps.indices {
             let before = try c.tensor(step == 0 ? "\(prefix)init" : "\(prefix)step\(step - 1)").slice(0..<(frames ?? 16)).copy()
-            compareStep(try session.sampleStep(before, step: step, inversion: inversion), try c.tensor("\(prefix)step\(step)"),
-                        frames: frames, "\(c.name) \(prefix)step\(step) from the reference state")
+            compareStep(try sampler.sampleStep(before, step: step, inversion: inversion, keyframes: keyframes),
+                        try c.tensor("\(prefix)step\(step)"), frames: frames, "\(c.name) \(prefix)step\(step) from the reference state")
         }
     }
 
     func checkInversionAndPnP(_ name: String) throws {
         let c = try Case(name)
-        let session = try EditSession(model: c.model, settings: try c.settings(keyframes: "keyframes"))
-        let ours = try session.invert(Self.frames)
+        let pipeline = try EditPipeline(model: c.model, settings: c.settings())
+        let keyframes = try c.keyframes("keyframes")
+        let ours = try pipeline.invert(Self.frames)
         compare(ours.latents, try c.tensor("latents"), tolerance: 1e-4, "\(name) VAE latents")
         for t in ours.kept.keys.sorted() {
             compare(ours.kept[t]!, try c.tensor("inverted.\(t)"), tolerance: 1e-4, "\(name) inverted t=\(t)")
@@ -142,8 +154,8 @@ final class ReferenceParityTests: XCTestCase {
         compare(ours.last, try c.tensor("inverted.last"), tolerance: 1e-4, "\(name) inverted last")
 
         let reference = try c.referenceInversion()
-        try checkSteps(c, session, reference, prefix: "pnp.")
-        let result = try session.edit(reference)
+        try checkSteps(c, pipeline, reference, keyframes: keyframes, prefix: "pnp.")
+        let result = try pipeline.edit(reference, keyframes: keyframes)
         compareEdit(result.finalLatents, try c.tensor("pnp.final"), "\(name) PnP edit")
         // Decoded as the reference's decode_latents ((y / 2 + 0.5) clamped), for the frames it recorded.
         let decodedFrames = try c.tensor("pnp.decoded_frames").scalars.map { Int($0) }
@@ -153,7 +165,7 @@ final class ReferenceParityTests: XCTestCase {
         }, axis: 0)
         compareEdit(decoded, try c.tensor("pnp.decoded"), "\(name) decoded frames")
 
-        let reconstruct = try EditSession(model: c.model, settings: try c.settings(.reconstruct, keyframes: "keyframes"))
+        let reconstruct = try EditPipeline(model: c.model, settings: c.settings(Reconstruction.name))
         compare(try reconstruct.edit(reference).finalLatents, try c.tensor("reconstruct.final"), tolerance: 1e-4, "\(name) reconstruction")
     }
 
@@ -165,33 +177,38 @@ final class ReferenceParityTests: XCTestCase {
         let reference = try c.referenceInversion()
 
         // SDEdit: the reference's start 0.9 runs the last 8 of 10 steps, which is strength 0.8 here.
-        var sdeditSettings = try c.settings(.sdedit, keyframes: "sdedit.keyframes")
+        var sdeditSettings = c.settings(SDEdit.name)
         sdeditSettings.strength = 0.8
-        let sdedit = try EditSession(model: c.model, settings: sdeditSettings)
-        XCTAssertEqual(sdedit.editTimesteps, try c.tensor("sdedit.timesteps").scalars.map { Int($0) })
-        try checkSteps(c, sdedit, reference, prefix: "sdedit.")
-        compareEdit(try sdedit.edit(reference).finalLatents, try c.tensor("sdedit.final"), "\(name) SDEdit edit")
+        let sdedit = try EditPipeline(model: c.model, settings: sdeditSettings)
+        let sdeditKeyframes = try c.keyframes("sdedit.keyframes")
+        XCTAssertEqual(propagation(sdedit).timesteps, try c.tensor("sdedit.timesteps").scalars.map { Int($0) })
+        try checkSteps(c, sdedit, reference, keyframes: sdeditKeyframes, prefix: "sdedit.")
+        compareEdit(try sdedit.edit(reference, keyframes: sdeditKeyframes).finalLatents, try c.tensor("sdedit.final"), "\(name) SDEdit edit")
 
         // 20 inversion steps for 10 sampling steps: our inversion, then the edit from the reference's.
-        var inv20Settings = try c.settings(keyframes: "inv20.keyframes")
+        var inv20Settings = c.settings()
         inv20Settings.inversionSteps = 20
-        let inv20 = try EditSession(model: c.model, settings: inv20Settings)
+        let inv20 = try EditPipeline(model: c.model, settings: inv20Settings)
+        let inv20Keyframes = try c.keyframes("inv20.keyframes")
         let ours = try inv20.invert(Self.frames)
         compare(ours.last, try c.tensor("inv20.inverted.last"), tolerance: 1e-4, "\(name) 20-step inversion")
         let inv20Reference = try c.referenceInversion("inv20.")
-        compare(inv20.initialLatents(inv20Reference), try c.tensor("inv20.pnp.init"), tolerance: 1e-5, "\(name) inv20 start")
-        compareEdit(try inv20.edit(inv20Reference).finalLatents, try c.tensor("inv20.pnp.final"), "\(name) PnP after 20-step inversion")
-        compare(try EditSession(model: c.model, settings: { var s = inv20Settings; s.method = .reconstruct; return s }())
+        compare(propagation(inv20).initialLatents(inv20Reference), try c.tensor("inv20.pnp.init"), tolerance: 1e-5, "\(name) inv20 start")
+        compareEdit(try inv20.edit(inv20Reference, keyframes: inv20Keyframes).finalLatents, try c.tensor("inv20.pnp.final"),
+                    "\(name) PnP after 20-step inversion")
+        compare(try EditPipeline(model: c.model, settings: { var s = inv20Settings; s.method = Reconstruction.name; return s }())
                     .edit(inv20Reference).finalLatents, try c.tensor("inv20.reconstruct.final"), tolerance: 1e-4,
                 "\(name) reconstruction after 20-step inversion")
 
         // 13 frames (batches of 8 and 5). The reference places the short batch's blend centres by that
-        // batch's own length (DESIGN.md: by clip index here), so the full first batch is compared.
-        let short = try EditSession(model: c.model, settings: try c.settings(keyframes: "short.keyframes"))
+        // batch's own length (here: by clip index, as the nominal batches are), so the full first batch
+        // is compared.
+        let short = propagation(try EditPipeline(model: c.model, settings: c.settings()))
+        let shortKeyframes = try c.keyframes("short.keyframes")
         let shortReference = try c.referenceInversion(frames: 13)
-        for step in short.editTimesteps.indices {
+        for step in short.timesteps.indices {
             let before = step == 0 ? short.initialLatents(shortReference) : try c.tensor("short.step\(step - 1)")
-            let after = try short.sampleStep(before, step: step, inversion: shortReference)
+            let after = try short.sampleStep(before, step: step, inversion: shortReference, keyframes: shortKeyframes)
             XCTAssertEqual(after.shape, [13, 4, 8, 8])
             compareStep(after, try c.tensor("short.step\(step)"), frames: 8, "\(name) 13 frames, step \(step) from the reference state, first batch")
         }

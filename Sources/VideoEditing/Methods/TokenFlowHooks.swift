@@ -6,8 +6,7 @@ import Tensors
 
 /// The UNet behaviour of one TokenFlow denoising step, installed as UNet hooks.
 ///
-/// Every UNet call stacks three branches in the batch: source (inverted latents, inversion prompt),
-/// uncond (negative prompt) and cond (prompt), `framesPerBranch` frames each.
+/// Every UNet call stacks the three branches of `Branch` in the batch, `branches.framesPerBranch` frames each.
 /// - Keyframe pass: each transformer block's self-attention is extended (uncond and cond keyframes
 ///   attend to the keys/values of all keyframes of their branch; the source branch attends per frame),
 ///   and the block keeps its output and the source branch's norm1 states.
@@ -29,13 +28,13 @@ final class TokenFlowHooks: UNetHooks {
     static let featureInjectionResnet = "up_blocks.1.resnets.1"
 
     var pass: Pass = .keyframes
-    var framesPerBranch = 0
+    var branches = BranchStack(framesPerBranch: 0)
     var injectQueryKey = false
     var injectFeatures = false
 
     /// What the keyframe pass leaves for the batch passes, per transformer block.
     struct KeyframeRecord {
-        /// Self-attention output [3, keyframes, tokens, C].
+        /// Self-attention output [3 (branches), keyframes, tokens, C].
         let output: Tensor
         /// Source-branch norm1 states, [keyframes, tokens, C].
         let sourceNorm: Tensor
@@ -53,53 +52,41 @@ final class TokenFlowHooks: UNetHooks {
 
     func resnetAfterConv2(resnet: String, hidden: Tensor) -> Tensor {
         guard injectFeatures, resnet == Self.featureInjectionResnet else { return hidden }
-        return withSourceCopiedToGuidedBranches(hidden)
-    }
-
-    /// Copies branch 0 (source) over branches 1 and 2 of a [3n, ...] tensor.
-    private func withSourceCopiedToGuidedBranches(_ x: Tensor) -> Tensor {
-        let n = framesPerBranch
-        let result = x.copy()
-        let source = x.slice(0..<n)
-        for branch in 1...2 {
-            result.slice((branch * n)..<((branch + 1) * n)).mutablePointer.update(from: source.pointer, count: source.count)
-        }
-        return result
+        return branches.sourceCopiedToGuidance(hidden)
     }
 
     private func keyframeAttention(block: String, normed: Tensor, attention: AttentionLayer) -> Tensor {
-        let n = framesPerBranch, tokens = normed.shape[1], width = normed.shape[2]
+        let n = branches.framesPerBranch, tokens = normed.shape[1], width = normed.shape[2]
         var query = attention.toQ(normed), key = attention.toK(normed)
         let value = attention.toV(normed)
         if injectQueryKey && Self.queryKeyInjectionBlocks.contains(block) {
-            query = withSourceCopiedToGuidedBranches(query)
-            key = withSourceCopiedToGuidedBranches(key)
+            query = branches.sourceCopiedToGuidance(query)
+            key = branches.sourceCopiedToGuidance(key)
         }
-        func branch(_ t: Tensor, _ b: Int) -> Tensor { t.slice((b * n)..<((b + 1) * n)) }
-        // Source: each frame attends to itself.
-        let source = attention.attend(query: branch(query, 0), key: branch(key, 0), value: branch(value, 0))
-        // Uncond/cond: every keyframe attends to all keyframes' tokens. Queries of all keyframes share
-        // one key set, so they are stacked as one sequence of n * tokens queries.
-        let guided = (1...2).map { b -> Tensor in
-            let joint = { (t: Tensor) in branch(t, b).reshaped([1, n * tokens, width]) }
-            return attention.attend(query: joint(query), key: joint(key), value: joint(value)).reshaped([n, tokens, width])
-        }
-        let output = attention.toOut(concat([source] + guided, axis: 0))
-        records[block] = KeyframeRecord(output: output.reshaped([3, n, tokens, width]),
-                                        sourceNorm: branch(normed, 0).copy())
+        let output = attention.toOut(branches.stack { branch in
+            let (q, k, v) = (branches.slice(query, branch), branches.slice(key, branch), branches.slice(value, branch))
+            // Source: each frame attends to itself.
+            if branch == .source { return attention.attend(query: q, key: k, value: v) }
+            // Uncond/cond: every keyframe attends to all keyframes' tokens. Queries of all keyframes share
+            // one key set, so they are stacked as one sequence of n * tokens queries.
+            let joint = { (t: Tensor) in t.reshaped([1, n * tokens, width]) }
+            return attention.attend(query: joint(q), key: joint(k), value: joint(v)).reshaped([n, tokens, width])
+        })
+        records[block] = KeyframeRecord(output: output.reshaped([Branch.allCases.count, n, tokens, width]),
+                                        sourceNorm: branches.slice(normed, .source).copy())
         return output
     }
 
     private func propagatedAttention(block: String, normed: Tensor, batch: Int, frames: Range<Int>, batchSize: Int) -> Tensor {
         guard let record = records[block] else { preconditionFailure("no keyframe record for \(block)") }
-        let n = framesPerBranch, tokens = normed.shape[1], width = normed.shape[2]
-        let sourceNorm = normed.slice(0..<n).reshaped([n * tokens, width])
+        let n = branches.framesPerBranch, tokens = normed.shape[1], width = normed.shape[2]
+        let sourceNorm = branches.slice(normed, .source).reshaped([n * tokens, width])
         func nearest(keyframe: Int) -> [Int32] {
             nearestNeighborIndices(queries: sourceNorm, candidates: record.sourceNorm.row(keyframe))
         }
         let current = nearest(keyframe: batch)
         let previous = batch > 0 ? nearest(keyframe: batch - 1) : nil
-        let out = Tensor(uninitializedShape: [3 * n, tokens, width])
+        let out = Tensor(uninitializedShape: [Branch.allCases.count * n, tokens, width])
         let keyframeCount = record.output.shape[1]
         for (local, frameIndex) in frames.enumerated() {
             // Weight of keyframe b by distance to the batch centres (reference: sigmoid(d2 / (d1 + d2))).
@@ -109,7 +96,7 @@ final class TokenFlowHooks: UNetHooks {
                 let d2 = Float(abs(frameIndex - ((batch - 1) * batchSize + batchSize / 2)))
                 weight = 1 / (1 + Float(exp(Double(-(d2 / (d1 + d2))))))
             }
-            for branch in 0..<3 {
+            for branch in Branch.allCases.map(\.rawValue) {
                 let currentRows = record.output.pointer + ((branch * keyframeCount + batch) * tokens) * width
                 let previousRows = record.output.pointer + ((branch * keyframeCount + max(batch - 1, 0)) * tokens) * width
                 let destination = out.mutablePointer + ((branch * n + local) * tokens) * width

@@ -1,7 +1,7 @@
 import Diffusion
 import Foundation
 import Tensors
-import TokenFlow
+import VideoEditing
 import XCTest
 
 let tokenFlowFixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
@@ -26,7 +26,7 @@ func patternClip(frames: Int, width: Int, height: Int) -> [Frame] {
     }
 }
 
-func quickSettings(_ method: EditMethod = .tokenflow) -> EditSettings {
+func quickSettings(_ method: String = TokenFlowPnP.name) -> EditSettings {
     var settings = EditSettings()
     settings.method = method
     settings.prompt = "a marble sculpture"
@@ -38,12 +38,12 @@ func quickSettings(_ method: EditMethod = .tokenflow) -> EditSettings {
     return settings
 }
 
-final class EditSessionTests: XCTestCase {
+final class EditPipelineTests: XCTestCase {
     override func setUp() { Threading.configure(threads: 2) }
 
     func testShortLastBatchOddSizeKeepsCountOrderAndSize() throws {
         let clip = patternClip(frames: 5, width: 37, height: 29) // 3 batches of 2, 2, 1; 37x29 -> 40x32 working
-        let result = try EditSession(model: tinyModel, settings: quickSettings()).run(clip)
+        let result = try EditPipeline(model: tinyModel, settings: quickSettings()).run(clip)
         XCTAssertEqual(result.frames.count, 5)
         for frame in result.frames {
             XCTAssertEqual(frame.width, 37)
@@ -57,35 +57,28 @@ final class EditSessionTests: XCTestCase {
     func testSameSeedGivesSameBytesAndOtherSeedDiffers() throws {
         let clip = patternClip(frames: 4, width: 64, height: 48)
         var settings = quickSettings()
-        let first = try EditSession(model: tinyModel, settings: settings).run(clip)
-        let second = try EditSession(model: tinyModel, settings: settings).run(clip)
+        let first = try EditPipeline(model: tinyModel, settings: settings).run(clip)
+        let second = try EditPipeline(model: tinyModel, settings: settings).run(clip)
         XCTAssertEqual(first.frames, second.frames)
         XCTAssertEqual(first.finalLatents.scalars, second.finalLatents.scalars)
         settings.seed = 99
-        let session = try EditSession(model: tinyModel, settings: settings)
-        XCTAssertNotEqual(try session.keyframeSchedule(frameCount: 4),
-                          try EditSession(model: tinyModel, settings: quickSettings()).keyframeSchedule(frameCount: 4))
+        XCTAssertNotEqual(try seededSchedule(settings, frameCount: 4), try seededSchedule(quickSettings(), frameCount: 4))
     }
 
     func testExplicitKeyframeScheduleIsHonoured() throws {
         let clip = patternClip(frames: 4, width: 64, height: 48)
-        let seeded = try EditSession(model: tinyModel, settings: quickSettings())
-        let drawn = try seeded.keyframeSchedule(frameCount: 4)
-        var explicit = quickSettings()
-        explicit.keyframes = drawn
-        let session = try EditSession(model: tinyModel, settings: explicit)
-        XCTAssertEqual(try session.keyframeSchedule(frameCount: 4), drawn)
-        XCTAssertEqual(try session.run(clip).finalLatents.scalars, try seeded.run(clip).finalLatents.scalars)
+        let pipeline = try EditPipeline(model: tinyModel, settings: quickSettings())
+        let drawn = try seededSchedule(quickSettings(), frameCount: 4)
+        XCTAssertEqual(try pipeline.run(clip, keyframes: drawn).finalLatents.scalars, try pipeline.run(clip).finalLatents.scalars)
         // A different schedule changes the result.
-        explicit.keyframes = drawn.map { keys in keys.map { $0 % 2 == 0 ? $0 + 1 : $0 - 1 } }
-        XCTAssertNotEqual(try EditSession(model: tinyModel, settings: explicit).run(clip).finalLatents.scalars,
-                          try seeded.run(clip).finalLatents.scalars)
+        let other = drawn.map { keys in keys.map { $0 % 2 == 0 ? $0 + 1 : $0 - 1 } }
+        XCTAssertNotEqual(try pipeline.run(clip, keyframes: other).finalLatents.scalars, try pipeline.run(clip).finalLatents.scalars)
     }
 
     func testOneFrameClipWorksForEveryMethod() throws {
         let clip = patternClip(frames: 1, width: 24, height: 16)
-        for method in EditMethod.allCases {
-            let result = try EditSession(model: tinyModel, settings: quickSettings(method)).run(clip)
+        for method in EditMethods.all.map({ $0.name }) {
+            let result = try EditPipeline(model: tinyModel, settings: quickSettings(method)).run(clip)
             XCTAssertEqual(result.frames.count, 1, "\(method)")
             XCTAssertEqual(result.frames[0].width, 24)
         }
@@ -94,16 +87,19 @@ final class EditSessionTests: XCTestCase {
     func testProgressIsReportedForEveryUNetCallAndCancellationStopsTheRun() throws {
         let clip = patternClip(frames: 3, width: 32, height: 32) // batches: 2 + 1
         var reports: [EditProgress] = []
-        _ = try EditSession(model: tinyModel, settings: quickSettings()).run(clip) { reports.append($0); return true }
+        _ = try EditPipeline(model: tinyModel, settings: quickSettings()).run(clip) { reports.append($0); return true }
         let sampling = reports.filter { $0.stage == .sampling }
         XCTAssertEqual(sampling.count, 2 * (1 + 2), "one keyframe pass and two batch passes per step")
         XCTAssertEqual(reports.filter { $0.stage == .inversion }.count, 2 * 2)
         XCTAssertEqual(reports.filter { $0.stage == .encoding }.count, 3)
         XCTAssertEqual(reports.filter { $0.stage == .decoding }.count, 3)
-        XCTAssertEqual(sampling.last, EditProgress(stage: .sampling, completed: 6, total: 6))
+        XCTAssertEqual(sampling.last, EditProgress(stage: .sampling, completed: 6, total: 6, step: 2, steps: 2))
+        XCTAssertEqual(sampling.map(\.step), [0, 0, 1, 1, 1, 2], "a step counts as done after its last batch pass")
+        XCTAssertEqual(reports.filter { $0.stage == .inversion }.map(\.step), [0, 1, 1, 2])
+        XCTAssertEqual(reports.filter { $0.stage == .decoding }.map { [$0.step, $0.steps] }, [[1, 3], [2, 3], [3, 3]])
 
         var calls = 0
-        XCTAssertThrowsError(try EditSession(model: tinyModel, settings: quickSettings()).run(clip) { _ in
+        XCTAssertThrowsError(try EditPipeline(model: tinyModel, settings: quickSettings()).run(clip) { _ in
             calls += 1
             return calls < 6
         }) { XCTAssertEqual($0 as? EditError, .cancelled) }
@@ -114,21 +110,24 @@ final class EditSessionTests: XCTestCase {
         func rejects(_ change: (inout EditSettings) -> Void, _ words: String, line: UInt = #line) {
             var settings = quickSettings()
             change(&settings)
-            XCTAssertThrowsError(try EditSession(model: tinyModel, settings: settings), line: line) { error in
+            XCTAssertThrowsError(try EditPipeline(model: tinyModel, settings: settings), line: line) { error in
                 XCTAssertTrue("\(error)".contains(words), "\(error)", line: line)
             }
         }
-        rejects({ $0.steps = 0 }, "steps must be between 1 and 1000")
-        rejects({ $0.inversionSteps = -1 }, "inversion steps")
-        rejects({ $0.batchSize = 0 }, "batch size")
-        rejects({ $0.pnpAttentionThreshold = 1.5 }, "pnp_attn_t")
+        // Settings set as fields are held to the table's ranges, with the table's messages.
+        rejects({ $0.steps = 0 }, "steps: '0' is not allowed: expected an integer from 1 to 1000")
+        rejects({ $0.inversionSteps = -1 }, "inversion_steps: '-1'")
+        rejects({ $0.batchSize = 0 }, "batch_size: '0'")
+        rejects({ $0.pnpAttentionThreshold = 1.5 }, "pnp_attn_t: '1.5' is not allowed: expected a number from 0 to 1")
         rejects({ $0.pnpFeatureThreshold = -0.1 }, "pnp_f_t")
         rejects({ $0.strength = 2 }, "strength")
-        rejects({ $0.workingSize = .exact(width: 30, height: 32) }, "multiples of 8")
+        rejects({ $0.guidanceScale = .nan }, "guidance: 'nan' is not allowed (not a finite decimal number)")
+        rejects({ $0.workingSize = .exact(width: 30, height: 32) }, "size: '30x32' is not allowed: expected WxH (multiples of 8")
+        rejects({ $0.method = "bogus" }, "method: 'bogus' is not allowed: expected one of tokenflow, sdedit, reconstruct")
         rejects({ $0.steps = 3; $0.inversionSteps = 2 }, "not among the inversion timesteps")
-        rejects({ $0.method = .sdedit; $0.strength = 0.1 }, "leaves no sampling step")
+        rejects({ $0.method = SDEdit.name; $0.strength = 0.1 }, "leaves no sampling step")
 
-        let session = try EditSession(model: tinyModel, settings: quickSettings())
+        let session = try EditPipeline(model: tinyModel, settings: quickSettings())
         XCTAssertThrowsError(try session.run([])) { XCTAssertTrue("\($0)".contains("no frames")) }
         var mismatched = patternClip(frames: 2, width: 16, height: 16)
         mismatched[1] = patternClip(frames: 1, width: 24, height: 16)[0]
@@ -136,12 +135,26 @@ final class EditSessionTests: XCTestCase {
         let broken = Frame(width: 16, height: 16, pixels: [1, 2, 3])
         XCTAssertThrowsError(try session.run([broken])) { XCTAssertTrue("\($0)".contains("packed RGB24")) }
 
-        var badKeys = quickSettings()
-        badKeys.keyframes = [[0, 3], [1, 0]] // step 1: keyframe 0 is not in batch 1 (frames 2..<4)
-        XCTAssertThrowsError(try EditSession(model: tinyModel, settings: badKeys).run(patternClip(frames: 4, width: 16, height: 16))) {
+        var reports = 0
+        // Step 1: keyframe 0 is not in batch 1 (frames 2..<4); refused before any work is done.
+        XCTAssertThrowsError(try session.run(patternClip(frames: 4, width: 16, height: 16), keyframes: [[0, 3], [1, 0]]) { _ in
+            reports += 1
+            return true
+        }) {
             XCTAssertTrue("\($0)".contains("keyframe 0 at step 1 is outside batch 1"), "\($0)")
         }
+        XCTAssertEqual(reports, 0)
+        let reconstruct = try EditPipeline(model: tinyModel, settings: quickSettings(Reconstruction.name))
+        XCTAssertThrowsError(try reconstruct.run(patternClip(frames: 2, width: 16, height: 16), keyframes: [[0], [1]])) {
+            XCTAssertTrue("\($0)".contains("has no keyframes"), "\($0)")
+        }
     }
+}
+
+/// The keyframe schedule a TokenFlow-PnP edit with `settings` draws for a clip of `frameCount` frames.
+func seededSchedule(_ settings: EditSettings, frameCount: Int) throws -> [[Int]] {
+    let pipeline = try EditPipeline(model: tinyModel, settings: settings)
+    return try (pipeline.method as! TokenFlowPnP).propagation.keyframeSchedule(frameCount: frameCount, explicit: nil)
 }
 
 final class StepCountTests: XCTestCase {

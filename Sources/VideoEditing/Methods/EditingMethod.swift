@@ -1,0 +1,76 @@
+import Diffusion
+import Tensors
+
+/// An editing method: how the edited latents are sampled from a clip's inversion. The clip pipeline
+/// (`EditPipeline`: frames to latents, inversion, decoding, progress, cancellation) is shared; a method
+/// only samples. Adding one is a new file conforming to this protocol (plus its UNet hooks) and a line in
+/// `EditMethods.all`; its name then appears in every host's `method` setting.
+public protocol EditingMethod: SendableMetatype {
+    /// The value of the `method` setting that selects it.
+    static var name: String { get }
+    /// One sentence for help texts.
+    static var summary: String { get }
+    /// Checks what the method needs of the settings (throws `EditError.invalidSettings`).
+    init(_ context: MethodContext) throws
+    /// Checks the per-clip inputs before the long run starts (throws `EditError.invalidSettings`).
+    func checkClip(frameCount: Int, keyframes: [[Int]]?) throws
+    /// The edited latents [N, 4, H/8, W/8] from the clip's inversion.
+    func sample(_ inversion: Inversion, keyframes: [[Int]]?, progress: ProgressReporter) throws -> Tensor
+}
+
+/// The registered methods.
+public enum EditMethods {
+    /// Every method, in the order hosts list them; the first is the default.
+    public static let all: [any EditingMethod.Type] = [TokenFlowPnP.self, SDEdit.self, Reconstruction.self]
+
+    static var defaultMethod: any EditingMethod.Type { all[0] }
+
+    public static func named(_ name: String) -> (any EditingMethod.Type)? {
+        all.first { $0.name == name }
+    }
+}
+
+/// What a method is made with.
+public struct MethodContext {
+    public let model: StableDiffusionModel
+    public let settings: EditSettings
+    public let schedules: Schedules
+}
+
+/// The two DDIM schedules of an edit: sampling (`steps`) and inversion (`inversion_steps`).
+public struct Schedules: Sendable {
+    public let sampling: DDIMScheduler
+    public let inversion: DDIMScheduler
+
+    init(config: SchedulerConfig, settings: EditSettings) throws {
+        do {
+            var sampling = try DDIMScheduler(config: config)
+            try sampling.setTimesteps(settings.steps)
+            var inversion = try DDIMScheduler(config: config)
+            try inversion.setTimesteps(settings.inversionSteps)
+            self.sampling = sampling
+            self.inversion = inversion
+        } catch let error as ModelError {
+            throw EditError.invalidSettings("\(error)")
+        }
+    }
+}
+
+/// Consecutive frame ranges of `size` frames; the last may be shorter.
+func batchRanges(count: Int, size: Int) -> [Range<Int>] {
+    stride(from: 0, to: count, by: size).map { $0..<min($0 + size, count) }
+}
+
+/// int(steps * fraction) as the reference computes it from a decimal: a Float like 0.7 is stored as
+/// 0.69999999, and 10 x that must still give 7 steps, so products within 1e-4 of an integer round up to it.
+public func scheduleStepCount(_ steps: Int, fraction: Float) -> Int {
+    Int((Double(steps) * Double(fraction) + 1e-4).rounded(.down))
+}
+
+/// `x` [1, ...] repeated n times along the first dimension.
+func repeated(_ x: Tensor, _ n: Int) -> Tensor { concat(Array(repeating: x, count: n), axis: 0) }
+
+/// Frames `indices` of [N, ...] stacked in order.
+func gatherFrames(_ x: Tensor, _ indices: [Int]) -> Tensor {
+    concat(indices.map { x.slice($0..<($0 + 1)) }, axis: 0)
+}
