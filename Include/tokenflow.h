@@ -144,10 +144,13 @@ typedef struct TFContext TFContext;
 TF_API int tf_open(TFContext **out, const TFSettings *settings);
 
 /*
- * Queues one input frame (copied). All frames of a clip must have one size (>= 1x1);
+ * Adds one input frame to the clip: it is resampled to the working size and VAE-encoded now, and only its
+ * latents are kept (in memory up to the latent_memory setting, beyond it in an unlinked temporary file in
+ * temp_dir), so a clip of any length fits. All frames of a clip must have one size (>= 1x1);
  * stride >= 3 * width. pts is returned unchanged with the edited frame.
  * Errors: TF_EINVAL (NULL ctx/rgb, bad size or stride, size differs from earlier frames),
- *         TF_EPERM (called after tf_run), TF_ENOMEM.
+ *         TF_EPERM (called after tf_run), TF_ENOMEM, TF_EIO (the temporary file cannot be written).
+ * After a TF_ENOMEM or TF_EIO the context can only be closed.
  */
 TF_API int tf_send_frame(TFContext *ctx, const uint8_t *rgb, int width, int height, ptrdiff_t stride, int64_t pts);
 
@@ -160,11 +163,13 @@ TF_API int tf_send_frame(TFContext *ctx, const uint8_t *rgb, int width, int heig
  */
 TF_API int tf_set_keyframes(TFContext *ctx, const int32_t *keyframes, size_t count);
 
+/* The stages of an edit. tf_run reports inversion and sampling; frames are VAE-encoded by tf_send_frame
+ * and decoded by tf_get_frame, one at a time, so the library keeps latents, never a clip's pixels. */
 typedef enum TFStage {
-    TF_STAGE_ENCODING = 0,  /* VAE encoding, per frame */
+    TF_STAGE_ENCODING = 0,  /* VAE encoding, per frame (in tf_send_frame: not reported) */
     TF_STAGE_INVERSION = 1, /* DDIM inversion, per UNet call */
     TF_STAGE_SAMPLING = 2,  /* editing, per UNet call */
-    TF_STAGE_DECODING = 3   /* VAE decoding, per frame */
+    TF_STAGE_DECODING = 3   /* VAE decoding, per frame (in tf_get_frame: not reported) */
 } TFStage;
 
 /* A progress report. Owned by the library, valid during the callback. */
@@ -199,7 +204,7 @@ typedef struct TFFrame {
 } TFFrame;
 
 /*
- * Sets *frame to the next edited frame, in input order.
+ * Decodes the next edited frame, in input order, and sets *frame to it.
  * Errors: TF_EAGAIN (all frames returned), TF_EPERM (tf_run has not completed successfully),
  *         TF_EINVAL (NULL ctx/frame).
  */

@@ -288,7 +288,8 @@ static av_cold void uninit(AVFilterContext *ctx)
 }
 
 /* Called by tf_run at least once per UNet call: logs one line per inversion/sampling step (ffmpeg's
- * own status line is frozen while the engine runs) and one per encoding/decoding pass over the frames. */
+ * own status line is frozen while the engine runs; frames are encoded as they are sent and decoded as
+ * they are output, so those stages move it) and one line per stage that counts frames. */
 static int progress_callback(void *opaque, const TFProgress *p)
 {
     AVFilterContext *ctx = opaque;

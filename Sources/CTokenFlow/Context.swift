@@ -4,7 +4,8 @@ import Glibc
 import Tensors
 import VideoEditing
 
-/// What a TFContext points to: one clip's frames, its edit, and the last error message.
+/// What a TFContext points to: one clip (its latents: frames are encoded as they are sent and decoded as
+/// they are fetched, so no pixels are kept), the frames' pts, and the last error message.
 ///
 /// A context goes collecting -> edited (tf_run succeeded) or failed (tf_run failed); it never goes back.
 final class Context {
@@ -15,13 +16,12 @@ final class Context {
     static let maxSide: Int32 = 1 << 15
 
     private let pipeline: EditPipeline
+    private let clip: ClipEdit
     /// The explicit keyframe schedule (tf_set_keyframes) as sent, steps x batches flat; empty: drawn with
     /// the seed. Shaped at tf_run, once the frame count (hence the number of batches) is known.
     private var keyframes: [Int32] = []
     private var state = State.collecting
-    private var inputs: [Frame] = []
     private var timestamps: [Int64] = []
-    private var outputs: [Frame] = []
     private var nextOutput = 0
     /// The frame tf_get_frame handed out last; its pixels are reused for every frame (they all have one size).
     private var outputBuffer: UnsafeMutableBufferPointer<UInt8>?
@@ -38,6 +38,7 @@ final class Context {
         // config first so that an unsupported one is reported as such (TF_ENOTSUP).
         _ = try DDIMScheduler(config: model.schedulerConfig, file: "\(modelPath)/scheduler/scheduler_config.json")
         pipeline = try EditPipeline(model: model, settings: settings)
+        clip = pipeline.makeClip()
         Threading.configure(threads: settings.threads)
     }
 
@@ -76,8 +77,8 @@ final class Context {
         case .edited: throw CError(TF_EPERM, "tf_send_frame after tf_run: a context edits one clip; open a new context for another")
         case .failed: throw failedError
         }
-        if let first = inputs.first, first.width != w || first.height != h {
-            throw CError(TF_EINVAL, "frame \(inputs.count) is \(w)x\(h), frame 0 was \(first.width)x\(first.height): all frames of a clip must have one size")
+        if clip.frameCount > 0, clip.inputWidth != w || clip.inputHeight != h {
+            throw CError(TF_EINVAL, "frame \(clip.frameCount) is \(w)x\(h), frame 0 was \(clip.inputWidth)x\(clip.inputHeight): all frames of a clip must have one size")
         }
         // Copy row by row: the host's rows may be padded (stride > 3 * width).
         let pixels = [UInt8](unsafeUninitializedCapacity: rowBytes * h) { buffer, count in
@@ -86,7 +87,10 @@ final class Context {
             }
             count = rowBytes * h
         }
-        inputs.append(Frame(width: w, height: h, pixels: pixels))
+        do { try clip.append(Frame(width: w, height: h, pixels: pixels)) } catch {
+            state = .failed
+            throw CError(error)
+        }
         timestamps.append(pts)
     }
 
@@ -110,19 +114,16 @@ final class Context {
         case .failed: throw failedError
         }
         do {
-            guard !inputs.isEmpty else { throw CError(TF_EINVAL, "no frames to edit: send them with tf_send_frame before tf_run") }
-            let result = try pipeline.run(inputs, keyframes: try shapedKeyframes()) { progress in
+            guard clip.frameCount > 0 else { throw CError(TF_EINVAL, "no frames to edit: send them with tf_send_frame before tf_run") }
+            try clip.edit(keyframes: try shapedKeyframes()) { progress in
                 guard let callback else { return true }
                 var report = TFProgress(stage: Self.stage(progress.stage), stage_name: stageNames[progress.stage],
                                         completed: Int32(clamping: progress.completed), total: Int32(clamping: progress.total),
                                         step: Int32(clamping: progress.step), steps: Int32(clamping: progress.steps))
                 return callback(opaque, &report) == 0
             }
-            outputs = result.frames
-            inputs = []
             state = .edited
         } catch {
-            inputs = []
             state = .failed
             throw CError(error)
         }
@@ -132,9 +133,9 @@ final class Context {
     private func shapedKeyframes() throws -> [[Int]]? {
         if keyframes.isEmpty { return nil }
         let batchSize = pipeline.settings.batchSize
-        let batches = (inputs.count + batchSize - 1) / batchSize
+        let batches = (clip.frameCount + batchSize - 1) / batchSize
         guard keyframes.count % batches == 0 else {
-            throw CError(TF_EINVAL, "\(keyframes.count) keyframes are not steps x batches: \(inputs.count) frames in batches of \(batchSize) make \(batches) batches")
+            throw CError(TF_EINVAL, "\(keyframes.count) keyframes are not steps x batches: \(clip.frameCount) frames in batches of \(batchSize) make \(batches) batches")
         }
         return Swift.stride(from: 0, to: keyframes.count, by: batches).map { start in
             keyframes[start..<(start + batches)].map { Int($0) }
@@ -158,13 +159,15 @@ final class Context {
         case .edited: break
         case .failed: throw failedError
         }
-        guard nextOutput < outputs.count else { throw CError(TF_EAGAIN, "every edited frame has been returned") }
-        let output = outputs[nextOutput]
+        guard nextOutput < clip.frameCount else { throw CError(TF_EAGAIN, "every edited frame has been returned") }
+        let output: Frame
+        do { output = try clip.decode(nextOutput) } catch {
+            state = .failed
+            throw CError(error)
+        }
         let buffer = outputBuffer ?? UnsafeMutableBufferPointer<UInt8>.allocate(capacity: output.pixels.count)
         outputBuffer = buffer
         _ = buffer.update(fromContentsOf: output.pixels)
-        // The host now holds the only copy it needs; free frames as they are returned.
-        outputs[nextOutput].pixels = []
         let handedOut = outputFrame ?? UnsafeMutablePointer<TFFrame>.allocate(capacity: 1)
         outputFrame = handedOut
         handedOut.initialize(to: TFFrame(data: UnsafePointer(buffer.baseAddress), width: Int32(output.width),

@@ -29,6 +29,8 @@ struct CError: Error {
             switch error {
             case .cancelled: return TF_ECANCELED
             case .invalidSettings, .invalidClip: return TF_EINVAL
+            case .outOfMemory: return TF_ENOMEM
+            case .storage: return TF_EIO
             }
         case is ModelLocation.MissingModel:
             return TF_ENOENT

@@ -145,7 +145,7 @@ if cc -std=c99 -Wall -Wextra -Werror -O1 -I "$work/older-header" -o "$work/older
     echo "  TFOption/TFProgress: $older_option/$older_progress bytes in the older header, $newer_option/$newer_progress in this one"
     expect "c-api older header's structs are smaller" \
         test "${older_option:-0}" -gt 0 -a "${older_option:-0}" -lt "${newer_option:-0}" -a "${older_progress:-0}" -lt "${newer_progress:-0}"
-    expect "c-api older caller edits" bash -c "grep -q '^progress 3 decoding 3/3' '$work/older.out' && test \$(grep -c '^frame 64x48' '$work/older.out') -eq 3"
+    expect "c-api older caller edits" bash -c "grep -q '^progress 2 sampling 4/4' '$work/older.out' && test \$(grep -c '^frame 64x48' '$work/older.out') -eq 3"
     expect "c-api older caller reads the options' first fields like a current caller" \
         diff <(grep '^option' "$work/older.out") <(grep '^option' "$work/newer.out")
     expect "c-api older caller reads TFProgress's first fields like a current caller" \

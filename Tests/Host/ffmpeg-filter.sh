@@ -52,8 +52,8 @@ expect "ffmpeg-filter window=8: three runs, the last on the partial window 16-19
      grep -q 'window 3: editing frames 16-19' '$work/edited.log' && grep -q 'window 3: 4 frames edited' '$work/edited.log'"
 expect "ffmpeg-filter progress: one line per sampling step per window" test \
     "$(grep -c 'sampling step [12]/2 .*elapsed, stage ETA' "$work/edited.log")" -eq 6
-expect "ffmpeg-filter progress: inversion steps and decoding logged" bash -c \
-    "grep -q 'window 1: inversion step 2/2' '$work/edited.log' && grep -q 'window 3: decoding 4/4 frames done' '$work/edited.log'"
+expect "ffmpeg-filter progress: inversion and sampling steps logged per window" bash -c \
+    "grep -q 'window 1: inversion step 2/2' '$work/edited.log' && grep -q 'window 3: sampling step 2/2' '$work/edited.log'"
 
 # --- byte equality with the C API on the same raw frames (two windows + a partial one) ----------------
 # The reference is given the same settings as text; the filter passes its AVOption values on as text.

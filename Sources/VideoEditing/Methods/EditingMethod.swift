@@ -14,8 +14,9 @@ public protocol EditingMethod: SendableMetatype {
     init(_ context: MethodContext) throws
     /// Checks the per-clip inputs before the long run starts (throws `EditError.invalidSettings`).
     func checkClip(frameCount: Int, keyframes: [[Int]]?) throws
-    /// The edited latents [N, 4, H/8, W/8] from the clip's inversion.
-    func sample(_ inversion: Inversion, keyframes: [[Int]]?, progress: ProgressReporter) throws -> Tensor
+    /// Samples the edit from the clip's inversion in `store` (`LatentStore.last`, the inverted latents)
+    /// into `store.current`, batch by batch, reporting every UNet call.
+    func sample(_ clip: ClipEdit, store: LatentStore, keyframes: [[Int]]?, progress: ProgressReporter) throws
 }
 
 /// The registered methods.

@@ -12,8 +12,9 @@ extension PropagatingMethod {
         _ = try propagation.keyframeSchedule(frameCount: frameCount, explicit: keyframes)
     }
 
-    public func sample(_ inversion: Inversion, keyframes: [[Int]]?, progress: ProgressReporter) throws -> Tensor {
-        try propagation.sample(inversion, keyframes: keyframes, progress: progress)
+    public func sample(_ clip: ClipEdit, store: LatentStore, keyframes: [[Int]]?, progress: ProgressReporter) throws {
+        try propagation.sample(store, inversionPrompt: clip.inversionPrompt, lastTimestep: clip.lastTimestep,
+                               keyframes: keyframes, progress: progress)
     }
 }
 
@@ -21,6 +22,14 @@ extension PropagatingMethod {
 /// keyframe per batch, extended attention across the keyframes), then one pass per batch whose
 /// self-attention is the keyframes' output propagated along the source's nearest-neighbour field
 /// (`TokenFlowHooks`), classifier-free guidance and a DDIM step.
+///
+/// Clips of any length: each step sweeps the clip in order. With at most `keyframe_context` keyframes
+/// (batches) there is one keyframe pass over all of them, exactly as the reference does. Beyond, keyframe
+/// passes cover `keyframe_context` consecutive keyframes, successive passes overlapping by half; each keeps
+/// the records of the keyframes nearest its centre (so every keyframe attends to at least a quarter of the
+/// context on each side, and no pass boundary is a seam), and the batches whose keyframes b and b-1 are
+/// recorded run right after it; records are dropped once no batch needs them. Memory and the cost per
+/// frame then stay constant with the clip's length.
 public struct KeyframePropagation {
     let context: MethodContext
     /// The sampling timesteps this method runs, in order.
@@ -46,11 +55,29 @@ public struct KeyframePropagation {
     /// The latents sampling starts from: the clean latents noised to the first timestep with the noise
     /// the inversion found (x_T = sqrt(a_T) x_0 + sqrt(1 - a_T) eps, solved for eps).
     public func initialLatents(_ inversion: Inversion) -> Tensor {
+        initialLatents(clean: inversion.latents, last: inversion.last, lastTimestep: inversion.lastTimestep)
+    }
+
+    func initialLatents(clean: Tensor, last: Tensor, lastTimestep: Int) -> Tensor {
         let scheduler = context.schedules.sampling
-        let alphaLast = scheduler.alphasCumprod[inversion.lastTimestep]
-        let eps = linearCombination(inversion.last, 1 / (1 - alphaLast).squareRoot(),
-                                    inversion.latents, -alphaLast.squareRoot() / (1 - alphaLast).squareRoot())
-        return scheduler.addNoise(original: inversion.latents, noise: eps, timestep: timesteps[0])
+        let alphaLast = scheduler.alphasCumprod[lastTimestep]
+        let eps = linearCombination(last, 1 / (1 - alphaLast).squareRoot(), clean, -alphaLast.squareRoot() / (1 - alphaLast).squareRoot())
+        return scheduler.addNoise(original: clean, noise: eps, timestep: timesteps[0])
+    }
+
+    /// The keyframe passes of a step over `count` keyframes: the batches each covers (`members`) and
+    /// those whose records it keeps (`keeps`, consecutive and in order across the passes).
+    public func keyframePasses(count: Int) -> [(members: Range<Int>, keeps: Range<Int>)] {
+        let context = context.settings.keyframeContext
+        guard count > context else { return [(0..<count, 0..<count)] }
+        var starts = Array(stride(from: 0, to: count - context, by: max(1, context / 2)))
+        starts.append(count - context)
+        // Each keyframe goes to the pass whose centre is nearest (ties: the earlier pass).
+        let centres = starts.map { Double($0) + Double(context - 1) / 2 }
+        var bounds = [0]
+        for j in 1..<starts.count { bounds.append(Int(((centres[j - 1] + centres[j]) / 2).rounded(.down)) + 1) }
+        bounds.append(count)
+        return starts.indices.map { j in (starts[j]..<(starts[j] + context), bounds[j]..<bounds[j + 1]) }
     }
 
     /// One keyframe (absolute frame index) per batch for every timestep: `explicit` after checking it
@@ -75,13 +102,17 @@ public struct KeyframePropagation {
         return timesteps.map { _ in batches.map { $0.lowerBound + Int(generator.next() % UInt64($0.count)) } }
     }
 
-    func sample(_ inversion: Inversion, keyframes explicit: [[Int]]?, progress: ProgressReporter) throws -> Tensor {
-        let plan = try Plan(self, inversion, keyframes: explicit)
-        var x = initialLatents(inversion)
-        for step in timesteps.indices {
-            x = try sampleStep(x, step: step, inversion: inversion, plan: plan, progress: progress)
+    func sample(_ store: LatentStore, inversionPrompt: String, lastTimestep: Int, keyframes explicit: [[Int]]?,
+                progress: ProgressReporter) throws {
+        let plan = try Plan(self, frameCount: store.frameCount, inversionPrompt: inversionPrompt, keyframes: explicit)
+        for range in plan.batches {
+            let start = initialLatents(clean: try store.read(LatentStore.clean, range), last: try store.read(LatentStore.last, range),
+                                       lastTimestep: lastTimestep)
+            try store.write(store.current, range, start)
         }
-        return x
+        for step in timesteps.indices {
+            try sampleStep(store, step: step, plan: plan, progress: progress)
+        }
     }
 
     /// One sampling step (`step` indexes `timesteps`) from latents `x`; for stepping through an edit, or
@@ -90,8 +121,12 @@ public struct KeyframePropagation {
         guard timesteps.indices.contains(step) else {
             throw EditError.invalidSettings("step \(step) is not a sampling step of these settings (0..<\(timesteps.count))")
         }
-        return try sampleStep(x, step: step, inversion: inversion, plan: try Plan(self, inversion, keyframes: explicit),
-                              progress: ProgressReporter(nil))
+        let store = try LatentStore(inversion, invertedTimesteps: context.schedules.sampling.timesteps, settings: context.settings)
+        let frames = 0..<store.frameCount
+        try store.write(store.current, frames, x)
+        let plan = try Plan(self, frameCount: store.frameCount, inversionPrompt: inversion.inversionPrompt, keyframes: explicit)
+        try sampleStep(store, step: step, plan: plan, progress: ProgressReporter(nil))
+        return try store.read(store.current, frames)
     }
 
     /// What every step needs, prepared once per edit.
@@ -101,12 +136,11 @@ public struct KeyframePropagation {
         /// Text embeddings [1, 77, D] per branch.
         let embeddings: [Branch: Tensor]
 
-        init(_ sampler: KeyframePropagation, _ inversion: Inversion, keyframes explicit: [[Int]]?) throws {
-            let frameCount = inversion.latents.shape[0]
+        init(_ sampler: KeyframePropagation, frameCount: Int, inversionPrompt: String, keyframes explicit: [[Int]]?) throws {
             let model = sampler.context.model, settings = sampler.context.settings
             batches = batchRanges(count: frameCount, size: sampler.batchSize)
             keyframes = try sampler.keyframeSchedule(frameCount: frameCount, explicit: explicit)
-            embeddings = [.source: try model.embed(inversion.inversionPrompt), .uncond: try model.embed(settings.negativePrompt),
+            embeddings = [.source: try model.embed(inversionPrompt), .uncond: try model.embed(settings.negativePrompt),
                           .cond: try model.embed(settings.prompt)]
         }
 
@@ -115,43 +149,53 @@ public struct KeyframePropagation {
         }
     }
 
-    func sampleStep(_ x: Tensor, step: Int, inversion: Inversion, plan: Plan, progress: ProgressReporter) throws -> Tensor {
+    /// One step over the whole clip: the store's `current` latents in, `next` out, then swapped.
+    func sampleStep(_ store: LatentStore, step: Int, plan: Plan, progress: ProgressReporter) throws {
         let t = timesteps[step]
-        guard let source = inversion.kept[t] else {
+        guard let sourceSlot = store.inverted(t) else {
             throw EditError.invalidSettings("the inversion has no latents for timestep \(t); invert with these steps")
         }
         let model = context.model, settings = context.settings
         let hooks = TokenFlowHooks()
         hooks.injectFeatures = featureInjection.contains(t)
         hooks.injectQueryKey = queryKeyInjection.contains(t)
-        let callsPerStep = 1 + plan.batches.count, totalCalls = timesteps.count * callsPerStep
-        func reportCall(_ call: Int) throws {
-            try progress.unetCall(.sampling, step * callsPerStep + call, of: totalCalls, steps: timesteps.count)
+        let passes = keyframePasses(count: plan.batches.count)
+        let callsPerStep = passes.count + plan.batches.count, totalCalls = timesteps.count * callsPerStep
+        var calls = 0
+        func reportCall() throws {
+            calls += 1
+            try progress.unetCall(.sampling, step * callsPerStep + calls, of: totalCalls, steps: timesteps.count)
         }
-
-        // a) Keyframe pass: fills the hooks' per-block records; its prediction is not used.
-        let keys = plan.keyframes[step]
-        hooks.pass = .keyframes
-        hooks.branches = BranchStack(framesPerBranch: keys.count)
-        let keyLatents = gatherFrames(x, keys)
-        _ = model.unet(hooks.branches.stack { $0 == .source ? gatherFrames(source, keys) : keyLatents },
+        func run(_ source: Tensor, _ edited: Tensor) -> Tensor {
+            model.unet(hooks.branches.stack { $0 == .source ? source : edited },
                        timesteps: [Float(t)], context: plan.context(hooks.branches), hooks: hooks)
-        try reportCall(1)
-
-        // b) Batch passes with propagated self-attention, c) guidance and DDIM step per batch.
-        let next = Tensor(uninitializedShape: x.shape)
-        for (b, range) in plan.batches.enumerated() {
-            hooks.pass = .batch(index: b, frames: range, batchSize: batchSize)
-            hooks.branches = BranchStack(framesPerBranch: range.count)
-            let batch = x.slice(range)
-            let output = model.unet(hooks.branches.stack { $0 == .source ? source.slice(range) : batch },
-                                    timesteps: [Float(t)], context: plan.context(hooks.branches), hooks: hooks)
-            let uncond = hooks.branches.slice(output, .uncond), cond = hooks.branches.slice(output, .cond)
-            let guided = linearCombination(uncond, 1 - settings.guidanceScale, cond, settings.guidanceScale)
-            let previous = context.schedules.sampling.step(modelOutput: guided, timestep: t, sample: batch.copy()).prevSample
-            next.slice(range).mutablePointer.update(from: previous.pointer, count: previous.count)
-            try reportCall(b + 2)
         }
-        return next
+
+        var nextBatch = 0
+        for pass in passes {
+            // a) Keyframe pass: fills the hooks' per-keyframe records; its prediction is not used.
+            let keys = pass.members.map { plan.keyframes[step][$0] }
+            hooks.pass = .keyframes(batches: Array(pass.members), keep: pass.keeps)
+            hooks.branches = BranchStack(framesPerBranch: keys.count)
+            _ = run(try store.read(sourceSlot, keys), try store.read(store.current, keys))
+            try reportCall()
+
+            // b) The batches whose keyframes are now recorded: propagated self-attention, then
+            // c) guidance and DDIM step per batch.
+            while nextBatch < pass.keeps.upperBound {
+                let b = nextBatch, range = plan.batches[b]
+                hooks.pass = .batch(index: b, frames: range, batchSize: batchSize)
+                hooks.branches = BranchStack(framesPerBranch: range.count)
+                let batch = try store.read(store.current, range)
+                let output = run(try store.read(sourceSlot, range), batch)
+                let uncond = hooks.branches.slice(output, .uncond), cond = hooks.branches.slice(output, .cond)
+                let guided = linearCombination(uncond, 1 - settings.guidanceScale, cond, settings.guidanceScale)
+                try store.write(store.next, range, context.schedules.sampling.step(modelOutput: guided, timestep: t, sample: batch).prevSample)
+                hooks.forgetRecords(before: b)
+                try reportCall()
+                nextBatch += 1
+            }
+        }
+        store.finishStep()
     }
 }

@@ -14,21 +14,21 @@ public struct Reconstruction: EditingMethod {
         if keyframes != nil { throw EditError.invalidSettings("method \(Self.name) has no keyframes; do not give a keyframe schedule") }
     }
 
-    public func sample(_ inversion: Inversion, keyframes: [[Int]]?, progress: ProgressReporter) throws -> Tensor {
+    public func sample(_ clip: ClipEdit, store: LatentStore, keyframes: [[Int]]?, progress: ProgressReporter) throws {
         let model = context.model, scheduler = context.schedules.inversion
-        let condition = try model.embed(inversion.inversionPrompt)
-        let x = inversion.last.copy()
+        let condition = try model.embed(clip.inversionPrompt)
         let timesteps = scheduler.timesteps
-        let batches = batchRanges(count: x.shape[0], size: context.settings.batchSize)
-        for (i, t) in timesteps.enumerated() {
-            for (b, range) in batches.enumerated() {
-                let batch = x.slice(range).copy()
-                let output = model.unet(batch, timesteps: [Float(t)], context: repeated(condition, range.count))
-                let previous = scheduler.step(modelOutput: output, timestep: t, sample: batch).prevSample
-                x.slice(range).mutablePointer.update(from: previous.pointer, count: previous.count)
-                try progress.unetCall(.sampling, i * batches.count + b + 1, of: timesteps.count * batches.count, steps: timesteps.count)
+        let batches = batchRanges(count: store.frameCount, size: context.settings.batchSize)
+        // Batch by batch through every timestep: only one batch's latents are in memory.
+        for (b, range) in batches.enumerated() {
+            var x = try store.read(LatentStore.last, range)
+            let context = repeated(condition, range.count)
+            for (i, t) in timesteps.enumerated() {
+                let output = model.unet(x, timesteps: [Float(t)], context: context)
+                x = scheduler.step(modelOutput: output, timestep: t, sample: x).prevSample
+                try progress.unetCall(.sampling, b * timesteps.count + i + 1, of: timesteps.count * batches.count, steps: timesteps.count)
             }
+            try store.write(store.current, range, x)
         }
-        return x
     }
 }

@@ -8,8 +8,9 @@ import Tensors
 ///
 /// Every UNet call stacks the three branches of `Branch` in the batch, `branches.framesPerBranch` frames each.
 /// - Keyframe pass: each transformer block's self-attention is extended (uncond and cond keyframes
-///   attend to the keys/values of all keyframes of their branch; the source branch attends per frame),
-///   and the block keeps its output and the source branch's norm1 states.
+///   attend to the keys/values of all keyframes of the pass in their branch; the source branch attends
+///   per frame), and each block keeps, for the keyframes the pass is asked to keep, their output and the
+///   source branch's norm1 states.
 /// - Batch pass b: self-attention is not run; each token takes the stored keyframe output at the token
 ///   of keyframe b (and b-1) whose source norm1 state is cosine-nearest, blended by frame distance.
 /// - PnP injection (TokenFlow-PnP only, on the early steps): the uncond and cond branches' queries/keys
@@ -17,7 +18,9 @@ import Tensors
 ///   replaced by the source branch's.
 final class TokenFlowHooks: UNetHooks {
     enum Pass {
-        case keyframes
+        /// Keyframes of the batches `batches` (in the batch's frame order); the records of the batches in
+        /// `keep` are kept.
+        case keyframes(batches: [Int], keep: Range<Int>)
         /// Batch `index` of frames `frames` (absolute indices), with `batchSize` the nominal batch size.
         case batch(index: Int, frames: Range<Int>, batchSize: Int)
     }
@@ -27,24 +30,30 @@ final class TokenFlowHooks: UNetHooks {
         [(1, 1), (1, 2), (2, 0), (2, 1), (2, 2), (3, 0), (3, 1), (3, 2)].map { "up_blocks.\($0.0).attentions.\($0.1).transformer_blocks.0" })
     static let featureInjectionResnet = "up_blocks.1.resnets.1"
 
-    var pass: Pass = .keyframes
+    var pass: Pass = .keyframes(batches: [], keep: 0..<0)
     var branches = BranchStack(framesPerBranch: 0)
     var injectQueryKey = false
     var injectFeatures = false
 
-    /// What the keyframe pass leaves for the batch passes, per transformer block.
+    /// What a keyframe pass leaves for the batch passes, per keyframe and transformer block.
     struct KeyframeRecord {
-        /// Self-attention output [3 (branches), keyframes, tokens, C].
+        /// Self-attention output [3 (branches), tokens, C].
         let output: Tensor
-        /// Source-branch norm1 states, [keyframes, tokens, C].
+        /// Source-branch norm1 states, [tokens, C].
         let sourceNorm: Tensor
     }
-    private(set) var records: [String: KeyframeRecord] = [:]
+    /// By the keyframe's batch index, then by block.
+    private(set) var records: [Int: [String: KeyframeRecord]] = [:]
+
+    /// Drops the records no batch from `batch` on needs (batch b uses keyframes b and b-1).
+    func forgetRecords(before batch: Int) {
+        records = records.filter { $0.key >= batch - 1 }
+    }
 
     func selfAttention(block: String, normed: Tensor, attention: AttentionLayer) -> Tensor? {
         switch pass {
-        case .keyframes:
-            return keyframeAttention(block: block, normed: normed, attention: attention)
+        case .keyframes(let batches, let keep):
+            return keyframeAttention(block: block, normed: normed, attention: attention, batches: batches, keep: keep)
         case .batch(let index, let frames, let batchSize):
             return propagatedAttention(block: block, normed: normed, batch: index, frames: frames, batchSize: batchSize)
         }
@@ -55,7 +64,7 @@ final class TokenFlowHooks: UNetHooks {
         return branches.sourceCopiedToGuidance(hidden)
     }
 
-    private func keyframeAttention(block: String, normed: Tensor, attention: AttentionLayer) -> Tensor {
+    private func keyframeAttention(block: String, normed: Tensor, attention: AttentionLayer, batches: [Int], keep: Range<Int>) -> Tensor {
         let n = branches.framesPerBranch, tokens = normed.shape[1], width = normed.shape[2]
         var query = attention.toQ(normed), key = attention.toK(normed)
         let value = attention.toV(normed)
@@ -72,22 +81,30 @@ final class TokenFlowHooks: UNetHooks {
             let joint = { (t: Tensor) in t.reshaped([1, n * tokens, width]) }
             return attention.attend(query: joint(q), key: joint(k), value: joint(v)).reshaped([n, tokens, width])
         })
-        records[block] = KeyframeRecord(output: output.reshaped([Branch.allCases.count, n, tokens, width]),
-                                        sourceNorm: branches.slice(normed, .source).copy())
+        let sourceNorm = branches.slice(normed, .source)
+        for (index, batch) in batches.enumerated() where keep.contains(batch) {
+            let own = Tensor(uninitializedShape: [Branch.allCases.count, tokens, width])
+            for branch in Branch.allCases {
+                let rows = branches.slice(output, branch).row(index)
+                own.row(branch.rawValue).mutablePointer.update(from: rows.pointer, count: rows.count)
+            }
+            records[batch, default: [:]][block] = KeyframeRecord(output: own, sourceNorm: sourceNorm.row(index).copy())
+        }
         return output
     }
 
     private func propagatedAttention(block: String, normed: Tensor, batch: Int, frames: Range<Int>, batchSize: Int) -> Tensor {
-        guard let record = records[block] else { preconditionFailure("no keyframe record for \(block)") }
+        guard let record = records[batch]?[block], let previousRecord = batch > 0 ? records[batch - 1]?[block] : record else {
+            preconditionFailure("no keyframe record for \(block) of batch \(batch) or \(batch - 1)")
+        }
         let n = branches.framesPerBranch, tokens = normed.shape[1], width = normed.shape[2]
         let sourceNorm = branches.slice(normed, .source).reshaped([n * tokens, width])
-        func nearest(keyframe: Int) -> [Int32] {
-            nearestNeighborIndices(queries: sourceNorm, candidates: record.sourceNorm.row(keyframe))
+        func nearest(_ keyframe: KeyframeRecord) -> [Int32] {
+            nearestNeighborIndices(queries: sourceNorm, candidates: keyframe.sourceNorm)
         }
-        let current = nearest(keyframe: batch)
-        let previous = batch > 0 ? nearest(keyframe: batch - 1) : nil
+        let current = nearest(record)
+        let previous = batch > 0 ? nearest(previousRecord) : nil
         let out = Tensor(uninitializedShape: [Branch.allCases.count * n, tokens, width])
-        let keyframeCount = record.output.shape[1]
         for (local, frameIndex) in frames.enumerated() {
             // Weight of keyframe b by distance to the batch centres (reference: sigmoid(d2 / (d1 + d2))).
             var weight: Float = 1
@@ -97,8 +114,8 @@ final class TokenFlowHooks: UNetHooks {
                 weight = 1 / (1 + Float(exp(Double(-(d2 / (d1 + d2))))))
             }
             for branch in Branch.allCases.map(\.rawValue) {
-                let currentRows = record.output.pointer + ((branch * keyframeCount + batch) * tokens) * width
-                let previousRows = record.output.pointer + ((branch * keyframeCount + max(batch - 1, 0)) * tokens) * width
+                let currentRows = record.output.pointer + branch * tokens * width
+                let previousRows = previousRecord.output.pointer + branch * tokens * width
                 let destination = out.mutablePointer + ((branch * n + local) * tokens) * width
                 for token in 0..<tokens {
                     let a = currentRows + Int(current[local * tokens + token]) * width

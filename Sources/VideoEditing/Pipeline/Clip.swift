@@ -16,14 +16,19 @@ public struct Frame: Sendable, Equatable {
 /// Checks a clip is editable: at least one frame, all the same size, pixel counts that match.
 func validateClip(_ frames: [Frame]) throws {
     guard let first = frames.first else { throw EditError.invalidClip("the clip has no frames") }
-    if first.width < 1 || first.height < 1 { throw EditError.invalidClip("frame size \(first.width)x\(first.height) is empty") }
     for (index, frame) in frames.enumerated() {
-        if frame.width != first.width || frame.height != first.height {
-            throw EditError.invalidClip("frame \(index) is \(frame.width)x\(frame.height), frame 0 is \(first.width)x\(first.height): all frames must have one size")
-        }
-        if frame.pixels.count != frame.width * frame.height * 3 {
-            throw EditError.invalidClip("frame \(index) has \(frame.pixels.count) bytes, expected \(frame.width * frame.height * 3) (packed RGB24)")
-        }
+        try validateFrame(frame, index: index, first: (first.width, first.height))
+    }
+}
+
+/// Checks frame `index` has pixels for its size, and the size of the clip's first frame (if any).
+func validateFrame(_ frame: Frame, index: Int, first: (width: Int, height: Int)?) throws {
+    if frame.width < 1 || frame.height < 1 { throw EditError.invalidClip("frame size \(frame.width)x\(frame.height) is empty") }
+    if let first, frame.width != first.width || frame.height != first.height {
+        throw EditError.invalidClip("frame \(index) is \(frame.width)x\(frame.height), frame 0 is \(first.width)x\(first.height): all frames must have one size")
+    }
+    if frame.pixels.count != frame.width * frame.height * 3 {
+        throw EditError.invalidClip("frame \(index) has \(frame.pixels.count) bytes, expected \(frame.width * frame.height * 3) (packed RGB24)")
     }
 }
 

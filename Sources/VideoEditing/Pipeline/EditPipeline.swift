@@ -41,9 +41,11 @@ public struct EditResult: Sendable {
     public let inversion: Inversion
 }
 
-/// The clip pipeline every method shares: frames to latents (VAE encode), DDIM inversion with the
-/// inversion prompt, the method's sampling, VAE decode back to frames at the input size; progress and
-/// cancellation throughout. Not thread-safe: use one pipeline per thread.
+/// The clip pipeline every method shares: frames to latents (VAE encode, as they arrive), DDIM inversion
+/// with the inversion prompt, the method's sampling, VAE decode back to frames at the input size; progress
+/// and cancellation throughout. The latents live in a `LatentStore` (memory up to `latent_memory`, then a
+/// temporary file), so a clip of any length is one edit in bounded memory. Not thread-safe: use one
+/// pipeline per thread.
 public final class EditPipeline {
     public let model: StableDiffusionModel
     public let settings: EditSettings
@@ -63,79 +65,185 @@ public final class EditPipeline {
         method = try methodType.init(MethodContext(model: model, settings: settings, schedules: schedules))
     }
 
+    /// An empty clip to append frames to.
+    public func makeClip() -> ClipEdit { ClipEdit(self) }
+
     /// Inversion, editing and decoding of a whole clip. `keyframes`: an explicit keyframe schedule
     /// (per sampling step, one absolute frame index per batch) instead of the one drawn with the seed.
     public func run(_ frames: [Frame], keyframes: [[Int]]? = nil, progress: ProgressHandler? = nil) throws -> EditResult {
         try validateClip(frames)
         try method.checkClip(frameCount: frames.count, keyframes: keyframes)
-        let inversion = try invert(frames, progress: progress)
-        return try edit(inversion, keyframes: keyframes, progress: progress)
+        let clip = try encode(frames, progress: progress)
+        try clip.invert(progress: ProgressReporter(progress))
+        return try finish(clip, keyframes: keyframes, progress: progress)
     }
 
     /// VAE encode and DDIM inversion with the inversion prompt.
     public func invert(_ frames: [Frame], progress: ProgressHandler? = nil) throws -> Inversion {
-        try validateClip(frames)
-        let reporter = ProgressReporter(progress)
-        let (inputWidth, inputHeight) = (frames[0].width, frames[0].height)
-        let (width, height) = settings.workingSize.resolve(width: inputWidth, height: inputHeight)
-        let vae = model.vae
-        var encoded: [Tensor] = []
-        for (index, frame) in frames.enumerated() {
-            encoded.append(scaled(try vae.encodeMean(imageTensor(frame, width: width, height: height)), by: vae.scalingFactor))
-            try reporter.frame(.encoding, index + 1, of: frames.count)
-        }
-        let latents = concat(encoded, axis: 0)
-
-        let condition = try model.embed(settings.inversionPrompt)
-        let scheduler = schedules.inversion
-        let ascending = Array(scheduler.timesteps.reversed())
-        let keep = Set(schedules.sampling.timesteps)
-        let alphas = scheduler.alphasCumprod
-        let x = latents.copy()
-        var kept: [Int: Tensor] = [:]
-        let batches = batchRanges(count: frames.count, size: settings.batchSize)
-        for (i, t) in ascending.enumerated() {
-            // DDIM run backwards: eps at t from the current (less noisy) latents, x0 from the previous
-            // level, then forward to level t (the reference's ddim_inversion).
-            let alphaT = alphas[t]
-            let alphaPrevious = i > 0 ? alphas[ascending[i - 1]] : scheduler.finalAlphaCumprod
-            for (b, range) in batches.enumerated() {
-                let batch = x.slice(range).copy()
-                let eps = noisePrediction(batch, timestep: t, context: repeated(condition, range.count), alpha: alphaT)
-                let x0 = linearCombination(batch, 1 / alphaPrevious.squareRoot(), eps, -(1 - alphaPrevious).squareRoot() / alphaPrevious.squareRoot())
-                let next = linearCombination(x0, alphaT.squareRoot(), eps, (1 - alphaT).squareRoot())
-                x.slice(range).mutablePointer.update(from: next.pointer, count: next.count)
-                try reporter.unetCall(.inversion, i * batches.count + b + 1, of: ascending.count * batches.count, steps: ascending.count)
-            }
-            if keep.contains(t) { kept[t] = x.copy() }
-        }
-        return Inversion(latents: latents, kept: kept, last: x, lastTimestep: ascending.last!,
-                         inputWidth: inputWidth, inputHeight: inputHeight, workingWidth: width, workingHeight: height,
-                         inversionPrompt: settings.inversionPrompt, inversionSteps: settings.inversionSteps)
+        let clip = try encode(frames, progress: progress)
+        try clip.invert(progress: ProgressReporter(progress))
+        return try clip.inversion()
     }
 
-    /// UNet output as epsilon (v-prediction models are converted with the sample's alpha).
-    func noisePrediction(_ x: Tensor, timestep: Int, context: Tensor, alpha: Float) -> Tensor {
-        let output = model.unet(x, timesteps: [Float(timestep)], context: context)
-        guard schedules.sampling.prediction == .vPrediction else { return output }
-        return linearCombination(output, alpha.squareRoot(), x, (1 - alpha).squareRoot())
-    }
-
-    /// The method's sampling from the inversion, then VAE decode at the input size.
+    /// The method's sampling from an inversion made earlier (or by the reference), then VAE decode at the
+    /// input size.
     public func edit(_ inversion: Inversion, keyframes: [[Int]]? = nil, progress: ProgressHandler? = nil) throws -> EditResult {
         if inversion.inversionSteps != settings.inversionSteps {
             throw EditError.invalidSettings("the inversion was made with \(inversion.inversionSteps) inversion steps, the settings ask for \(settings.inversionSteps)")
         }
-        let count = inversion.latents.shape[0]
-        try method.checkClip(frameCount: count, keyframes: keyframes)
-        let reporter = ProgressReporter(progress)
-        let final = try method.sample(inversion, keyframes: keyframes, progress: reporter)
-        var frames: [Frame] = []
-        for index in 0..<count {
-            let image = try model.vae.decode(scaled(final.slice(index..<(index + 1)), by: 1 / model.vae.scalingFactor))
-            frames.append(frame(from: image, width: inversion.inputWidth, height: inversion.inputHeight))
-            try reporter.frame(.decoding, index + 1, of: count)
+        try method.checkClip(frameCount: inversion.latents.shape[0], keyframes: keyframes)
+        return try finish(try ClipEdit(self, inversion: inversion), keyframes: keyframes, progress: progress)
+    }
+
+    private func encode(_ frames: [Frame], progress: ProgressHandler?) throws -> ClipEdit {
+        try validateClip(frames)
+        let clip = makeClip(), reporter = ProgressReporter(progress)
+        for (index, frame) in frames.enumerated() {
+            try clip.append(frame)
+            try reporter.frame(.encoding, index + 1, of: frames.count)
         }
-        return EditResult(frames: frames, finalLatents: final, inversion: inversion)
+        return clip
+    }
+
+    private func finish(_ clip: ClipEdit, keyframes: [[Int]]?, progress: ProgressHandler?) throws -> EditResult {
+        let reporter = ProgressReporter(progress)
+        try clip.sample(keyframes: keyframes, progress: reporter)
+        var frames: [Frame] = []
+        for index in 0..<clip.frameCount {
+            frames.append(try clip.decode(index))
+            try reporter.frame(.decoding, index + 1, of: clip.frameCount)
+        }
+        return EditResult(frames: frames, finalLatents: try clip.editedLatents(), inversion: try clip.inversion())
+    }
+}
+
+/// One clip through the pipeline, a frame at a time: `append` encodes each frame as it arrives (only its
+/// latents are kept), `invert` and `sample` edit the whole clip, `decode` gives one edited frame.
+public final class ClipEdit {
+    let pipeline: EditPipeline
+    /// The clip's latents; nil until the first frame (its size fixes the working size).
+    private(set) var store: LatentStore?
+    public private(set) var inputWidth = 0, inputHeight = 0
+    /// The inversion prompt the source branch uses (the settings', or a loaded inversion's).
+    let inversionPrompt: String
+    public private(set) var lastTimestep = 0
+    private var state = State.collecting
+    private enum State { case collecting, inverted, edited }
+
+    init(_ pipeline: EditPipeline) {
+        self.pipeline = pipeline
+        inversionPrompt = pipeline.settings.inversionPrompt
+    }
+
+    /// A clip whose inversion was made earlier.
+    init(_ pipeline: EditPipeline, inversion: Inversion) throws {
+        self.pipeline = pipeline
+        inversionPrompt = inversion.inversionPrompt
+        inputWidth = inversion.inputWidth
+        inputHeight = inversion.inputHeight
+        lastTimestep = inversion.lastTimestep
+        store = try LatentStore(inversion, invertedTimesteps: pipeline.schedules.sampling.timesteps, settings: pipeline.settings)
+        state = .inverted
+    }
+
+    public var frameCount: Int { store?.frameCount ?? 0 }
+    /// Bytes of latents the clip keeps in memory and in its temporary file.
+    public var latentBytes: (memory: Int, disk: Int) { (store?.bytesInMemory ?? 0, store?.bytesOnDisk ?? 0) }
+    var settings: EditSettings { pipeline.settings }
+
+    /// Encodes one frame (resampled to the working size) and keeps its latents.
+    public func append(_ frame: Frame) throws {
+        guard state == .collecting else { throw EditError.invalidClip("frames can only be added before the clip is edited") }
+        try validateFrame(frame, index: frameCount, first: store == nil ? nil : (inputWidth, inputHeight))
+        if store == nil { (inputWidth, inputHeight) = (frame.width, frame.height) }
+        let (width, height) = settings.workingSize.resolve(width: inputWidth, height: inputHeight)
+        let vae = pipeline.model.vae
+        let latents = scaled(try vae.encodeMean(imageTensor(frame, width: width, height: height)), by: vae.scalingFactor)
+        let store = self.store ?? LatentStore(latentShape: Array(latents.shape.dropFirst()),
+                                              invertedTimesteps: pipeline.schedules.sampling.timesteps, settings: settings)
+        self.store = store
+        let index = try store.appendFrame()
+        try store.write(LatentStore.clean, index..<(index + 1), latents)
+    }
+
+    /// DDIM inversion of every frame with the inversion prompt, batch by batch (each batch through every
+    /// timestep, so only one batch is in memory), keeping the latents at the sampling timesteps.
+    func invert(progress: ProgressReporter) throws {
+        guard let store, state == .collecting else { throw EditError.invalidClip("the clip has no frames") }
+        let model = pipeline.model, scheduler = pipeline.schedules.inversion
+        let condition = try model.embed(inversionPrompt)
+        let ascending = Array(scheduler.timesteps.reversed())
+        let alphas = scheduler.alphasCumprod
+        let batches = batchRanges(count: store.frameCount, size: settings.batchSize)
+        let calls = ascending.count * batches.count
+        for (b, range) in batches.enumerated() {
+            var x = try store.read(LatentStore.clean, range)
+            let context = repeated(condition, range.count)
+            for (i, t) in ascending.enumerated() {
+                // DDIM run backwards: eps at t from the current (less noisy) latents, x0 from the previous
+                // level, then forward to level t (the reference's ddim_inversion).
+                let alphaT = alphas[t]
+                let alphaPrevious = i > 0 ? alphas[ascending[i - 1]] : scheduler.finalAlphaCumprod
+                let eps = noisePrediction(x, timestep: t, context: context, alpha: alphaT)
+                let x0 = linearCombination(x, 1 / alphaPrevious.squareRoot(), eps, -(1 - alphaPrevious).squareRoot() / alphaPrevious.squareRoot())
+                x = linearCombination(x0, alphaT.squareRoot(), eps, (1 - alphaT).squareRoot())
+                if let slot = store.inverted(t) { try store.write(slot, range, x) }
+                try progress.unetCall(.inversion, b * ascending.count + i + 1, of: calls, steps: ascending.count)
+            }
+            try store.write(LatentStore.last, range, x)
+        }
+        lastTimestep = ascending.last!
+        state = .inverted
+    }
+
+    /// UNet output as epsilon (v-prediction models are converted with the sample's alpha).
+    private func noisePrediction(_ x: Tensor, timestep: Int, context: Tensor, alpha: Float) -> Tensor {
+        let output = pipeline.model.unet(x, timesteps: [Float(timestep)], context: context)
+        guard pipeline.schedules.sampling.prediction == .vPrediction else { return output }
+        return linearCombination(output, alpha.squareRoot(), x, (1 - alpha).squareRoot())
+    }
+
+    /// Inversion (if not done) and the method's sampling of the whole clip; then `decode` gives the frames.
+    public func edit(keyframes: [[Int]]? = nil, progress: ProgressHandler? = nil) throws {
+        try sample(keyframes: keyframes, progress: ProgressReporter(progress))
+    }
+
+    /// The method's sampling; the edited latents end in the store's `current` slot.
+    func sample(keyframes: [[Int]]?, progress: ProgressReporter) throws {
+        guard let store else { throw EditError.invalidClip("the clip has no frames") }
+        try pipeline.method.checkClip(frameCount: store.frameCount, keyframes: keyframes)
+        if state == .collecting { try invert(progress: progress) }
+        guard state == .inverted else { throw EditError.invalidClip("the clip was edited already") }
+        try pipeline.method.sample(self, store: store, keyframes: keyframes, progress: progress)
+        state = .edited
+    }
+
+    /// Edited frame `index`, decoded and resampled to the input size.
+    public func decode(_ index: Int) throws -> Frame {
+        guard let store, state == .edited, (0..<store.frameCount).contains(index) else {
+            throw EditError.invalidClip("frame \(index) has not been edited")
+        }
+        let vae = pipeline.model.vae
+        let image = try vae.decode(scaled(try store.read(store.current, index..<(index + 1)), by: 1 / vae.scalingFactor))
+        return frame(from: image, width: inputWidth, height: inputHeight)
+    }
+
+    /// The edited latents of every frame, [N, 4, H/8, W/8] (the whole clip in memory: for tests and files).
+    public func editedLatents() throws -> Tensor {
+        guard let store else { throw EditError.invalidClip("the clip has no frames") }
+        return try store.read(store.current, 0..<store.frameCount)
+    }
+
+    /// The inversion as tensors (the whole clip in memory: for saving it, and for tests).
+    func inversion() throws -> Inversion {
+        guard let store, state != .collecting else { throw EditError.invalidClip("the clip has not been inverted") }
+        let frames = 0..<store.frameCount
+        var kept: [Int: Tensor] = [:]
+        for t in store.invertedTimesteps { kept[t] = try store.read(store.inverted(t)!, frames) }
+        let (width, height) = settings.workingSize.resolve(width: inputWidth, height: inputHeight)
+        return Inversion(latents: try store.read(LatentStore.clean, frames), kept: kept, last: try store.read(LatentStore.last, frames),
+                         lastTimestep: lastTimestep, inputWidth: inputWidth, inputHeight: inputHeight,
+                         workingWidth: width, workingHeight: height, inversionPrompt: inversionPrompt,
+                         inversionSteps: settings.inversionSteps)
     }
 }

@@ -32,6 +32,13 @@ public struct EditSettings: Sendable, Equatable {
     public var threads: Int = 0
     /// Frames a host edits together per run, 0 = the whole stream. Read by the hosts (FFmpeg, GStreamer).
     public var window: Int = 0
+    /// Keyframes a keyframe's extended attention covers at most (`KeyframePropagation`): up to this many
+    /// keyframes the edit is exactly the reference's; beyond, the cost per frame stays constant.
+    public var keyframeContext: Int = 8
+    /// MiB of latents kept in memory; the rest of a long clip's latents go to a temporary file.
+    public var latentMemory: Int = 1024
+    /// Folder for that temporary file; "" = $TMPDIR, then /tmp.
+    public var temporaryDirectory: String = ""
 
     public init() {}
 }
@@ -67,12 +74,17 @@ public enum EditError: Error, CustomStringConvertible, Equatable {
     case invalidSettings(String)
     case invalidClip(String)
     case cancelled
+    case outOfMemory(String)
+    /// The temporary latent file could not be created, written or read.
+    case storage(String)
 
     public var description: String {
         switch self {
         case .invalidSettings(let message): return "invalid settings: \(message)"
         case .invalidClip(let message): return "invalid clip: \(message)"
         case .cancelled: return "cancelled"
+        case .outOfMemory(let message): return "out of memory: \(message)"
+        case .storage(let message): return "storage: \(message)"
         }
     }
 }

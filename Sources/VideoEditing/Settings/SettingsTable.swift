@@ -184,6 +184,12 @@ public enum SettingsTable {
             .size("size", \.workingSize,
                   help: "working size: WxH (multiples of 8), 'input' (the input size rounded to a multiple of 8), a number (the longer side, aspect kept), or empty (512)"),
             .integer("threads", \.threads, 0...1024, help: "worker threads, 0 = one per core (process-wide)"),
+            .integer("keyframe_context", \.keyframeContext, 2...4096, methods: propagating,
+                     help: "keyframes a keyframe's extended attention covers at most; clips with up to this many keyframes (batches) are edited exactly as the reference does, longer ones at a constant cost per frame"),
+            .integer("latent_memory", \.latentMemory, 1...(1 << 30),
+                     help: "MiB of latents kept in memory; a longer clip's other latents go to a temporary file"),
+            .text("temp_dir", \.temporaryDirectory,
+                  help: "folder for the temporary latent file of long clips; empty: $TMPDIR, then /tmp"),
             .integer("window", \.window, 0...Int64(Int32.max),
                      help: "frames edited together per run by the FFmpeg filter and the GStreamer element; 0 = the whole stream (memory grows with it)"),
         ]

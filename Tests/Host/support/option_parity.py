@@ -42,7 +42,8 @@ def library_table(path):
 
 
 def same_number(a, b):
-    return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-9)
+    """Equal to the precision hosts print with (ffmpeg: %g, 6 significant digits)."""
+    return math.isclose(float(a), float(b), rel_tol=1e-5, abs_tol=1e-9)
 
 
 # FFmpeg prints well-known limits by name.
