@@ -1,7 +1,7 @@
 /*
  * edit_clip: edits a clip with libtokenflow, loaded at run time with dlopen (no link-time dependency,
- * only the header). Shows the whole C API: the settings table, settings by name, open, send, keyframes
- * (optional), run with progress, get, errors.
+ * only the header). Shows the whole C API: the settings table, settings by name, open, progress, keyframes
+ * (optional), the streaming loop (send a frame, get what is ready, ..., end of stream, get the rest), errors.
  *
  *   cc -I Include -o edit_clip Examples/edit_clip.c -ldl
  *   ./edit_clip .build/prefix/lib/libtokenflow.so -o out.rgb model=MODEL_DIR prompt="a marble statue" steps=20
@@ -13,6 +13,7 @@
  * <prefix>/share/tokenflow/model).
  * Input: a generated moving pattern (default), or raw packed RGB24 frames of -s WxH from -i FILE.
  * Output: raw packed RGB24 frames (-o FILE), or one PPM per frame (-o DIR/ with a trailing slash).
+ * With window=N, edited frames are written while the input is still being read (every N frames).
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -34,9 +35,10 @@ static struct {
     const char *(*settings_get)(TFSettings *, const char *);
     void (*settings_free)(TFSettings **);
     int (*open)(TFContext **, const TFSettings *);
-    int (*send_frame)(TFContext *, const uint8_t *, int, int, ptrdiff_t, int64_t);
+    int (*set_progress_callback)(TFContext *, TFProgressCallback, void *);
     int (*set_keyframes)(TFContext *, const int32_t *, size_t);
-    int (*run)(TFContext *, TFProgressCallback, void *);
+    int (*send_frame)(TFContext *, const uint8_t *, int, int, ptrdiff_t, int64_t, void *);
+    int (*end_of_stream)(TFContext *);
     int (*get_frame)(TFContext *, const TFFrame **);
     const char *(*last_error)(const TFContext *);
     void (*close)(TFContext **);
@@ -67,8 +69,9 @@ static int load_library(const char *path) {
         {(void **)&tf.strerror, "tf_strerror"},         {(void **)&tf.option, "tf_option"},
         {(void **)&tf.settings_new, "tf_settings_new"}, {(void **)&tf.settings_set, "tf_settings_set"},
         {(void **)&tf.settings_get, "tf_settings_get"}, {(void **)&tf.settings_free, "tf_settings_free"},
-        {(void **)&tf.open, "tf_open"},                 {(void **)&tf.send_frame, "tf_send_frame"},
-        {(void **)&tf.set_keyframes, "tf_set_keyframes"}, {(void **)&tf.run, "tf_run"},
+        {(void **)&tf.open, "tf_open"},                 {(void **)&tf.set_keyframes, "tf_set_keyframes"},
+        {(void **)&tf.set_progress_callback, "tf_set_progress_callback"},
+        {(void **)&tf.send_frame, "tf_send_frame"},     {(void **)&tf.end_of_stream, "tf_end_of_stream"},
         {(void **)&tf.get_frame, "tf_get_frame"},       {(void **)&tf.last_error, "tf_last_error"},
         {(void **)&tf.close, "tf_close"},
     };
@@ -97,11 +100,14 @@ static void list_options(void) {
     }
 }
 
+/* Called by tf_get_frame while it edits (a window, or the whole stream at its end). */
 static int on_progress(void *opaque, const TFProgress *p) {
-    (void)opaque;
-    fprintf(stderr, "\r%-9s %4d/%-4d step %d/%d", p->stage_name, p->completed, p->total, p->step, p->steps);
+    int windowed = *(const int *)opaque;
+    if (windowed) fprintf(stderr, "\rwindow %d: ", p->window);
+    else fputc('\r', stderr);
+    fprintf(stderr, "%-9s %4d/%-4d step %d/%d", p->stage_name, p->completed, p->total, p->step, p->steps);
     if (p->completed == p->total) fputc('\n', stderr);
-    return 0; /* non-zero would cancel the run */
+    return 0; /* non-zero would cancel the edit: tf_get_frame returns TF_ECANCELED */
 }
 
 /* Frame i of a pattern that moves right and down: stripes, a gradient and a bouncing square. */
@@ -147,6 +153,13 @@ static void usage(const char *program) {
             program, program);
 }
 
+/* Where edited frames go: a raw RGB24 file, or a directory of PPM files. */
+struct output {
+    const char *path;
+    FILE *file;   /* NULL: path is a directory */
+    int written;
+};
+
 static int write_ppm(const char *directory, int index, const TFFrame *frame) {
     char path[4096];
     snprintf(path, sizeof path, "%sframe-%04d.ppm", directory, index);
@@ -158,6 +171,32 @@ static int write_ppm(const char *directory, int index, const TFFrame *frame) {
     fprintf(file, "P6\n%d %d\n255\n", frame->width, frame->height);
     for (int y = 0; y < frame->height; y++) fwrite(frame->data + y * frame->stride, 3, frame->width, file);
     return fclose(file) == 0 ? 0 : -1;
+}
+
+/* Not a library code (those are <= 0): a failure this program has already reported. */
+enum { REPORTED = 1 };
+
+/* Gets and writes every edited frame the library has now. TF_EAGAIN: no more for now (before the end of the
+ * stream) or none left (after it); REPORTED: writing failed; else the library's error. */
+static int write_ready_frames(TFContext *ctx, struct output *out) {
+    const TFFrame *frame; /* owned by the context, valid until the next tf_get_frame */
+    int code;
+    while ((code = tf.get_frame(ctx, &frame)) == TF_OK) {
+        int failed = 0;
+        if (!out->file) {
+            failed = write_ppm(out->path, out->written, frame) < 0;
+        } else {
+            for (int y = 0; y < frame->height && !failed; y++)
+                failed = fwrite(frame->data + y * frame->stride, 3, frame->width, out->file) != (size_t)frame->width;
+        }
+        if (failed) {
+            fprintf(stderr, "edit_clip: writing %s failed\n", out->path);
+            return REPORTED;
+        }
+        /* frame->pts is the pts sent with its input frame (frame->opaque likewise). */
+        out->written++;
+    }
+    return code;
 }
 
 int main(int argc, char **argv) {
@@ -224,26 +263,11 @@ int main(int argc, char **argv) {
     char prompt[256], method[64];
     snprintf(prompt, sizeof prompt, "%s", tf.settings_get(settings, "prompt"));
     snprintf(method, sizeof method, "%s", tf.settings_get(settings, "method"));
+    int windowed = atoi(tf.settings_get(settings, "window")) > 0;
     tf.settings_free(&settings); /* the context has its own copy */
+    tf.set_progress_callback(ctx, on_progress, &windowed);
 
-    size_t frame_bytes = (size_t)width * height * 3;
-    uint8_t *rgb = malloc(frame_bytes);
-    FILE *in = input ? fopen(input, "rb") : NULL;
-    if (!rgb || (input && !in)) {
-        fprintf(stderr, "edit_clip: cannot read %s: %s\n", input ? input : "(memory)", strerror(errno));
-        tf.close(&ctx);
-        return 1;
-    }
-    int sent = 0;
-    for (; input ? fread(rgb, 1, frame_bytes, in) == frame_bytes : sent < frames; sent++) {
-        if (!input) pattern_frame(rgb, width, height, sent);
-        /* pts: here simply the frame number; a host passes its own timestamps, returned untouched. */
-        code = tf.send_frame(ctx, rgb, width, height, (ptrdiff_t)width * 3, sent);
-        if (code < 0) break;
-    }
-    if (in) fclose(in);
-    free(rgb);
-    if (code >= 0 && keys) { /* checked against the clip by tf_run */
+    if (keys) { /* before the end of the stream; checked against the clip when it ends */
         int32_t schedule[1024];
         size_t count = parse_keyframes(keys, schedule, sizeof schedule / sizeof schedule[0]);
         if (count == 0) {
@@ -252,44 +276,60 @@ int main(int argc, char **argv) {
             return 2;
         }
         fprintf(stderr, "keyframe schedule: %zu keyframes\n", count);
-        code = tf.set_keyframes(ctx, schedule, count);
+        if ((code = tf.set_keyframes(ctx, schedule, count)) < 0) {
+            fprintf(stderr, "edit_clip: %s (%s)\n", tf.last_error(ctx), tf.strerror(code));
+            tf.close(&ctx);
+            return 1;
+        }
     }
-    if (code >= 0 && sent == 0) {
-        fprintf(stderr, "edit_clip: %s holds no complete %dx%d frame\n", input, width, height);
-        code = -1;
-    } else if (code >= 0) {
-        fprintf(stderr, "editing %d frames of %dx%d with %s: \"%s\"\n", sent, width, height, method, prompt);
-        code = tf.run(ctx, on_progress, NULL);
+
+    size_t frame_bytes = (size_t)width * height * 3;
+    uint8_t *rgb = malloc(frame_bytes);
+    FILE *in = input ? fopen(input, "rb") : NULL;
+    if (!rgb || (input && !in)) {
+        fprintf(stderr, "edit_clip: cannot read %s: %s\n", input ? input : "(memory)", strerror(errno));
+        free(rgb);
+        tf.close(&ctx);
+        return 1;
     }
-    if (code < 0) {
-        fprintf(stderr, "edit_clip: %s (%s)\n", tf.last_error(ctx), tf.strerror(code));
+    struct output out = {output, NULL, 0};
+    if (output[strlen(output) - 1] != '/' && !(out.file = fopen(output, "wb"))) {
+        fprintf(stderr, "edit_clip: cannot write %s: %s\n", output, strerror(errno));
+        if (in) fclose(in);
+        free(rgb);
         tf.close(&ctx);
         return 1;
     }
 
-    int to_directory = output[strlen(output) - 1] == '/';
-    FILE *out = to_directory ? NULL : fopen(output, "wb");
-    if (!to_directory && !out) {
-        fprintf(stderr, "edit_clip: cannot write %s: %s\n", output, strerror(errno));
-        tf.close(&ctx);
-        return 1;
+    /* The streaming loop: send a frame, then write the edited frames that are ready (with window=N, N frames
+     * every N frames; with the whole stream as one edit, none before the end). Then end the stream: the next
+     * tf_get_frame edits what is left, and the rest comes out. */
+    fprintf(stderr, "editing %dx%d frames with %s: \"%s\"\n", width, height, method, prompt);
+    int sent = 0;
+    code = TF_EAGAIN; /* nothing ready: the loop's normal state */
+    while (code == TF_EAGAIN && (input ? fread(rgb, 1, frame_bytes, in) == frame_bytes : sent < frames)) {
+        if (!input) pattern_frame(rgb, width, height, sent);
+        /* pts: here simply the frame number; a host passes its own timestamps (and, as the last argument, any
+         * pointer of its own), returned untouched with the edited frame. */
+        code = tf.send_frame(ctx, rgb, width, height, (ptrdiff_t)width * 3, sent++, NULL);
+        if (code == TF_OK) code = write_ready_frames(ctx, &out);
     }
-    const TFFrame *frame; /* owned by the context, valid until the next tf_get_frame */
-    int written = 0, failed = 0;
-    while (!failed && (code = tf.get_frame(ctx, &frame)) == TF_OK) {
-        if (to_directory) {
-            failed = write_ppm(output, written, frame) < 0;
-        } else {
-            for (int y = 0; y < frame->height && !failed; y++)
-                failed = fwrite(frame->data + y * frame->stride, 3, frame->width, out) != (size_t)frame->width;
-        }
-        written++;
+    if (in) fclose(in);
+    free(rgb);
+    if (code == TF_EAGAIN && sent == 0) {
+        fprintf(stderr, "edit_clip: %s holds no complete %dx%d frame\n", input, width, height);
+        code = REPORTED;
+    } else if (code == TF_EAGAIN) {
+        code = tf.end_of_stream(ctx);
+        if (code == TF_OK) code = write_ready_frames(ctx, &out); /* TF_EAGAIN: every frame is out */
     }
-    if (out && fclose(out) != 0) failed = 1;
-    if (!failed && code != TF_EAGAIN) fprintf(stderr, "edit_clip: %s (%s)\n", tf.last_error(ctx), tf.strerror(code));
+    if (code != TF_EAGAIN && code != REPORTED) fprintf(stderr, "edit_clip: %s (%s)\n", tf.last_error(ctx), tf.strerror(code));
     tf.close(&ctx);
-    if (failed) fprintf(stderr, "edit_clip: writing %s failed\n", output);
-    if (failed || code != TF_EAGAIN) return 1;
-    fprintf(stderr, "wrote %d frames to %s\n", written, output);
+    if (out.file && fclose(out.file) != 0 && code == TF_EAGAIN) {
+        fprintf(stderr, "edit_clip: writing %s failed\n", output);
+        code = REPORTED;
+    }
+    if (code != TF_EAGAIN) return 1;
+    fprintf(stderr, "wrote %d frames to %s\n", out.written, output);
     return 0;
 }

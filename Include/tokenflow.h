@@ -13,11 +13,24 @@
  *     TFContext *ctx = NULL;
  *     if (tf_open(&ctx, s) < 0) { ... ctx is NULL; tf_last_error(NULL) says why ... }
  *     tf_settings_free(&s);
- *     for each frame: tf_send_frame(ctx, rgb, width, height, stride, pts);
- *     tf_run(ctx, progress_cb, opaque);          (blocks; the callback may cancel)
+ *     tf_set_progress_callback(ctx, progress_cb, opaque);   (optional; the callback may cancel)
  *     const TFFrame *out;
- *     while (tf_get_frame(ctx, &out) == TF_OK) { ... out->data, out->pts ... }   (then TF_EAGAIN)
+ *     for each frame {
+ *         tf_send_frame(ctx, rgb, width, height, stride, pts, frame_opaque);
+ *         while (tf_get_frame(ctx, &out) == TF_OK) { ... out->data, out->pts, out->opaque ... }
+ *     }
+ *     tf_end_of_stream(ctx);
+ *     while (tf_get_frame(ctx, &out) == TF_OK) { ... }   (then TF_EAGAIN: every frame is out)
  *     tf_close(&ctx);
+ *
+ * A context takes a stream of any length: frames are encoded as they are sent and only their latents are
+ * kept (memory up to the latent_memory setting, then an unlinked temporary file). With the window setting
+ * 0 (default) the whole stream is one edit, made by the first tf_get_frame after tf_end_of_stream; with
+ * window W, every W frames are edited (by the tf_get_frame that needs them) and output while the stream
+ * goes on, each window attending to anchor frames of earlier windows so that all share one look.
+ * tf_get_frame is where the long work happens; it reports progress through the callback. tf_run(ctx, cb,
+ * opaque) is the whole-clip shortcut: end of stream and every edit done at once; tf_get_frame then only
+ * decodes.
  *
  * Frames are packed RGB24 (3 bytes per pixel, R G B), rows `stride` bytes apart. Output frames have the
  * input's size, count and order, and carry the pts that was sent with each input frame.
@@ -27,8 +40,8 @@
  * tf_strerror, tf_version and tf_version_string may be called from any thread at any time.
  *
  * Models: the library keeps the most recently opened model loaded (shared, read-only, by every context
- * that uses it) until a different model is opened or the process exits, so reopening a context per
- * window does not reload gigabytes of weights. A model changed on disk is loaded again.
+ * that uses it) until a different model is opened or the process exits, so opening a context per stream
+ * does not reload gigabytes of weights. A model changed on disk is loaded again.
  *
  * Ownership: every string and buffer passed in is copied (or only read during the call); the caller
  * keeps ownership. Memory returned by the library (TFFrame.data, tf_last_error strings) stays owned by
@@ -51,7 +64,7 @@ extern "C" {
 #endif
 
 #define TOKENFLOW_VERSION_MAJOR 0
-#define TOKENFLOW_VERSION_MINOR 2
+#define TOKENFLOW_VERSION_MINOR 3
 #define TOKENFLOW_VERSION_PATCH 0
 /* Single number for compile-time checks: (major << 16) | (minor << 8) | patch. */
 #define TOKENFLOW_VERSION ((TOKENFLOW_VERSION_MAJOR << 16) | (TOKENFLOW_VERSION_MINOR << 8) | TOKENFLOW_VERSION_PATCH)
@@ -67,10 +80,12 @@ TF_API const char *tf_version_string(void);
 
 /* Error codes: negative errno values. */
 #define TF_OK         0
-#define TF_EPERM     (-1)   /* call not allowed in the context's state (send after run, get before run, run twice) */
+#define TF_EPERM     (-1)   /* call not allowed in the context's state (send after the end of the stream, run
+                                   twice, any call but close after a failure) */
 #define TF_ENOENT    (-2)   /* model directory or one of its files is missing */
-#define TF_EIO       (-5)   /* model files unreadable or corrupt */
-#define TF_EAGAIN    (-11)  /* tf_get_frame: every edited frame has been returned */
+#define TF_EIO       (-5)   /* input/output error: model files unreadable or corrupt, or the temporary latent
+                                   file cannot be created, written or read */
+#define TF_EAGAIN    (-11)  /* tf_get_frame: no frame until more input (after the end of the stream: all out) */
 #define TF_ENOMEM    (-12)  /* out of memory */
 #define TF_EINVAL    (-22)  /* invalid argument: NULL pointer, bad setting, bad frame */
 #define TF_ENOTSUP   (-95)  /* unsupported model configuration */
@@ -144,22 +159,33 @@ typedef struct TFContext TFContext;
 TF_API int tf_open(TFContext **out, const TFSettings *settings);
 
 /*
- * Adds one input frame to the clip: it is resampled to the working size and VAE-encoded now, and only its
- * latents are kept (in memory up to the latent_memory setting, beyond it in an unlinked temporary file in
- * temp_dir), so a clip of any length fits. All frames of a clip must have one size (>= 1x1);
- * stride >= 3 * width. pts is returned unchanged with the edited frame.
+ * Adds one input frame to the stream: it is resampled to the working size and VAE-encoded now, and only
+ * its latents are kept (in memory up to the latent_memory setting, beyond it in an unlinked temporary file
+ * in temp_dir), so a stream of any length fits. All frames of a stream must have one size (>= 1x1);
+ * stride >= 3 * width. pts and opaque are returned unchanged with the edited frame (the library never
+ * dereferences opaque; see tf_set_opaque_release for frames that are never returned).
  * Errors: TF_EINVAL (NULL ctx/rgb, bad size or stride, size differs from earlier frames),
- *         TF_EPERM (called after tf_run), TF_ENOMEM, TF_EIO (the temporary file cannot be written).
- * After a TF_ENOMEM or TF_EIO the context can only be closed.
+ *         TF_EPERM (after tf_end_of_stream or tf_run), TF_ENOMEM, TF_EIO (the temporary file cannot be
+ *         written). After a TF_ENOMEM or TF_EIO the context can only be closed.
  */
-TF_API int tf_send_frame(TFContext *ctx, const uint8_t *rgb, int width, int height, ptrdiff_t stride, int64_t pts);
+TF_API int tf_send_frame(TFContext *ctx, const uint8_t *rgb, int width, int height, ptrdiff_t stride, int64_t pts,
+                         void *opaque);
+
+/* No more frames: the next tf_get_frame edits what is left (the last partial window, or the whole stream).
+ * Errors: TF_EINVAL (NULL ctx, a keyframe schedule that does not fit the stream), TF_EPERM (called twice,
+ * or after tf_run). */
+TF_API int tf_end_of_stream(TFContext *ctx);
+
+/* A function the context calls, at tf_close, with the opaque value of every frame sent and never returned
+ * (NULL opaque values are skipped), so a host need not track them. NULL (default): none. */
+TF_API int tf_set_opaque_release(TFContext *ctx, void (*release)(void *opaque));
 
 /*
- * Optional per-clip input, before tf_run: an explicit keyframe schedule (instead of the one drawn with the
- * seed), for reproducing a run exactly. `count` absolute frame indices, step-major: for each sampling step
+ * Optional per-clip input, before the end of the stream: an explicit keyframe schedule (instead of the one
+ * drawn with the seed), for reproducing a run exactly; only for whole-stream edits (window 0). `count` absolute frame indices, step-major: for each sampling step
  * of the method, one keyframe per batch of batch_size frames. Copied. count 0 clears it.
- * Errors: TF_EINVAL (NULL ctx, NULL keyframes with count > 0), TF_EPERM (after tf_run). The schedule is
- * checked against the clip by tf_run (TF_EINVAL).
+ * Errors: TF_EINVAL (NULL ctx, NULL keyframes with count > 0), TF_EPERM (after the end of the stream). The
+ * schedule is checked against the clip by tf_end_of_stream or tf_run (TF_EINVAL).
  */
 TF_API int tf_set_keyframes(TFContext *ctx, const int32_t *keyframes, size_t count);
 
@@ -179,16 +205,21 @@ typedef struct TFProgress {
     int completed, total;    /* units (frames, or UNet calls) done in this stage, and the stage's total */
     int step, steps;         /* inversion/sampling: denoising steps done and the stage's step count;
                                 encoding/decoding: equal to completed/total */
+    int window;              /* the window being edited, from 0 (always 0 with window = 0) */
 } TFProgress;
 
-/* Called at least once per UNet call. Return 0 to continue, non-zero to cancel (tf_run then returns
- * TF_ECANCELED and no frame is output). */
+/* Called at least once per UNet call of an edit (in tf_run or tf_get_frame). Return 0 to continue,
+ * non-zero to cancel: the call returns TF_ECANCELED and the context can only be closed. */
 typedef int (*TFProgressCallback)(void *opaque, const TFProgress *progress);
 
+/* The progress callback of the edits tf_get_frame makes (NULL: none). Errors: TF_EINVAL (NULL ctx). */
+TF_API int tf_set_progress_callback(TFContext *ctx, TFProgressCallback callback, void *opaque);
+
 /*
- * Edits every frame sent so far. Blocks until done. callback may be NULL.
+ * The whole-clip shortcut: ends the stream and edits every frame sent so far now (every window, in order),
+ * with callback (may be NULL) as the progress callback; tf_get_frame then only decodes. Blocks until done.
  * Errors: TF_EINVAL (NULL ctx, no frames sent, keyframe schedule that does not fit the clip),
- *         TF_EPERM (run already called), TF_ECANCELED, TF_ENOMEM.
+ *         TF_EPERM (run already called, or the end of the stream signalled), TF_ECANCELED, TF_ENOMEM, TF_EIO.
  * After an error the context can only be closed.
  */
 TF_API int tf_run(TFContext *ctx, TFProgressCallback callback, void *opaque);
@@ -201,12 +232,15 @@ typedef struct TFFrame {
     int height;
     ptrdiff_t stride;
     int64_t pts;
+    void *opaque;            /* as given to tf_send_frame */
 } TFFrame;
 
 /*
- * Decodes the next edited frame, in input order, and sets *frame to it.
- * Errors: TF_EAGAIN (all frames returned), TF_EPERM (tf_run has not completed successfully),
- *         TF_EINVAL (NULL ctx/frame).
+ * Sets *frame to the next edited frame, in input order, decoding it now; when the frame belongs to a
+ * window (or whole stream) not edited yet, edits it first (the long work; progress through the callback).
+ * Errors: TF_EAGAIN (no frame until more frames are sent or the end of the stream is signalled; after the
+ *         end of the stream: every frame has been returned), TF_EPERM (an earlier call failed),
+ *         TF_EINVAL (NULL ctx/frame), TF_ECANCELED, TF_ENOMEM, TF_EIO.
  */
 TF_API int tf_get_frame(TFContext *ctx, const TFFrame **frame);
 

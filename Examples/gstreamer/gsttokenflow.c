@@ -12,23 +12,29 @@
  * the library appears here without a change to this file. Values are kept as GValues and handed to the
  * library as text (tf_settings_set), which parses and validates them like every other host does.
  *
- * Data flow: every input frame is copied into the engine as soon as it arrives (tf_send_frame) and the
- * upstream buffer is released at once, so decoders with bounded pools never starve. When `window`
- * frames are queued (or at EOS, or before a caps change) the engine edits them (tf_run, on the streaming
- * thread) and the edited frames are pushed with the original timestamps, durations, offsets and flags.
- * Serialized events that arrive while frames are queued are kept in order with the frames. The window
- * is the one setting the host implements: the library only stores it, and the element reads it back
- * with tf_settings_get.
+ * Data flow: the library owns buffering, windows and the end of the stream (tokenflow.h), so the element
+ * is thin. Every input frame goes into the engine as soon as it arrives (tf_send_frame encodes it and
+ * keeps only its latents: in memory up to latent_memory, then in an unlinked file in temp_dir) with its
+ * metadata (timestamps, duration, offsets, flags) as the frame's opaque value, and the upstream buffer is
+ * released at once, so decoders with bounded pools never starve. Then every frame tf_get_frame gives is
+ * pushed with that metadata, until TF_EAGAIN: with window W the library edits each W frames when the W-th
+ * arrives (later windows share the look of the earlier ones) and they come out while the stream goes on;
+ * with window 0 the whole stream comes out at EOS (tf_end_of_stream, then every frame). Serialized events
+ * that arrive while frames are in the engine are queued, tagged with the number of frames sent before
+ * them, and pushed once that many frames have been output, so they keep their place between frames.
+ * Metadata of frames never output (a flush, a stop, an error) is freed by the library at tf_close
+ * (tf_set_opaque_release).
  *
- * A libtokenflow context edits one clip: it is opened at READY->PAUSED (so a bad model or bad settings
- * fail the state change, not the stream), closed after each window and reopened for the next one.
+ * One libtokenflow context serves one stream: it is opened at READY->PAUSED (so a bad model or bad
+ * settings fail the state change, not the stream) and, after an EOS, a flush or a change of frame size
+ * ended its stream, opened again at the next frame.
  *
- * Threads and locks: the streaming thread owns the context, the queue and the negotiated video info (all
- * touched only with the sink pad's stream lock held, or while the pads are inactive). Property values
- * are kept under the object lock and copied into a TFSettings snapshot at READY->PAUSED. A run is
- * cancelled through the progress callback's return value when `stopping` (set in change_state before
- * chaining up, which deactivates the pads and therefore waits for the streaming thread) or `flushing`
- * (FLUSH_START) is set.
+ * Threads and locks: the streaming thread owns the context, the event queue and the negotiated video
+ * info (all touched only with the sink pad's stream lock held, or while the pads are inactive). Property
+ * values are kept under the object lock and copied into a TFSettings snapshot at READY->PAUSED. An edit
+ * (inside tf_get_frame) is cancelled through the progress callback's return value when `stopping` (set
+ * in change_state before chaining up, which deactivates the pads and therefore waits for the streaming
+ * thread) or `flushing` (FLUSH_START) is set.
  */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
@@ -49,7 +55,8 @@
 GST_DEBUG_CATEGORY_STATIC (gst_token_flow_debug);
 #define GST_CAT_DEFAULT gst_token_flow_debug
 
-/* The setting the host implements (frames edited together per run; 0 = the whole stream at EOS). */
+/* The setting the element reads back (the library implements it) for the latency it adds and the frame
+ * count of the progress messages: frames edited together; 0 = the whole stream at EOS. */
 #define WINDOW_SETTING "window"
 /* Named in the error message when a context cannot be opened (if the library has such a setting). */
 #define MODEL_SETTING "model"
@@ -74,15 +81,23 @@ static guint gst_token_flow_n_settings;
 #define GST_TYPE_TOKEN_FLOW (gst_token_flow_get_type ())
 G_DECLARE_FINAL_TYPE (GstTokenFlow, gst_token_flow, GST, TOKEN_FLOW, GstElement)
 
-/* One entry of the output queue, in arrival order: either an input frame's metadata or a serialized
- * event that arrived between frames (pushed at the same position in the output). */
+/* An input frame's metadata: the opaque value sent with the frame (tf_send_frame), returned with the
+ * edited frame (TFFrame.opaque) and freed then; the library frees (g_free) those of frames never
+ * returned at tf_close. */
 typedef struct
 {
-  GstEvent *event;              /* non-NULL: an event; else the fields below describe a frame */
   GstClockTime pts, dts, duration;
   guint64 offset, offset_end;
   GstBufferFlags flags;
-} GstTokenFlowItem;
+} GstTokenFlowFrameMeta;
+
+/* A serialized event that arrived while frames were in the engine: pushed once `after` frames of the
+ * stream have been output (it arrived after the after-th frame). */
+typedef struct
+{
+  GstEvent *event;
+  guint64 after;
+} GstTokenFlowEvent;
 
 struct _GstTokenFlow
 {
@@ -100,20 +115,21 @@ struct _GstTokenFlow
                                  * thread reads it without the lock */
 
   /* Streaming state (sink stream lock, or pads inactive). */
-  TFContext *ctx;
+  TFContext *ctx;               /* the current stream's context; NULL: opened at the next frame */
   GstVideoInfo info;
   gboolean have_info;
-  GQueue items;                 /* of GstTokenFlowItem* */
-  guint pending_frames;         /* frames sent to ctx and not yet edited */
-  guint64 window_index;         /* windows started since READY->PAUSED */
+  guint64 frames_in;            /* frames of the current stream sent to ctx */
+  guint64 frames_out;           /* of those, frames tf_get_frame returned (pushed) */
+  GQueue events;                /* of GstTokenFlowEvent*, in arrival order */
+  gint edited_window;           /* set by the progress callback: the window edited in this call */
 
   gint fps_n, fps_d;             /* negotiated frame rate (object lock), for the latency query */
 
   /* Last refused caps we explained on the bus (object lock), so a retrying upstream is not spammed. */
   gchar *last_refusal;
 
-  gint stopping;                /* atomic: PAUSED->READY in progress (cancels a run) */
-  gint flushing;                /* atomic: between FLUSH_START and FLUSH_STOP (cancels a run) */
+  gint stopping;                /* atomic: PAUSED->READY in progress (cancels an edit) */
+  gint flushing;                /* atomic: between FLUSH_START and FLUSH_STOP (cancels an edit) */
 };
 
 G_DEFINE_TYPE (GstTokenFlow, gst_token_flow, GST_TYPE_ELEMENT);
@@ -131,28 +147,41 @@ is_cancelled (GstTokenFlow * self)
   return g_atomic_int_get (&self->stopping) || g_atomic_int_get (&self->flushing);
 }
 
-static void
-item_free (gpointer data)
+/* What becomes of the queued events when a stream is dropped. */
+typedef enum
 {
-  GstTokenFlowItem *item = data;
-  if (item->event)
-    gst_event_unref (item->event);
-  g_free (item);
-}
+  EVENTS_DROP,                  /* all dropped (an error, a state change) */
+  EVENTS_PUSH,                  /* all pushed, in order (the stream is over; downstream wanted no more frames) */
+  EVENTS_PUSH_STICKY            /* a flush: caps, tags, stream-start... pushed (upstream does not send them
+                                 * again), segments and the rest dropped */
+} GstTokenFlowEvents;
 
-/* Drops the queue and the context (the next frame reopens one). Stream lock held or pads inactive. */
+/* Drops the current stream: closes the context (which frees the metadata of the frames it holds; the
+ * next frame opens a new one) and empties the event queue. Stream lock held or pads inactive. */
 static void
-gst_token_flow_reset_stream (GstTokenFlow * self)
+gst_token_flow_reset_stream (GstTokenFlow * self, GstTokenFlowEvents events)
 {
-  g_queue_clear_full (&self->items, item_free);
-  self->pending_frames = 0;
+  GstTokenFlowEvent *item;
+
   tf_close (&self->ctx);
+  while ((item = g_queue_pop_head (&self->events)) != NULL) {
+    GstEventType type = GST_EVENT_TYPE (item->event);
+    if (events == EVENTS_PUSH || (events == EVENTS_PUSH_STICKY && GST_EVENT_IS_STICKY (item->event)
+            && type != GST_EVENT_SEGMENT && type != GST_EVENT_EOS))
+      gst_pad_push_event (self->srcpad, item->event);
+    else
+      gst_event_unref (item->event);
+    g_free (item);
+  }
+  self->frames_in = 0;
+  self->frames_out = 0;
 }
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Errors                                                                                           */
 
-/* Posts an ERROR message for a libtokenflow failure; text and debug are taken (freed by GStreamer). */
+/* Posts an ERROR message for a libtokenflow failure; text and debug are taken (freed by GStreamer).
+ * TF_EIO is a model file that cannot be read (tf_open) or, once streaming, the temporary latent file. */
 static void
 post_library_error (GstTokenFlow * self, int code, gchar * text, gchar * debug,
     const gchar * function, gint line)
@@ -167,7 +196,7 @@ post_library_error (GstTokenFlow * self, int code, gchar * text, gchar * debug,
       break;
     case TF_EIO:
       domain = GST_RESOURCE_ERROR;
-      error = GST_RESOURCE_ERROR_READ;
+      error = self->ctx != NULL ? GST_RESOURCE_ERROR_WRITE : GST_RESOURCE_ERROR_READ;
       break;
     case TF_EINVAL:
     case TF_ENOTSUP:
@@ -291,7 +320,8 @@ take_settings_snapshot (GstTokenFlow * self)
     return FALSE;
   }
 
-  /* What the library stores but the host implements. A library without the setting: one window. */
+  /* The window (the library implements it; the element reports the latency it adds). A library
+   * without the setting: the whole stream. */
   text = tf_settings_get (s, WINDOW_SETTING);
   GST_OBJECT_LOCK (self);
   self->window = text ? (guint) MIN (g_ascii_strtoull (text, NULL, 10), G_MAXUINT) : 0;
@@ -303,7 +333,42 @@ take_settings_snapshot (GstTokenFlow * self)
   return TRUE;
 }
 
-/* Opens a context with the snapshot settings. On failure posts an error naming the problem. */
+/* ------------------------------------------------------------------------------------------------ */
+/* Editing                                                                                          */
+
+/* Progress of an edit (inside tf_get_frame, on the streaming thread): an element message and a log
+ * line; returning non-zero cancels the edit. */
+static int
+progress_cb (void *opaque, const TFProgress * p)
+{
+  GstTokenFlow *self = opaque;
+  const gchar *stage = p->stage_name ? p->stage_name : "unknown";
+  guint64 frames = self->frames_in;
+  GstStructure *s;
+
+  /* The frames of the window being edited: windows are complete when full, the last one at EOS. */
+  if (self->window > 0) {
+    guint64 first = (guint64) MAX (p->window, 0) * self->window;
+    frames = first < frames ? MIN (frames - first, self->window) : 0;
+  }
+  self->edited_window = p->window;
+  GST_INFO_OBJECT (self, "window %d (%" G_GUINT64_FORMAT " frames): %s %d/%d (step %d/%d)", p->window,
+      frames, stage, p->completed, p->total, p->step, p->steps);
+  s = gst_structure_new ("tokenflow-progress",
+      "stage", G_TYPE_STRING, stage,
+      "completed", G_TYPE_INT, p->completed,
+      "total", G_TYPE_INT, p->total,
+      "step", G_TYPE_INT, p->step,
+      "steps", G_TYPE_INT, p->steps,
+      "window", G_TYPE_INT, p->window,
+      "frames", G_TYPE_UINT, (guint) MIN (frames, G_MAXUINT), NULL);
+  gst_element_post_message (GST_ELEMENT (self),
+      gst_message_new_element (GST_OBJECT (self), s));
+  return is_cancelled (self) ? 1 : 0;
+}
+
+/* Opens a context for a new stream with the snapshot settings. On failure posts an error naming the
+ * problem. */
 static gboolean
 gst_token_flow_open (GstTokenFlow * self)
 {
@@ -324,41 +389,18 @@ gst_token_flow_open (GstTokenFlow * self)
         g_strdup_printf ("tf_open returned %d (%s)", r, tf_strerror (r)), GST_FUNCTION, __LINE__);
     return FALSE;
   }
+  tf_set_progress_callback (ctx, progress_cb, self);
+  tf_set_opaque_release (ctx, g_free);  /* metadata of frames never output */
   GST_INFO_OBJECT (self, "engine context opened in %.3f s",
       (g_get_monotonic_time () - start) / 1e6);
   self->ctx = ctx;
+  self->frames_in = 0;
+  self->frames_out = 0;
   return TRUE;
 }
 
-/* ------------------------------------------------------------------------------------------------ */
-/* Editing                                                                                          */
-
-/* Progress from tf_run (on the thread that runs it): an element message and a log line; returning
- * non-zero cancels the run. */
-static int
-progress_cb (void *opaque, const TFProgress * p)
-{
-  GstTokenFlow *self = opaque;
-  const gchar *stage = p->stage_name ? p->stage_name : "unknown";
-  GstStructure *s;
-
-  GST_INFO_OBJECT (self, "window %" G_GUINT64_FORMAT ": %s %d/%d (step %d/%d)", self->window_index,
-      stage, p->completed, p->total, p->step, p->steps);
-  s = gst_structure_new ("tokenflow-progress",
-      "stage", G_TYPE_STRING, stage,
-      "completed", G_TYPE_INT, p->completed,
-      "total", G_TYPE_INT, p->total,
-      "step", G_TYPE_INT, p->step,
-      "steps", G_TYPE_INT, p->steps,
-      "window", G_TYPE_UINT64, self->window_index,
-      "frames", G_TYPE_UINT, self->pending_frames, NULL);
-  gst_element_post_message (GST_ELEMENT (self),
-      gst_message_new_element (GST_OBJECT (self), s));
-  return is_cancelled (self) ? 1 : 0;
-}
-
 static GstBuffer *
-make_output_buffer (GstTokenFlow * self, const TFFrame * frame, const GstTokenFlowItem * item)
+make_output_buffer (GstTokenFlow * self, const TFFrame * frame, const GstTokenFlowFrameMeta * meta)
 {
   GstBuffer *out;
   GstVideoFrame vframe;
@@ -383,114 +425,127 @@ make_output_buffer (GstTokenFlow * self, const TFFrame * frame, const GstTokenFl
   }
   gst_video_frame_unmap (&vframe);
 
-  GST_BUFFER_PTS (out) = item->pts;
-  GST_BUFFER_DTS (out) = item->dts;
-  GST_BUFFER_DURATION (out) = item->duration;
-  GST_BUFFER_OFFSET (out) = item->offset;
-  GST_BUFFER_OFFSET_END (out) = item->offset_end;
-  GST_BUFFER_FLAGS (out) = item->flags;
+  GST_BUFFER_PTS (out) = meta->pts;
+  GST_BUFFER_DTS (out) = meta->dts;
+  GST_BUFFER_DURATION (out) = meta->duration;
+  GST_BUFFER_OFFSET (out) = meta->offset;
+  GST_BUFFER_OFFSET_END (out) = meta->offset_end;
+  GST_BUFFER_FLAGS (out) = meta->flags;
   return out;
 }
 
-/* Pushes queued events that follow the last frame (or all of them when no frame is queued). */
+/* Pushes the queued events whose frames have all been output. */
 static void
-push_queued_events (GstTokenFlow * self)
+push_due_events (GstTokenFlow * self)
 {
-  GstTokenFlowItem *item;
-  while ((item = g_queue_pop_head (&self->items)) != NULL) {
-    g_assert (item->event != NULL);
+  GstTokenFlowEvent *item;
+
+  while ((item = g_queue_peek_head (&self->events)) != NULL && item->after <= self->frames_out) {
+    g_queue_pop_head (&self->events);
     gst_pad_push_event (self->srcpad, item->event);
-    item->event = NULL;
-    item_free (item);
+    g_free (item);
   }
 }
 
-/* Edits the queued frames and pushes them (with the events queued between them). Runs on the
- * streaming thread with the sink stream lock held and no other lock. */
+/* Pushes every edited frame the engine can give now (tf_get_frame until TF_EAGAIN), each followed by the
+ * events that arrived after it. tf_get_frame edits a window when its first frame is asked for: this is
+ * where the long work happens. Streaming thread, sink stream lock held, no other lock. */
 static GstFlowReturn
-gst_token_flow_drain (GstTokenFlow * self)
+gst_token_flow_push_ready (GstTokenFlow * self)
 {
-  GstFlowReturn ret = GST_FLOW_OK;
-  GstTokenFlowItem *item;
-  gint64 start;
-  guint frames = self->pending_frames, pushed = 0;
+  for (;;) {
+    const TFFrame *frame = NULL;
+    GstTokenFlowFrameMeta *meta;
+    GstBuffer *out;
+    GstFlowReturn ret;
+    gint64 start = g_get_monotonic_time ();
+    int r;
+
+    self->edited_window = -1;
+    r = tf_get_frame (self->ctx, &frame);
+    if (self->edited_window >= 0)
+      GST_INFO_OBJECT (self, "window %d %s in %.3f s", self->edited_window,
+          r == TF_OK ? "edited" : "stopped", (g_get_monotonic_time () - start) / 1e6);
+    if (r == TF_EAGAIN)
+      return GST_FLOW_OK;
+    if (r == TF_ECANCELED && is_cancelled (self)) {
+      /* The flush or the state change that cancelled the edit drops the stream. */
+      GST_INFO_OBJECT (self, "edit cancelled (%" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT
+          " frames output)", self->frames_out, self->frames_in);
+      return GST_FLOW_FLUSHING;
+    }
+    if (r < 0 || frame->width != GST_VIDEO_INFO_WIDTH (&self->info)
+        || frame->height != GST_VIDEO_INFO_HEIGHT (&self->info)) {
+      if (r == TF_OK)
+        g_free (frame->opaque);
+      post_library_error (self, r < 0 ? r : TF_EINVAL,
+          g_strdup_printf ("TokenFlow could not edit the stream (%" G_GUINT64_FORMAT " of %"
+              G_GUINT64_FORMAT " frames output): %s", self->frames_out, self->frames_in,
+              r < 0 ? why (self->ctx, r) : "wrong frame size"),
+          r < 0 ? g_strdup_printf ("tf_get_frame returned %d (%s)", r, tf_strerror (r)) :
+          g_strdup_printf ("tf_get_frame returned %dx%d, the caps say %dx%d", frame->width,
+              frame->height, GST_VIDEO_INFO_WIDTH (&self->info),
+              GST_VIDEO_INFO_HEIGHT (&self->info)), GST_FUNCTION, __LINE__);
+      gst_token_flow_reset_stream (self, EVENTS_DROP);
+      return GST_FLOW_ERROR;
+    }
+
+    meta = frame->opaque;
+    if (frame->pts != (int64_t) meta->pts)
+      GST_WARNING_OBJECT (self, "engine returned pts %" G_GINT64_FORMAT ", expected %"
+          GST_TIME_FORMAT, (gint64) frame->pts, GST_TIME_ARGS (meta->pts));
+    out = make_output_buffer (self, frame, meta);
+    g_free (meta);
+    self->frames_out++;
+    if (out == NULL) {
+      GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT, ("Could not allocate an output frame"),
+          (NULL));
+      gst_token_flow_reset_stream (self, EVENTS_DROP);
+      return GST_FLOW_ERROR;
+    }
+    GST_LOG_OBJECT (self, "pushing frame %" G_GUINT64_FORMAT ", pts %" GST_TIME_FORMAT,
+        self->frames_out - 1, GST_TIME_ARGS (GST_BUFFER_PTS (out)));
+    ret = gst_pad_push (self->srcpad, out);
+    push_due_events (self);
+    if (ret != GST_FLOW_OK) {
+      GST_INFO_OBJECT (self, "downstream returned %s after %" G_GUINT64_FORMAT " frames",
+          gst_flow_get_name (ret), self->frames_out);
+      return ret;
+    }
+  }
+}
+
+/* Ends the current stream: the engine edits what is left (the last window, or the whole stream), every
+ * frame is pushed, then the context is closed (the next frame opens one for a new stream). */
+static GstFlowReturn
+gst_token_flow_finish_stream (GstTokenFlow * self)
+{
+  GstFlowReturn ret;
   int r;
 
-  if (frames == 0) {
-    push_queued_events (self);
+  if (self->ctx == NULL || self->frames_in == 0) {
+    push_due_events (self);
     return GST_FLOW_OK;
   }
-  if (is_cancelled (self)) {
-    gst_token_flow_reset_stream (self);
+  if (is_cancelled (self))
     return GST_FLOW_FLUSHING;
-  }
-
-  GST_INFO_OBJECT (self, "editing window %" G_GUINT64_FORMAT " (%u frames, %dx%d)",
-      self->window_index, frames, GST_VIDEO_INFO_WIDTH (&self->info),
-      GST_VIDEO_INFO_HEIGHT (&self->info));
-  start = g_get_monotonic_time ();
-  r = tf_run (self->ctx, progress_cb, self);
+  GST_INFO_OBJECT (self, "end of stream after %" G_GUINT64_FORMAT " frames (%" G_GUINT64_FORMAT
+      " output)", self->frames_in, self->frames_out);
+  r = tf_end_of_stream (self->ctx);
   if (r < 0) {
-    if (r == TF_ECANCELED && is_cancelled (self)) {
-      GST_INFO_OBJECT (self, "window %" G_GUINT64_FORMAT " cancelled after %.3f s",
-          self->window_index, (g_get_monotonic_time () - start) / 1e6);
-      ret = GST_FLOW_FLUSHING;
-    } else {
-      post_library_error (self, r,
-          g_strdup_printf ("TokenFlow could not edit %u frames: %s", frames, why (self->ctx, r)),
-          g_strdup_printf ("tf_run returned %d (%s)", r, tf_strerror (r)), GST_FUNCTION, __LINE__);
-      ret = GST_FLOW_ERROR;
-    }
-    self->window_index++;
-    gst_token_flow_reset_stream (self);
-    return ret;
+    post_library_error (self, r,
+        g_strdup_printf ("TokenFlow could not end the stream of %" G_GUINT64_FORMAT " frames: %s",
+            self->frames_in, why (self->ctx, r)),
+        g_strdup_printf ("tf_end_of_stream returned %d (%s)", r, tf_strerror (r)), GST_FUNCTION,
+        __LINE__);
+    gst_token_flow_reset_stream (self, EVENTS_DROP);
+    return GST_FLOW_ERROR;
   }
-  GST_INFO_OBJECT (self, "window %" G_GUINT64_FORMAT " edited in %.3f s", self->window_index,
-      (g_get_monotonic_time () - start) / 1e6);
-  self->window_index++;
-
-  while ((item = g_queue_pop_head (&self->items)) != NULL) {
-    if (item->event) {
-      if (ret == GST_FLOW_OK)
-        gst_pad_push_event (self->srcpad, item->event);
-      else
-        gst_event_unref (item->event);
-      item->event = NULL;
-    } else if (ret == GST_FLOW_OK) {
-      const TFFrame *frame = NULL;
-      GstBuffer *out;
-
-      r = tf_get_frame (self->ctx, &frame);
-      if (r < 0 || frame->width != GST_VIDEO_INFO_WIDTH (&self->info)
-          || frame->height != GST_VIDEO_INFO_HEIGHT (&self->info)) {
-        post_library_error (self, r < 0 ? r : TF_EINVAL,
-            g_strdup_printf ("TokenFlow returned %u of %u edited frames: %s", pushed, frames,
-                r < 0 ? why (self->ctx, r) : "wrong frame size"),
-            g_strdup_printf ("tf_get_frame returned %d (%s)", r, tf_strerror (r)),
-            GST_FUNCTION, __LINE__);
-        ret = GST_FLOW_ERROR;
-      } else {
-        if (frame->pts != (int64_t) item->pts)
-          GST_WARNING_OBJECT (self, "engine returned pts %" G_GINT64_FORMAT ", expected %"
-              GST_TIME_FORMAT, (gint64) frame->pts, GST_TIME_ARGS (item->pts));
-        out = make_output_buffer (self, frame, item);
-        if (out == NULL) {
-          GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
-              ("Could not allocate an output frame"), (NULL));
-          ret = GST_FLOW_ERROR;
-        } else {
-          ret = gst_pad_push (self->srcpad, out);
-          pushed++;
-          if (ret != GST_FLOW_OK)
-            GST_INFO_OBJECT (self, "downstream returned %s after %u of %u frames",
-                gst_flow_get_name (ret), pushed, frames);
-        }
-      }
-    }
-    item_free (item);
-  }
-  self->pending_frames = 0;
-  tf_close (&self->ctx);        /* one context per clip; the next frame opens a new one */
+  ret = gst_token_flow_push_ready (self);
+  /* Every frame is out, or downstream takes no more: the stream is over. (A cancelled edit is dropped
+   * by the flush or the state change; an error has dropped it already.) */
+  if (ret == GST_FLOW_OK || ret == GST_FLOW_NOT_LINKED || ret == GST_FLOW_EOS)
+    gst_token_flow_reset_stream (self, EVENTS_PUSH);
   return ret;
 }
 
@@ -498,7 +553,7 @@ static GstFlowReturn
 gst_token_flow_chain (GstPad * pad, GstObject * parent, GstBuffer * buf)
 {
   GstTokenFlow *self = GST_TOKEN_FLOW (parent);
-  GstTokenFlowItem *item;
+  GstTokenFlowFrameMeta *meta;
   GstVideoFrame vframe;
   int r;
 
@@ -524,35 +579,32 @@ gst_token_flow_chain (GstPad * pad, GstObject * parent, GstBuffer * buf)
             GST_VIDEO_INFO_WIDTH (&self->info), GST_VIDEO_INFO_HEIGHT (&self->info)));
     return GST_FLOW_ERROR;
   }
+  meta = g_new (GstTokenFlowFrameMeta, 1);
+  meta->pts = GST_BUFFER_PTS (buf);
+  meta->dts = GST_BUFFER_DTS (buf);
+  meta->duration = GST_BUFFER_DURATION (buf);
+  meta->offset = GST_BUFFER_OFFSET (buf);
+  meta->offset_end = GST_BUFFER_OFFSET_END (buf);
+  meta->flags = GST_BUFFER_FLAGS (buf) & ~GST_BUFFER_FLAG_TAG_MEMORY;
   r = tf_send_frame (self->ctx, GST_VIDEO_FRAME_PLANE_DATA (&vframe, 0),
       GST_VIDEO_FRAME_WIDTH (&vframe), GST_VIDEO_FRAME_HEIGHT (&vframe),
-      GST_VIDEO_FRAME_PLANE_STRIDE (&vframe, 0), (int64_t) GST_BUFFER_PTS (buf));
+      GST_VIDEO_FRAME_PLANE_STRIDE (&vframe, 0), (int64_t) meta->pts, meta);
   gst_video_frame_unmap (&vframe);
+  gst_buffer_unref (buf);       /* the engine has encoded it: give the buffer back to upstream now */
   if (r < 0) {
+    g_free (meta);              /* a refused frame is not the library's */
     post_library_error (self, r,
-        g_strdup_printf ("TokenFlow refused a frame: %s", why (self->ctx, r)),
+        g_strdup_printf ("TokenFlow %s frame %" G_GUINT64_FORMAT ": %s",
+            r == TF_EINVAL ? "refused" : "could not take", self->frames_in, why (self->ctx, r)),
         g_strdup_printf ("tf_send_frame returned %d (%s)", r, tf_strerror (r)),
         GST_FUNCTION, __LINE__);
-    gst_buffer_unref (buf);
+    gst_token_flow_reset_stream (self, EVENTS_DROP);
     return GST_FLOW_ERROR;
   }
-
-  item = g_new0 (GstTokenFlowItem, 1);
-  item->pts = GST_BUFFER_PTS (buf);
-  item->dts = GST_BUFFER_DTS (buf);
-  item->duration = GST_BUFFER_DURATION (buf);
-  item->offset = GST_BUFFER_OFFSET (buf);
-  item->offset_end = GST_BUFFER_OFFSET_END (buf);
-  item->flags = GST_BUFFER_FLAGS (buf) & ~GST_BUFFER_FLAG_TAG_MEMORY;
-  g_queue_push_tail (&self->items, item);
-  self->pending_frames++;
-  gst_buffer_unref (buf);       /* the engine has its copy: give the buffer back to upstream now */
-
-  GST_LOG_OBJECT (self, "queued frame %u, pts %" GST_TIME_FORMAT, self->pending_frames,
-      GST_TIME_ARGS (item->pts));
-  if (self->window > 0 && self->pending_frames >= self->window)
-    return gst_token_flow_drain (self);
-  return GST_FLOW_OK;
+  self->frames_in++;
+  GST_LOG_OBJECT (self, "sent frame %" G_GUINT64_FORMAT ", pts %" GST_TIME_FORMAT,
+      self->frames_in - 1, GST_TIME_ARGS (meta->pts));
+  return gst_token_flow_push_ready (self);
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -664,14 +716,14 @@ gst_token_flow_src_query (GstPad * pad, GstObject * parent, GstQuery * query)
       if (!gst_pad_peer_query (self->sinkpad, query))
         return FALSE;
       gst_query_parse_latency (query, &live, &min, &max);
-      /* Never the stream lock here: a run holds it for as long as it takes. */
+      /* Never the stream lock here: an edit holds it for as long as it takes. */
       GST_OBJECT_LOCK (self);
       window = self->window;
       fps_n = self->fps_n;
       fps_d = self->fps_d;
       GST_OBJECT_UNLOCK (self);
       if (window == 0) {
-        max = GST_CLOCK_TIME_NONE;      /* whole clip: unbounded */
+        max = GST_CLOCK_TIME_NONE;      /* the whole stream: unbounded */
       } else if (fps_n > 0 && fps_d > 0) {
         /* A window is held back before it is edited (editing time itself is not included). */
         lat = gst_util_uint64_scale (window, (guint64) fps_d * GST_SECOND, fps_n);
@@ -690,17 +742,20 @@ gst_token_flow_src_query (GstPad * pad, GstObject * parent, GstQuery * query)
 /* ------------------------------------------------------------------------------------------------ */
 /* Events                                                                                           */
 
-/* Pushes a serialized event now, or queues it behind the frames that are waiting for the engine. */
+/* Pushes a serialized event now, or queues it behind the frames that are in the engine. */
 static gboolean
 push_or_queue_event (GstTokenFlow * self, GstEvent * event)
 {
-  if (g_queue_is_empty (&self->items))
+  GstTokenFlowEvent *item;
+
+  if (self->frames_out == self->frames_in && g_queue_is_empty (&self->events))
     return gst_pad_push_event (self->srcpad, event);
-  GstTokenFlowItem *item = g_new0 (GstTokenFlowItem, 1);
+  item = g_new (GstTokenFlowEvent, 1);
   item->event = event;
-  g_queue_push_tail (&self->items, item);
-  GST_LOG_OBJECT (self, "queued %s behind %u frames", GST_EVENT_TYPE_NAME (event),
-      self->pending_frames);
+  item->after = self->frames_in;
+  g_queue_push_tail (&self->events, item);
+  GST_LOG_OBJECT (self, "queued %s behind frame %" G_GUINT64_FORMAT " (%" G_GUINT64_FORMAT
+      " output)", GST_EVENT_TYPE_NAME (event), self->frames_in, self->frames_out);
   return TRUE;
 }
 
@@ -709,6 +764,7 @@ gst_token_flow_sink_event (GstPad * pad, GstObject * parent, GstEvent * event)
 {
   GstTokenFlow *self = GST_TOKEN_FLOW (parent);
   GstFlowReturn ret;
+  gboolean res;
 
   switch (GST_EVENT_TYPE (event)) {
     case GST_EVENT_CAPS:{
@@ -722,14 +778,14 @@ gst_token_flow_sink_event (GstPad * pad, GstObject * parent, GstEvent * event)
         gst_event_unref (event);
         return FALSE;
       }
-      if (self->have_info && self->pending_frames > 0
+      if (self->have_info && self->frames_in > 0
           && (GST_VIDEO_INFO_WIDTH (&info) != GST_VIDEO_INFO_WIDTH (&self->info)
               || GST_VIDEO_INFO_HEIGHT (&info) != GST_VIDEO_INFO_HEIGHT (&self->info))) {
-        /* One clip has one frame size: edit what is queued before switching. (Other changes,
-         * e.g. the frame rate, travel in order with the frames.) */
-        GST_INFO_OBJECT (self, "caps change: editing the %u queued frames first",
-            self->pending_frames);
-        ret = gst_token_flow_drain (self);
+        /* One stream has one frame size: end it (its frames are edited and pushed) before
+         * switching. (Other changes, e.g. the frame rate, travel in order with the frames.) */
+        GST_INFO_OBJECT (self, "frame size change: ending the stream of %" G_GUINT64_FORMAT
+            " frames first", self->frames_in);
+        ret = gst_token_flow_finish_stream (self);
         if (ret != GST_FLOW_OK && ret != GST_FLOW_NOT_LINKED) {
           gst_event_unref (event);
           return FALSE;
@@ -745,22 +801,29 @@ gst_token_flow_sink_event (GstPad * pad, GstObject * parent, GstEvent * event)
       return push_or_queue_event (self, event);
     }
     case GST_EVENT_EOS:
-      ret = gst_token_flow_drain (self);
+      ret = gst_token_flow_finish_stream (self);
       if (ret != GST_FLOW_OK && ret != GST_FLOW_NOT_LINKED && ret != GST_FLOW_EOS) {
         gst_event_unref (event);
         return FALSE;
       }
       return gst_pad_push_event (self->srcpad, event);
     case GST_EVENT_FLUSH_START:
-      /* Not serialized: a run may be going on; it stops at its next progress callback. */
+      /* Not serialized: an edit may be going on; it stops at its next progress callback. */
       g_atomic_int_set (&self->flushing, 1);
       return gst_pad_push_event (self->srcpad, event);
     case GST_EVENT_FLUSH_STOP:
-      /* The stream lock is held here: the streaming thread has left chain. */
-      GST_DEBUG_OBJECT (self, "flush: dropping %u queued frames", self->pending_frames);
-      gst_token_flow_reset_stream (self);
+      /* The stream lock is held here: the streaming thread has left chain. The stream is dropped
+       * (its frames are never output); the next frame starts a new one. */
+      res = gst_pad_push_event (self->srcpad, event);
+      if (self->frames_in > 0) {
+        GST_DEBUG_OBJECT (self, "flush: dropping a stream of %" G_GUINT64_FORMAT " frames (%"
+            G_GUINT64_FORMAT " output)", self->frames_in, self->frames_out);
+        /* After FLUSH_STOP went downstream: the sticky events (caps...) still queued must reach it,
+         * upstream does not send them again. */
+        gst_token_flow_reset_stream (self, EVENTS_PUSH_STICKY);
+      }
       g_atomic_int_set (&self->flushing, 0);
-      return gst_pad_push_event (self->srcpad, event);
+      return res;
     default:
       if (GST_EVENT_IS_SERIALIZED (event))
         return push_or_queue_event (self, event);
@@ -781,15 +844,14 @@ gst_token_flow_change_state (GstElement * element, GstStateChange transition)
     case GST_STATE_CHANGE_READY_TO_PAUSED:
       g_atomic_int_set (&self->stopping, 0);
       g_atomic_int_set (&self->flushing, 0);
-      self->window_index = 0;
       self->have_info = FALSE;
       /* Validate the settings and load the model now, so a bad model fails the pipeline early. */
       if (!take_settings_snapshot (self) || !gst_token_flow_open (self))
         return GST_STATE_CHANGE_FAILURE;
       break;
     case GST_STATE_CHANGE_PAUSED_TO_READY:
-      /* Before chaining up: deactivating the pads waits for the streaming thread, which may be in
-       * tf_run; this makes the run return at its next progress callback. */
+      /* Before chaining up: deactivating the pads waits for the streaming thread, which may be in an
+       * edit (tf_get_frame); this makes it return at its next progress callback. */
       g_atomic_int_set (&self->stopping, 1);
       break;
     default:
@@ -801,10 +863,11 @@ gst_token_flow_change_state (GstElement * element, GstStateChange transition)
   switch (transition) {
     case GST_STATE_CHANGE_READY_TO_PAUSED:
       if (ret == GST_STATE_CHANGE_FAILURE)
-        gst_token_flow_reset_stream (self);
+        gst_token_flow_reset_stream (self, EVENTS_DROP);
       break;
     case GST_STATE_CHANGE_PAUSED_TO_READY:
-      gst_token_flow_reset_stream (self);       /* pads are inactive: no streaming thread left */
+      /* Pads are inactive: no streaming thread left. */
+      gst_token_flow_reset_stream (self, EVENTS_DROP);
       self->have_info = FALSE;
       tf_settings_free (&self->settings);       /* the properties may change in READY */
       GST_OBJECT_LOCK (self);
@@ -1023,7 +1086,7 @@ gst_token_flow_finalize (GObject * object)
   GstTokenFlow *self = GST_TOKEN_FLOW (object);
   guint i;
 
-  gst_token_flow_reset_stream (self);
+  gst_token_flow_reset_stream (self, EVENTS_DROP);
   tf_settings_free (&self->settings);
   g_free (self->model);
   for (i = 0; i < gst_token_flow_n_settings; i++) {
@@ -1061,7 +1124,7 @@ gst_token_flow_init (GstTokenFlow * self)
     g_value_init (&self->values[i], G_PARAM_SPEC_VALUE_TYPE (pspec));
     g_param_value_set_default (pspec, &self->values[i]);
   }
-  g_queue_init (&self->items);
+  g_queue_init (&self->events);
 }
 
 static void

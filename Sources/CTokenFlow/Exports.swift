@@ -28,7 +28,7 @@ public func tf_strerror(_ code: Int32) -> UnsafePointer<CChar> {
     case TF_OK: return staticCString("success")
     case TF_EPERM: return staticCString("operation not permitted in this state")
     case TF_ENOENT: return staticCString("model not found")
-    case TF_EIO: return staticCString("model files unreadable or corrupt")
+    case TF_EIO: return staticCString("input/output error (model files, or the temporary latent file)")
     case TF_EAGAIN: return staticCString("no more frames")
     case TF_ENOMEM: return staticCString("out of memory")
     case TF_EINVAL: return staticCString("invalid argument")
@@ -116,8 +116,23 @@ private func returnCode(_ body: () throws -> Void, reportingTo report: (String) 
 
 @_cdecl("tf_send_frame")
 public func tf_send_frame(_ ctx: OpaquePointer?, _ rgb: UnsafePointer<UInt8>?, _ width: Int32, _ height: Int32,
-                          _ stride: Int, _ pts: Int64) -> Int32 {
-    withContext(ctx, "tf_send_frame") { try $0.send(rgb, width: width, height: height, stride: stride, pts: pts) }
+                          _ stride: Int, _ pts: Int64, _ opaque: UnsafeMutableRawPointer?) -> Int32 {
+    withContext(ctx, "tf_send_frame") { try $0.send(rgb, width: width, height: height, stride: stride, pts: pts, opaque: opaque) }
+}
+
+@_cdecl("tf_end_of_stream")
+public func tf_end_of_stream(_ ctx: OpaquePointer?) -> Int32 {
+    withContext(ctx, "tf_end_of_stream") { try $0.endOfStream() }
+}
+
+@_cdecl("tf_set_opaque_release")
+public func tf_set_opaque_release(_ ctx: OpaquePointer?, _ release: (@convention(c) (UnsafeMutableRawPointer?) -> Void)?) -> Int32 {
+    withContext(ctx, "tf_set_opaque_release") { $0.setOpaqueRelease(release) }
+}
+
+@_cdecl("tf_set_progress_callback")
+public func tf_set_progress_callback(_ ctx: OpaquePointer?, _ callback: TFProgressCallback?, _ opaque: UnsafeMutableRawPointer?) -> Int32 {
+    withContext(ctx, "tf_set_progress_callback") { $0.setProgress(callback, opaque) }
 }
 
 @_cdecl("tf_set_keyframes")

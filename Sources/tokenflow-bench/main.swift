@@ -10,6 +10,8 @@ import VideoEditing
 //   tokenflow-bench vae MODEL_DIR [--size WxH]               VAE encode and decode of one image (DIR/vae)
 //   tokenflow-bench edit MODEL_DIR [--repeats N]              the reference-parity clip end to end (16 frames
 //                                                            of 64x64, 10 inversion + 10 sampling steps, batch 8)
+//   tokenflow-bench seams MODEL_DIR [--frames N] [--window W] [--steps S] [--size WxH]
+//                                                            window joins: anchored vs independent windows
 let arguments = Array(CommandLine.arguments.dropFirst())
 func option(_ name: String) -> String? {
     guard let i = arguments.firstIndex(of: name), i + 1 < arguments.count else { return nil }
@@ -99,6 +101,21 @@ case "edit":
         let breakdown = [EditProgress.Stage.encoding, .inversion, .sampling, .decoding]
             .map { String(format: "%@=%.3f", $0.rawValue, stages[$0] ?? 0) }.joined(separator: " ")
         print(String(format: "swift_tokenflow_edit frames=16 size=64x64 seconds=%.3f (last run: %@)", seconds, breakdown))
+    } catch { print("error: \(error)"); exit(1) }
+case "seams":
+    guard arguments.count >= 2 else { print("usage: tokenflow-bench seams MODEL_DIR [--frames N] [--window W] [--steps S] [--size WxH]"); exit(2) }
+    do {
+        let model = try StableDiffusionModel(directory: arguments[1])
+        let size = (option("--size") ?? "96x64").split(separator: "x").compactMap { Int($0) }
+        var settings = EditSettings()
+        settings.prompt = "a watercolor painting"
+        settings.inversionPrompt = "a panning shot"
+        settings.steps = Int(option("--steps") ?? "") ?? 4
+        settings.inversionSteps = settings.steps
+        settings.workingSize = .input
+        let report = try measureSeams(model: model, settings: settings, frames: Int(option("--frames") ?? "") ?? 32,
+                                      window: Int(option("--window") ?? "") ?? 8, width: size[0], height: size[1])
+        print(report)
     } catch { print("error: \(error)"); exit(1) }
 default:
     print("usage: tokenflow-bench kernels [--threads N] [--python PATH] | memory attention|nn")

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The C API (Include/tokenflow.h) from C hosts: the installed library in .build/prefix (scripts/setup.d/
 # 20-install-library.sh), test programs compiled here with cc through pkg-config (the settings table and
-# grammar, editing, misuse, keyframe schedules, threads), a caller built against an older header, the dlopen
-# example, model errors and default model lookup, and a valgrind leak check.
+# grammar, editing, the streaming loop, windows, opaque values, latents in a temporary file, misuse, keyframe
+# schedules, threads), a caller built against an older header, the dlopen example, model errors and default
+# model lookup, and a valgrind leak check.
 set -u
 cd "$(dirname "$0")/../.."
 source Tests/Host/support/check.sh
@@ -19,7 +20,9 @@ expect "c-api pkg-config finds tokenflow" pkg-config --exists tokenflow
 expect "c-api libtokenflow.so links to the soname" test "$(readlink "$prefix/lib/libtokenflow.so")" = libtokenflow.so.0
 expect "c-api library needs no Swift runtime" bash -c "! readelf -d '$library' | grep -Eq 'NEEDED.*(swift|Foundation|dispatch|BlocksRuntime)|R(UN)?PATH.*(swift|/opt|/usr/lib)'"
 exports=$(nm -D --defined-only "$library" | awk '{print $NF}' | sed 's/@.*//' | grep -v '^TOKENFLOW_0$' | sort | tr '\n' ' ')
-expected_exports="tf_close tf_get_frame tf_last_error tf_open tf_option tf_run tf_send_frame tf_set_keyframes tf_settings_free tf_settings_get tf_settings_new tf_settings_set tf_strerror tf_version tf_version_string "
+expected_exports="tf_close tf_end_of_stream tf_get_frame tf_last_error tf_open tf_option tf_run tf_send_frame tf_set_keyframes \
+tf_set_opaque_release tf_set_progress_callback tf_settings_free tf_settings_get tf_settings_new tf_settings_set tf_strerror \
+tf_version tf_version_string "
 expect "c-api library exports exactly the header's functions" test "$exports" = "$expected_exports"
 header_functions=$(grep -o 'TF_API [^(]*(' Include/tokenflow.h | grep -o 'tf_[a-z_]*' | sort | tr '\n' ' ')
 expect "c-api the expected exports are the header's TF_API functions" test "$header_functions" = "$expected_exports"
@@ -59,6 +62,10 @@ group() { # NAME COMMAND...
 group "c-api settings" "$work/api_test" settings
 group "c-api success" "$work/api_test" success "$model"
 group "c-api misuse" "$work/api_test" misuse "$model"
+group "c-api window" "$work/api_test" window "$model"
+group "c-api opaque" "$work/api_test" opaque "$model"
+mkdir -p "$work/spill"
+group "c-api spill" "$work/api_test" spill "$model" "$work/spill"
 group "c-api keyframes" "$work/api_test" keyframes "$model"
 for count in SIZE_MAX '2^63' 'SIZE_MAX/4+1' '2^40'; do
     group "c-api keyframes count $count" "$work/api_test" keyframes-count "$model" "$count"
@@ -66,21 +73,24 @@ done
 group "c-api threads" "$work/api_test" threads "$model"
 
 # Growth: a caller compiled against an older header, whose library structs end earlier (TFOption without
-# choice_help and methods, TFProgress without step and steps) and which sets only the settings it knows,
-# reads the same options, progress and frames as a caller of this header that sets every setting to its
-# default: the structs only grow at the end, and settings it never sets keep their defaults.
+# choice_help and methods, TFProgress without step, steps and window, TFFrame without opaque) and which sets
+# only the settings it knows, reads the same options, progress and frames as a caller of this header that
+# sets every setting to its default: the structs only grow at the end, and settings it never sets keep their
+# defaults.
 mkdir -p "$work/older-header"
 awk '
     /^typedef struct TFOption/ { keep_until = "choices;" }
     /^typedef struct TFProgress/ { keep_until = "completed, total;" }
-    skipping && /^} TF(Option|Progress);/ { skipping = 0 }
+    /^typedef struct TFFrame/ { keep_until = "int64_t pts;" }
+    skipping && /^} TF(Option|Progress|Frame);/ { skipping = 0 }
     skipping { next }
     { print }
     keep_until != "" && index($0, keep_until) { skipping = 1; keep_until = "" }
 ' Include/tokenflow.h > "$work/older-header/tokenflow.h"
-expect "c-api older header ends TFOption and TFProgress earlier" bash -c "
-    ! grep -Eq 'choice_help|methods;|int step, steps' '$work/older-header/tokenflow.h' &&
-    grep -q 'const char \*const \*choices;' '$work/older-header/tokenflow.h' && grep -q 'int completed, total;' '$work/older-header/tokenflow.h'"
+expect "c-api older header ends TFOption, TFProgress and TFFrame earlier" bash -c "
+    ! grep -Eq 'choice_help|methods;|int step, steps|int window;|void \*opaque; ' '$work/older-header/tokenflow.h' &&
+    grep -q 'const char \*const \*choices;' '$work/older-header/tokenflow.h' && grep -q 'int completed, total;' '$work/older-header/tokenflow.h' &&
+    grep -q '^    int64_t pts;' '$work/older-header/tokenflow.h' && grep -q '^} TFFrame;' '$work/older-header/tokenflow.h'"
 cat > "$work/older.c" <<'C'
 /* A host written against an older tokenflow.h: it knows fewer struct fields and sets only these settings. */
 #include <stdint.h>
@@ -109,30 +119,37 @@ int main(int argc, char **argv) {
     TFContext *ctx = NULL;
     if (tf_open(&ctx, s) != TF_OK) { printf("open failed: %s\n", tf_last_error(NULL)); return 1; }
     tf_settings_free(&s);
+    tf_set_progress_callback(ctx, on_progress, NULL);
     static uint8_t frame[48 * (64 * 3 + 16)];
-    for (int i = 0; i < 3; i++) { /* api_test's make_frame and pts_of */
-        for (int y = 0; y < 48; y++) {
-            uint8_t *row = frame + y * (64 * 3 + 16);
-            for (int x = 0; x < 64; x++) {
-                row[3 * x + 0] = (uint8_t)((x + 4 * i) * 4);
-                row[3 * x + 1] = (uint8_t)((y + 2 * i) * 5);
-                row[3 * x + 2] = (uint8_t)(((x / 8 + y / 8 + i) % 2) * 200);
-            }
-            for (int x = 3 * 64; x < 3 * 64 + 16; x++) row[x] = 0xAB;
-        }
-        tf_send_frame(ctx, frame, 64, 48, 64 * 3 + 16, (int64_t)0x123456789A * i * i - 5);
-    }
-    if (tf_run(ctx, on_progress, NULL) != TF_OK) printf("run failed: %s\n", tf_last_error(ctx));
     const TFFrame *out;
-    while (tf_get_frame(ctx, &out) == TF_OK) {
-        uint64_t hash = 1469598103934665603u;
-        for (int y = 0; y < out->height; y++)
-            for (int x = 0; x < 3 * out->width; x++) hash = (hash ^ out->data[y * out->stride + x]) * 1099511628211u;
-        printf("frame %dx%d stride %td pts %lld fnv %016llx\n", out->width, out->height, out->stride, (long long)out->pts,
-               (unsigned long long)hash);
+    for (int i = 0; i <= 3; i++) { /* api_test dump's stream: its make_frame and pts_of, then the end of the stream */
+        if (i < 3) {
+            for (int y = 0; y < 48; y++) {
+                uint8_t *row = frame + y * (64 * 3 + 16);
+                for (int x = 0; x < 64; x++) {
+                    row[3 * x + 0] = (uint8_t)((x + 4 * i) * 4);
+                    row[3 * x + 1] = (uint8_t)((y + 2 * i) * 5);
+                    row[3 * x + 2] = (uint8_t)(((x / 8 + y / 8 + i) % 2) * 200);
+                }
+                for (int x = 3 * 64; x < 3 * 64 + 16; x++) row[x] = 0xAB;
+            }
+            if (tf_send_frame(ctx, frame, 64, 48, 64 * 3 + 16, (int64_t)0x123456789A * i * i - 5, NULL) != TF_OK)
+                printf("send failed: %s\n", tf_last_error(ctx));
+        } else if (tf_end_of_stream(ctx) != TF_OK) {
+            printf("end of stream failed: %s\n", tf_last_error(ctx));
+        }
+        int code;
+        while ((code = tf_get_frame(ctx, &out)) == TF_OK) {
+            uint64_t hash = 1469598103934665603u;
+            for (int y = 0; y < out->height; y++)
+                for (int x = 0; x < 3 * out->width; x++) hash = (hash ^ out->data[y * out->stride + x]) * 1099511628211u;
+            printf("frame %dx%d stride %td pts %lld fnv %016llx\n", out->width, out->height, out->stride, (long long)out->pts,
+                   (unsigned long long)hash);
+        }
+        if (code != TF_EAGAIN) printf("get failed: %s\n", tf_last_error(ctx));
     }
     tf_close(&ctx);
-    fprintf(stderr, "sizes TFOption=%zu TFProgress=%zu\n", sizeof(TFOption), sizeof(TFProgress));
+    fprintf(stderr, "sizes TFOption=%zu TFProgress=%zu TFFrame=%zu\n", sizeof(TFOption), sizeof(TFProgress), sizeof(TFFrame));
     return 0;
 }
 C
@@ -140,12 +157,15 @@ if cc -std=c99 -Wall -Wextra -Werror -O1 -I "$work/older-header" -o "$work/older
         $(pkg-config --libs tokenflow) -Wl,-rpath,"$prefix/lib"; then
     "$work/older" "$model" > "$work/older.out" 2> "$work/older.sizes"
     "$work/api_test" dump "$model" > "$work/newer.out" 2> "$work/newer.sizes"
-    read -r older_option older_progress < <(sed -n 's/^sizes TFOption=\([0-9]*\) TFProgress=\([0-9]*\)$/\1 \2/p' "$work/older.sizes")
-    read -r newer_option newer_progress < <(sed -n 's/^sizes TFOption=\([0-9]*\) TFProgress=\([0-9]*\)$/\1 \2/p' "$work/newer.sizes")
-    echo "  TFOption/TFProgress: $older_option/$older_progress bytes in the older header, $newer_option/$newer_progress in this one"
-    expect "c-api older header's structs are smaller" \
-        test "${older_option:-0}" -gt 0 -a "${older_option:-0}" -lt "${newer_option:-0}" -a "${older_progress:-0}" -lt "${newer_progress:-0}"
-    expect "c-api older caller edits" bash -c "grep -q '^progress 2 sampling 4/4' '$work/older.out' && test \$(grep -c '^frame 64x48' '$work/older.out') -eq 3"
+    sizes='s/^sizes TFOption=\([0-9]*\) TFProgress=\([0-9]*\) TFFrame=\([0-9]*\)$/\1 \2 \3/p'
+    read -r older_option older_progress older_frame < <(sed -n "$sizes" "$work/older.sizes")
+    read -r newer_option newer_progress newer_frame < <(sed -n "$sizes" "$work/newer.sizes")
+    echo "  TFOption/TFProgress/TFFrame: $older_option/$older_progress/$older_frame bytes in the older header," \
+        "$newer_option/$newer_progress/$newer_frame in this one"
+    expect "c-api older header's structs are smaller" test "${older_option:-0}" -gt 0 -a "${older_option:-0}" -lt "${newer_option:-0}" \
+        -a "${older_progress:-0}" -lt "${newer_progress:-0}" -a "${older_frame:-0}" -lt "${newer_frame:-0}"
+    expect "c-api older caller edits" bash -c "grep -q '^progress 2 sampling 4/4' '$work/older.out' && test \$(grep -c '^frame 64x48' '$work/older.out') -eq 3 &&
+        ! grep -q 'failed' '$work/older.out'"
     expect "c-api older caller reads the options' first fields like a current caller" \
         diff <(grep '^option' "$work/older.out") <(grep '^option' "$work/newer.out")
     expect "c-api older caller reads TFProgress's first fields like a current caller" \
@@ -192,6 +212,9 @@ quick=(model="$model" steps=2 inversion_steps=2 size=input)
 expect "c-api example edits a generated clip" test $? -eq 0 -a "$(stat -c %s "$work/out.rgb" 2>/dev/null)" = $((5 * 64 * 48 * 3))
 expect "c-api example prints its settings as read back" grep -q "^set size=input" "$work/example.log"
 expect "c-api example prints progress" grep -q "sampling *4/4 *step 2/2" "$work/example.log"
+"$work/edit_clip" "$prefix/lib/libtokenflow.so" -n 5 -o "$work/windows.rgb" "${quick[@]}" window=2 > "$work/windows.log" 2>&1
+expect "c-api example streams a clip in windows" test $? -eq 0 -a "$(stat -c %s "$work/windows.rgb" 2>/dev/null)" = $((5 * 64 * 48 * 3))
+expect "c-api example prints each window's progress" grep -q "window 2: sampling *4/4 *step 2/2" "$work/windows.log"
 mkdir -p "$work/ppm"
 "$work/edit_clip" "$prefix/lib/libtokenflow.so" -i "$work/out.rgb" -o "$work/ppm/" "${quick[@]}" > /dev/null 2>&1
 expect "c-api example reads raw RGB24 and writes PPM frames" test "$(ls "$work/ppm" | wc -l)" -eq 5 -a "$(head -c 2 "$work/ppm/frame-0004.ppm")" = P6
@@ -218,11 +241,16 @@ bad_example "c-api example: schedule that does not fit the clip" "keyframe" "$pr
 # Leaks: one pass over the success and error paths under memcheck. Swift's runtime keeps one-time
 # metadata caches ("still reachable", "possibly lost"); nothing may be definitely or indirectly lost.
 if command -v valgrind > /dev/null; then
+    mkdir -p "$work/leaks-spill"
     valgrind --leak-check=full --errors-for-leak-kinds=definite,indirect --error-exitcode=99 --log-file="$work/valgrind.log" \
-        "$work/api_test" leaks "$model" > "$work/leaks.log" 2>&1; status=$?
+        "$work/api_test" leaks "$model" "$work/leaks-spill" > "$work/leaks.log" 2>&1; status=$?
+    grep -v '^PASS' "$work/leaks.log"
     grep -E "(definitely|indirectly|possibly) lost:|still reachable:|ERROR SUMMARY" "$work/valgrind.log" | sed 's/^==[0-9]*== */  valgrind: /'
     expect "c-api leaks run passes under valgrind" bash -c "! grep -q '^FAIL' '$work/leaks.log' && grep -q '^PASS leaks frames' '$work/leaks.log'"
     expect "c-api valgrind: no memory errors, nothing definitely or indirectly lost" test $status -eq 0
+    expect "c-api valgrind: 0 bytes definitely and indirectly lost" bash -c "
+        grep -Eq 'definitely lost: 0 bytes|no leaks are possible' '$work/valgrind.log' &&
+        ! grep -E '(definitely|indirectly) lost: [1-9]' '$work/valgrind.log'"
 else
     fail "c-api valgrind" "valgrind is not installed (scripts/setup.d/20-install-library.sh installs it)"
 fi

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The FFmpeg filter (ffmpeg-filter/): the ffmpeg built by ffmpeg-filter/build (scripts/setup.d/
 # 50-ffmpeg-filter.sh; cached, so running it here costs a second) with the tiny random-weight model.
-# Windows and the last partial window, pts and frame properties, byte equality with the C API (with
-# non-default settings of every kind), filter chains, audio, progress lines, and bad options/models/inputs
-# (non-zero exit, an error naming the problem, no output file where ffmpeg allows it). The options
-# themselves are checked against the library's table by Tests/Host/options.sh.
+# Windows and the last partial window, pts and frame properties, byte equality with the C API driven the
+# same streaming way (with non-default settings of every kind), streams longer than the latent memory
+# budget (temporary file in temp_dir, gone afterwards, even when ffmpeg is killed mid-edit), output
+# starting before the input ends (window=W), filter chains, audio, progress lines, and bad
+# options/models/inputs (non-zero exit, an error naming the problem, no output file where ffmpeg allows
+# it). The options themselves are checked against the library's table by Tests/Host/options.sh.
 set -u
 cd "$(dirname "$0")/../.."
 source Tests/Host/support/check.sh
@@ -47,16 +49,19 @@ expect "ffmpeg-filter window=8: size preserved (64x48 rgb24)" bash -c "grep -q '
     test \"\$(grep '^0,' '$work/edited.md5' | tr -d ' ' | cut -d, -f5 | sort -u)\" = $frame_bytes"
 same=$(paste -d' ' <(md5_field "$work/source.md5" 6) <(md5_field "$work/edited.md5" 6) | awk '$1 == $2' | wc -l)
 expect "ffmpeg-filter window=8: every output frame differs from its input" test "$same" -eq 0
-expect "ffmpeg-filter window=8: three runs, the last on the partial window 16-19" bash -c \
-    "grep -q 'window 1: editing frames 0-7' '$work/edited.log' && grep -q 'window 2: editing frames 8-15' '$work/edited.log' && \
-     grep -q 'window 3: editing frames 16-19' '$work/edited.log' && grep -q 'window 3: 4 frames edited' '$work/edited.log'"
+expect "ffmpeg-filter window=8: three edits by one engine context, the last on the partial window 16-19" bash -c \
+    "grep -q 'window 0: editing frames 0-7' '$work/edited.log' && grep -q 'window 1: editing frames 8-15' '$work/edited.log' && \
+     grep -q 'window 2: editing frames 16-19' '$work/edited.log' && grep -q 'window 2: 4 frames edited' '$work/edited.log' && \
+     test \$(grep -c 'editing frames' '$work/edited.log') -eq 3"
 expect "ffmpeg-filter progress: one line per sampling step per window" test \
     "$(grep -c 'sampling step [12]/2 .*elapsed, stage ETA' "$work/edited.log")" -eq 6
 expect "ffmpeg-filter progress: inversion and sampling steps logged per window" bash -c \
-    "grep -q 'window 1: inversion step 2/2' '$work/edited.log' && grep -q 'window 3: sampling step 2/2' '$work/edited.log'"
+    "grep -q 'window 0: inversion step 2/2' '$work/edited.log' && grep -q 'window 2: sampling step 2/2' '$work/edited.log'"
 
 # --- byte equality with the C API on the same raw frames (two windows + a partial one) ----------------
-# The reference is given the same settings as text; the filter passes its AVOption values on as text.
+# The reference is given the same settings as text; the filter passes its AVOption values on as text. It
+# drives one context the streaming way (send, drain, ..., end of stream, drain), like the filter: windows
+# after the first are anchored to earlier ones, so they are not independent edits.
 ff -filter_complex "$clip,format=rgb24" -f rawvideo "$work/in.rgb" 2> /dev/null
 raw_in=(-f rawvideo -pixel_format rgb24 -video_size 64x48 -framerate 10 -i "$work/in.rgb")
 quick_settings=("model=$model" "prompt=a red car" steps=2 inversion_steps=2 size=input)
@@ -78,7 +83,60 @@ ff "${raw_in[@]}" -vf "tokenflow=$quick:$(IFS=:; echo "${tuned[*]}")" -f rawvide
 expect "ffmpeg-filter non-default values of each option type reach the library unchanged (byte-identical to the C API)" bash -c \
     "test -s '$work/capi-tuned.rgb' && cmp -s '$work/filter-tuned.rgb' '$work/capi-tuned.rgb' && ! cmp -s '$work/filter-tuned.rgb' '$work/filter.rgb'"
 expect "ffmpeg-filter progress: the step count is the library's (sdedit, steps=4, strength=0.55 -> 2 steps)" bash -c \
-    "grep -q 'window 3: sampling step 2/2 ' '$work/filter-tuned.log' && ! grep -q 'sampling step [0-9]*/4 ' '$work/filter-tuned.log'"
+    "grep -q 'window 2: sampling step 2/2 ' '$work/filter-tuned.log' && ! grep -q 'sampling step [0-9]*/4 ' '$work/filter-tuned.log'"
+
+# --- streams longer than the latent memory budget -----------------------------------------------------
+# latent_memory=0 puts every latent in the library's unlinked temporary file in temp_dir. 64 frames with
+# irregular pts, one edit (window=0) and four (window=16): count, order and pts kept, the same bytes as
+# with the latents in memory, and nothing left in temp_dir. showinfo before and after the filter logs
+# when each frame enters and leaves it, for the streaming check below.
+long="testsrc2=size=64x48:rate=10,trim=end_frame=64,setpts=N*N+3"
+spill="latent_memory=0:temp_dir=$work/tmp"
+mkdir -p "$work/tmp"
+ff -filter_complex "$long,null" -fps_mode passthrough -f framemd5 "$work/long-source.md5" 2> /dev/null
+for w in 0 16; do
+    ff -filter_complex "$long,showinfo,tokenflow=$quick:window=$w:$spill,showinfo" -fps_mode passthrough \
+        -f framemd5 "$work/long$w.md5" 2> "$work/long$w.log"
+    status=$?
+    ff -filter_complex "$long,tokenflow=$quick:window=$w" -fps_mode passthrough -f framemd5 "$work/long$w-memory.md5" 2> /dev/null
+    expect "ffmpeg-filter long stream, latent_memory=0, window=$w: 64 frames out, in order, pts kept" bash -c \
+        "test $status -eq 0 && test \$(grep -c '^0,' '$work/long$w.md5') -eq 64 && \
+         test '$(md5_field "$work/long$w.md5" 3 | tr '\n' ' ')' = '$(md5_field "$work/long-source.md5" 3 | tr '\n' ' ')'"
+    expect "ffmpeg-filter long stream, latent_memory=0, window=$w: same bytes as with the latents in memory" bash -c \
+        "test -s '$work/long$w-memory.md5' && test '$(md5_field "$work/long$w.md5" 6 | tr '\n' ' ')' = '$(md5_field "$work/long$w-memory.md5" 6 | tr '\n' ' ')'"
+    expect "ffmpeg-filter long stream, latent_memory=0, window=$w: temp_dir empty afterwards" test -z "$(ls -A "$work/tmp")"
+done
+# Streaming: with window=16 the first window's frames leave the filter (the showinfo after it, instance 5)
+# before the second window is edited, and that before the input's last frame enters it (the showinfo
+# before it, instance 3); with window=0 nothing leaves before the input has ended. Line numbers in the log,
+# which one thread writes in order.
+line_of() { grep -n -m 1 -- "$2" "$1" | cut -d: -f1; }
+out15=$(line_of "$work/long16.log" 'Parsed_showinfo_5.* n: *15 ')
+edit1=$(line_of "$work/long16.log" 'window 1: editing frames 16-31')
+in63=$(line_of "$work/long16.log" 'Parsed_showinfo_3.* n: *63 ')
+expect "ffmpeg-filter window=16 streams: window 0's frames are output before window 1 is edited, before the input ends ($out15 < $edit1 < $in63)" \
+    test -n "$out15" -a -n "$edit1" -a -n "$in63" -a "${out15:-0}" -lt "${edit1:-0}" -a "${edit1:-0}" -lt "${in63:-0}"
+out0=$(line_of "$work/long0.log" 'Parsed_showinfo_5.* n: *0 ')
+in63=$(line_of "$work/long0.log" 'Parsed_showinfo_3.* n: *63 ')
+expect "ffmpeg-filter window=0: the first frame is output after the input has ended ($in63 < $out0)" \
+    test -n "$out0" -a -n "$in63" -a "${in63:-0}" -lt "${out0:-0}"
+
+# A failure half-way leaves no temporary file: ffmpeg killed (SIGKILL, no cleanup) during the edit. The
+# temporary file is checked to be open (unlinked, in temp_dir) just before the kill.
+rm -rf "$work/tmp"; mkdir -p "$work/tmp"
+"$ffmpeg" -hide_banner -nostdin -nostats -y -filter_complex "$long,tokenflow=$quick:steps=20:inversion_steps=20:$spill" \
+    -f null - 2> "$work/kill.log" &
+pid=$!
+for _ in $(seq 1200); do
+    grep -q 'inversion step 1/20' "$work/kill.log" && break
+    kill -0 $pid 2> /dev/null || break
+    sleep 0.05
+done
+held=$(ls -l /proc/$pid/fd 2> /dev/null | grep -c "$work/tmp/tokenflow-latents-.* (deleted)")
+{ kill -9 $pid; wait $pid; } 2> /dev/null; status=$?  # (2>: no "Killed" job notice)
+expect "ffmpeg-filter killed mid-edit (exit $status, $held unlinked temporary file(s) in temp_dir open before the kill)" \
+    test $status -eq 137 -a "$held" -ge 1
+expect "ffmpeg-filter killed mid-edit: temp_dir empty afterwards" test -z "$(ls -A "$work/tmp")"
 
 # --- frame properties: pts, packet position, key frame and picture type from a real file --------------
 ff -filter_complex "$clip" -c:v libx264 -pix_fmt yuv420p "$work/clip.mp4" 2> /dev/null
@@ -136,7 +194,7 @@ bad() { # NAME EXPECTED-MESSAGE FILTER-OPTIONS
 rm -rf "$work/truncated"; cp -rL "$model" "$work/truncated"
 truncate -s 1000 "$work/truncated/unet/diffusion_pytorch_model.safetensors"
 bad "ffmpeg-filter bad: missing model dir" "model not found.*$work/nonexistent" "model=$work/nonexistent:steps=2:inversion_steps=2"
-bad "ffmpeg-filter bad: truncated unet weights" "unreadable or corrupt.*unet/diffusion_pytorch_model.safetensors" "model=$work/truncated:steps=2:inversion_steps=2"
+bad "ffmpeg-filter bad: truncated unet weights" "input/output error.*unet/diffusion_pytorch_model.safetensors" "model=$work/truncated:steps=2:inversion_steps=2"
 bad "ffmpeg-filter bad: steps=0" "'steps' out of range" "$quick:steps=0"
 bad "ffmpeg-filter bad: pnp_attn_t=2" "'pnp_attn_t' out of range" "$quick:pnp_attn_t=2"
 bad "ffmpeg-filter bad: method=bogus" "Error setting option method to value bogus" "$quick:method=bogus"

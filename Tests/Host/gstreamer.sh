@@ -2,8 +2,9 @@
 # Host tests of the GStreamer element "tokenflow" (Examples/gstreamer): builds the plugin (a no-op when
 # up to date) and the C test programs, then checks gst-inspect-1.0 (caps, licence; the properties against
 # the library's table are Tests/Host/options.sh's), gst-launch-1.0 pipelines
-# (windows, timestamps, bytes identical to the C API's, errors), the install script, and the GstHarness
-# unit tests (Tests/Host/c/gst_harness_test.c). Prints PASS/FAIL lines; exits non-zero on a failure.
+# (windows, timestamps, bytes identical to the C API's streamed the same way, streams longer than the
+# latent memory budget, errors), the install script, and the GstHarness unit tests
+# (Tests/Host/c/gst_harness_test.c). Prints PASS/FAIL lines; exits non-zero on a failure.
 # Needs the library installed in .build/prefix (scripts/setup.sh); $TOKENFLOW_PC_DIR overrides where
 # tokenflow.pc is looked for.
 set -uo pipefail
@@ -93,12 +94,81 @@ if [ -s "$work/in.rgb" ] && [ -s "$work/out.rgb" ] && ! cmp -s "$work/in.rgb" "$
 else
     fail gst-launch-output-edited "output equals input or is missing"
 fi
+# The C API streamed the same way (one context for the stream, window 8: later windows anchored to the
+# earlier ones) gives the same bytes.
 if "$work/gst_capi_reference" "$model" 64 48 8 2 2 "a watercolor painting" "$work/in.rgb" \
         "$work/capi.rgb" >"$work/capi.log" 2>&1 && cmp "$work/capi.rgb" "$work/out.rgb"; then
     pass gst-launch-matches-c-api
 else
     cat "$work/capi.log"; fail gst-launch-matches-c-api
 fi
+# window=0: the whole stream at EOS, the same bytes as the C API's whole-stream edit.
+gst-launch-1.0 --no-fault -e -q videotestsrc num-buffers=20 ! "$source_caps" ! videoconvert ! video/x-raw,format=RGB \
+    ! tokenflow "${settings[@]}" window=0 ! filesink location="$work/out0.rgb" >"$work/launch0.log" 2>&1
+status=$?
+if [ $status -eq 0 ] && "$work/gst_capi_reference" "$model" 64 48 0 2 2 "a watercolor painting" "$work/in.rgb" \
+        "$work/capi0.rgb" >"$work/capi0.log" 2>&1 && cmp "$work/capi0.rgb" "$work/out0.rgb"; then
+    pass gst-launch-window-0-matches-c-api
+else
+    cat "$work/launch0.log" "$work/capi0.log"; fail gst-launch-window-0-matches-c-api "exit $status"
+fi
+
+# --- gst-launch: a stream longer than the latent memory budget ------------------------------------
+# latent_memory=0: every latent goes to the (unlinked) temporary file in temp_dir. 48 frames, window 0
+# and 8: every frame out, in order, with its timestamps; temp_dir empty afterwards; the same bytes as
+# the C API's with the same settings; with window 8 output starts while the input goes on.
+long_frames=48
+temp_dir=$work/latents
+rm -rf "$temp_dir"; mkdir -p "$temp_dir"
+gst-launch-1.0 --no-fault -q videotestsrc num-buffers=$long_frames ! "$source_caps" ! videoconvert \
+    ! video/x-raw,format=RGB ! filesink location="$work/long-in.rgb" >"$work/long-in.log" 2>&1 \
+    || fail gst-launch-long-input "$(cat "$work/long-in.log")"
+for window in 0 8; do
+    name=gst-launch-long-stream-window-$window
+    log=$work/long-$window.log
+    gst-launch-1.0 --no-fault -e -v videotestsrc num-buffers=$long_frames ! "$source_caps" ! videoconvert \
+        ! video/x-raw,format=RGB ! identity name=before silent=false \
+        ! tokenflow "${settings[@]}" window=$window latent-memory=0 temp-dir="$temp_dir" \
+        ! identity name=after silent=false ! filesink location="$work/long-out-$window.rgb" >"$log" 2>&1
+    status=$?
+    before=$(grep -o "(before:sink) ([0-9]* bytes, dts: [^,]*, pts: [^,]*, duration: [^,]*" "$log" | sed 's/.*pts: //')
+    after=$(grep -o "(after:sink) ([0-9]* bytes, dts: [^,]*, pts: [^,]*, duration: [^,]*" "$log" | sed 's/.*pts: //')
+    frames_out=$(grep -c . <<<"$after")
+    sorted=$(sort <<<"$after")
+    left=$(ls -A "$temp_dir")
+    if [ $status -eq 0 ] && [ "$frames_out" -eq $long_frames ] && [ "$before" = "$after" ] \
+            && [ "$after" = "$sorted" ] && [ "$(sort -u <<<"$after" | grep -c .)" -eq $long_frames ] \
+            && [ "$(tail -1 <<<"$after")" = "0:00:04.700000000, duration: 0:00:00.100000000" ] \
+            && [ -z "$left" ]; then
+        pass "$name-order-timestamps-temp-dir-empty"
+    else
+        tail -20 "$log"; diff <(echo "$before") <(echo "$after") | head
+        fail "$name-order-timestamps-temp-dir-empty" "exit $status, $frames_out buffers, left in temp_dir: ${left:-nothing}"
+    fi
+    # First output relative to the last input: window 8 streams (the 8th input precedes the 1st output,
+    # which precedes the 9th input); window 0 holds everything until EOS.
+    order=$(grep -o "(\(before\|after\):sink) ([0-9]* bytes, dts: [^,]*, pts: [^,]*" "$log" \
+        | sed 's/(\([a-z]*\):sink).*pts: \(.*\)/\1 \2/' | tr '\n' ';')
+    if [ "$window" -eq 8 ]; then
+        expected=("before 0:00:00.700000000;after 0:00:00.000000000;" "after 0:00:00.700000000;before 0:00:00.800000000;")
+    else
+        expected=("before 0:00:04.700000000;after 0:00:00.000000000;")
+    fi
+    ok=1
+    for pattern in "${expected[@]}"; do [[ "$order" == *"$pattern"* ]] || ok=0; done
+    if [ $ok -eq 1 ]; then
+        pass "$name-output-timing"
+    else
+        echo "$order" | tr ';' '\n' | head -60; fail "$name-output-timing" "want ${expected[*]}"
+    fi
+    if "$work/gst_capi_reference" "$model" 64 48 $window 2 2 "a watercolor painting" "$work/long-in.rgb" \
+            "$work/long-capi-$window.rgb" latent_memory=0 temp_dir="$temp_dir" >"$work/long-capi-$window.log" 2>&1 \
+            && cmp "$work/long-capi-$window.rgb" "$work/long-out-$window.rgb"; then
+        pass "$name-matches-c-api"
+    else
+        cat "$work/long-capi-$window.log"; fail "$name-matches-c-api"
+    fi
+done
 
 # --- gst-launch: failures are errors, not crashes -------------------------------------------------
 gst-launch-1.0 --no-fault videotestsrc num-buffers=2 ! "$source_caps" ! videoconvert ! video/x-raw,format=RGB \
@@ -129,6 +199,16 @@ if [ $status -ne 0 ] && ! crashed $status \
     pass gst-launch-bad-size-error
 else
     cat "$work/size.log"; fail gst-launch-bad-size-error "exit $status"
+fi
+# No temporary folder for a stream beyond the memory budget: an error naming the folder, not a crash.
+gst-launch-1.0 --no-fault videotestsrc num-buffers=2 ! "$source_caps" ! videoconvert ! video/x-raw,format=RGB \
+    ! tokenflow "${settings[@]}" latent-memory=0 temp-dir=/nonexistent/tokenflow-tmp ! fakesink >"$work/tempdir.log" 2>&1
+status=$?
+if [ $status -ne 0 ] && ! crashed $status \
+        && grep -q 'ERROR: from element .*tokenflow.*/nonexistent/tokenflow-tmp' "$work/tempdir.log"; then
+    pass gst-launch-missing-temp-dir-error
+else
+    cat "$work/tempdir.log"; fail gst-launch-missing-temp-dir-error "exit $status"
 fi
 gst-launch-1.0 --no-fault videotestsrc num-buffers=2 ! video/x-raw,format=GRAY8,width=64,height=48 \
     ! tokenflow "${settings[@]}" ! fakesink >"$work/gray.log" 2>&1

@@ -13,8 +13,20 @@ extension PropagatingMethod {
     }
 
     public func sample(_ clip: ClipEdit, store: LatentStore, keyframes: [[Int]]?, progress: ProgressReporter) throws {
-        try propagation.sample(store, inversionPrompt: clip.inversionPrompt, lastTimestep: clip.lastTimestep,
-                               keyframes: keyframes, progress: progress)
+        clip.keyframeLatents = try propagation.sample(store, inversionPrompt: clip.inversionPrompt, lastTimestep: clip.lastTimestep,
+                                                      keyframes: keyframes, anchors: clip.anchors, progress: progress)
+    }
+}
+
+/// Frames of an earlier window of a stream at one sampling step: source latents (inverted, at the step's
+/// timestep) and edited latents (before the step), [k, 4, H/8, W/8] each.
+public struct AnchorLatents {
+    let source: Tensor
+    let edited: Tensor
+
+    /// Several anchors' latents stacked.
+    static func stacked(_ anchors: [AnchorLatents]) -> AnchorLatents {
+        AnchorLatents(source: concat(anchors.map(\.source), axis: 0), edited: concat(anchors.map(\.edited), axis: 0))
     }
 }
 
@@ -102,17 +114,26 @@ public struct KeyframePropagation {
         return timesteps.map { _ in batches.map { $0.lowerBound + Int(generator.next() % UInt64($0.count)) } }
     }
 
+    /// Samples the clip in `store`; returns the latents of its first and last keyframe at every step (the
+    /// anchors later windows of a stream attend to).
     func sample(_ store: LatentStore, inversionPrompt: String, lastTimestep: Int, keyframes explicit: [[Int]]?,
-                progress: ProgressReporter) throws {
+                anchors: [AnchorLatents]?, progress: ProgressReporter) throws -> (first: [AnchorLatents], last: [AnchorLatents]) {
         let plan = try Plan(self, frameCount: store.frameCount, inversionPrompt: inversionPrompt, keyframes: explicit)
         for range in plan.batches {
             let start = initialLatents(clean: try store.read(LatentStore.clean, range), last: try store.read(LatentStore.last, range),
                                        lastTimestep: lastTimestep)
             try store.write(store.current, range, start)
         }
+        var first: [AnchorLatents] = [], last: [AnchorLatents] = []
         for step in timesteps.indices {
-            try sampleStep(store, step: step, plan: plan, progress: progress)
+            let keys = plan.keyframes[step], sourceSlot = store.inverted(timesteps[step]) ?? LatentStore.last
+            for (frame, list) in [(keys[0], 0), (keys[keys.count - 1], 1)] {
+                let anchor = AnchorLatents(source: try store.read(sourceSlot, [frame]), edited: try store.read(store.current, [frame]))
+                if list == 0 { first.append(anchor) } else { last.append(anchor) }
+            }
+            try sampleStep(store, step: step, plan: plan, anchors: anchors?[step], progress: progress)
         }
+        return (first, last)
     }
 
     /// One sampling step (`step` indexes `timesteps`) from latents `x`; for stepping through an edit, or
@@ -125,7 +146,7 @@ public struct KeyframePropagation {
         let frames = 0..<store.frameCount
         try store.write(store.current, frames, x)
         let plan = try Plan(self, frameCount: store.frameCount, inversionPrompt: inversion.inversionPrompt, keyframes: explicit)
-        try sampleStep(store, step: step, plan: plan, progress: ProgressReporter(nil))
+        try sampleStep(store, step: step, plan: plan, anchors: nil, progress: ProgressReporter(nil))
         return try store.read(store.current, frames)
     }
 
@@ -149,8 +170,9 @@ public struct KeyframePropagation {
         }
     }
 
-    /// One step over the whole clip: the store's `current` latents in, `next` out, then swapped.
-    func sampleStep(_ store: LatentStore, step: Int, plan: Plan, progress: ProgressReporter) throws {
+    /// One step over the whole clip: the store's `current` latents in, `next` out, then swapped. `anchors`:
+    /// frames of earlier windows every keyframe pass also attends to (their outputs are not used).
+    func sampleStep(_ store: LatentStore, step: Int, plan: Plan, anchors: AnchorLatents?, progress: ProgressReporter) throws {
         let t = timesteps[step]
         guard let sourceSlot = store.inverted(t) else {
             throw EditError.invalidSettings("the inversion has no latents for timestep \(t); invert with these steps")
@@ -175,9 +197,16 @@ public struct KeyframePropagation {
         for pass in passes {
             // a) Keyframe pass: fills the hooks' per-keyframe records; its prediction is not used.
             let keys = pass.members.map { plan.keyframes[step][$0] }
-            hooks.pass = .keyframes(batches: Array(pass.members), keep: pass.keeps)
-            hooks.branches = BranchStack(framesPerBranch: keys.count)
-            _ = run(try store.read(sourceSlot, keys), try store.read(store.current, keys))
+            var source = try store.read(sourceSlot, keys), edited = try store.read(store.current, keys)
+            var members = Array(pass.members)
+            if let anchors {
+                source = concat([source, anchors.source], axis: 0)
+                edited = concat([edited, anchors.edited], axis: 0)
+                members += (0..<anchors.source.shape[0]).map { -1 - $0 } // not batches of this clip: never recorded
+            }
+            hooks.pass = .keyframes(batches: members, keep: pass.keeps)
+            hooks.branches = BranchStack(framesPerBranch: members.count)
+            _ = run(source, edited)
             try reportCall()
 
             // b) The batches whose keyframes are now recorded: propagated self-attention, then

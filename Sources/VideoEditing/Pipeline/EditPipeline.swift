@@ -127,6 +127,10 @@ public final class ClipEdit {
     /// The inversion prompt the source branch uses (the settings', or a loaded inversion's).
     let inversionPrompt: String
     public private(set) var lastTimestep = 0
+    /// Per sampling step, frames of earlier windows the keyframe passes attend to (windowed streams).
+    var anchors: [AnchorLatents]?
+    /// Per sampling step, this clip's first and last keyframe's latents (the anchors of later windows).
+    var keyframeLatents: (first: [AnchorLatents], last: [AnchorLatents])?
     private var state = State.collecting
     private enum State { case collecting, inverted, edited }
 
@@ -147,6 +151,7 @@ public final class ClipEdit {
     }
 
     public var frameCount: Int { store?.frameCount ?? 0 }
+    public var isEdited: Bool { state == .edited }
     /// Bytes of latents the clip keeps in memory and in its temporary file.
     public var latentBytes: (memory: Int, disk: Int) { (store?.bytesInMemory ?? 0, store?.bytesOnDisk ?? 0) }
     var settings: EditSettings { pipeline.settings }

@@ -11,6 +11,8 @@ public struct EditProgress: Sendable, Equatable {
     /// so no host has to re-derive the engine's step counts from the settings.
     public let step: Int
     public let steps: Int
+    /// The window of a windowed stream (`StreamEdit`) being edited, from 0.
+    public var window = 0
 
     public init(stage: Stage, completed: Int, total: Int, step: Int, steps: Int) {
         self.stage = stage

@@ -186,12 +186,12 @@ public enum SettingsTable {
             .integer("threads", \.threads, 0...1024, help: "worker threads, 0 = one per core (process-wide)"),
             .integer("keyframe_context", \.keyframeContext, 2...4096, methods: propagating,
                      help: "keyframes a keyframe's extended attention covers at most; clips with up to this many keyframes (batches) are edited exactly as the reference does, longer ones at a constant cost per frame"),
-            .integer("latent_memory", \.latentMemory, 1...(1 << 30),
-                     help: "MiB of latents kept in memory; a longer clip's other latents go to a temporary file"),
+            .integer("latent_memory", \.latentMemory, 0...(1 << 30),
+                     help: "MiB of latents kept in memory; the rest of a long stream's latents go to a temporary file (0: every latent goes to the file)"),
             .text("temp_dir", \.temporaryDirectory,
                   help: "folder for the temporary latent file of long clips; empty: $TMPDIR, then /tmp"),
             .integer("window", \.window, 0...Int64(Int32.max),
-                     help: "frames edited together per run by the FFmpeg filter and the GStreamer element; 0 = the whole stream (memory grows with it)"),
+                     help: "frames edited and output together; each window attends to anchor frames of earlier ones, so all share one look; 0 = the whole stream as one edit, output at its end"),
         ]
     }()
 

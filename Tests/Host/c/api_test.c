@@ -5,19 +5,27 @@
  *
  * Groups (Tests/Host/c-api.sh runs each with the environment it needs):
  *     settings                 the settings table (tf_option) and every type's grammar in tf_settings_set/get
- *     success MODEL            a full edit on the tiny model: count, size, stride, pts, progress, drain
+ *     success MODEL            a full edit on the tiny model: count, size, stride, pts, opaque, progress, drain;
+ *                              the streaming loop (send, get, end of stream, get) gives tf_run's bytes
  *     misuse MODEL             NULL arguments, inconsistent settings, state machine, cancellation, ...
- *     keyframes MODEL          tf_set_keyframes: reproducing the seeded schedule, bad schedules, state
+ *     window MODEL             the window setting: frames out while the stream goes on, progress per window,
+ *                              window 0 edited like a clip of its own, later windows anchored to earlier ones
+ *     opaque MODEL             tf_set_opaque_release: called at tf_close for exactly the frames never returned
+ *     spill MODEL DIR          latent_memory 0: every latent in an unlinked temporary file in DIR (an empty
+ *                              folder), the same bytes as in memory; an unusable temp_dir
+ *     keyframes MODEL          tf_set_keyframes: reproducing the seeded schedule, bad schedules, state, windows
  *     keyframes-count MODEL N  tf_set_keyframes with a count no array can have: N = SIZE_MAX, 2^63,
  *                              SIZE_MAX/4+1 or 2^40 (a process each: a library that takes it may crash)
  *     threads MODEL            contexts editing in parallel; error messages kept per thread
- *     leaks MODEL              one pass over the success and error paths, small enough for valgrind
- *     dump MODEL               no checks: prints the options, progress and frames of a small edit, with every
- *                              setting set explicitly to its default (c-api.sh compares it with a caller
+ *     leaks MODEL DIR          one pass over the success and error paths, small enough for valgrind (DIR: an
+ *                              empty folder for a spilled stream cancelled mid-sampling)
+ *     dump MODEL               no checks: prints the options, progress and frames of a small streamed edit, with
+ *                              every setting set explicitly to its default (c-api.sh compares it with a caller
  *                              built against an older header, which sets only a few settings)
  *     open-error CODE MODEL NAME   tf_open with model MODEL ("-" = not set) must fail with CODE (ENOENT, ...)
  *     open-ok MODEL NAME           tf_open with model MODEL ("-" = not set) must succeed (default lookup)
  */
+#include <dirent.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -25,6 +33,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <tokenflow.h>
 
@@ -51,6 +61,14 @@ static void check_code(const char *name, int code, int expected, const TFContext
     check(code == expected && message != NULL && message[0] != '\0', name,
           "returned %d (%s), expected %d (%s); last error \"%s\"", code, tf_strerror(code), expected, tf_strerror(expected),
           message ? message : "(NULL)");
+}
+
+/* Like check_code, and the message must also contain `mention` (a setting, a folder, ...). */
+static void check_code_mentions(const char *name, int code, int expected, const TFContext *ctx, const char *mention) {
+    const char *message = tf_last_error(ctx);
+    check(code == expected && message != NULL && strstr(message, mention) != NULL, name,
+          "returned %d (%s), expected %d (%s) with a message naming \"%s\"; last error \"%s\"", code, tf_strerror(code),
+          expected, tf_strerror(expected), mention, message ? message : "(NULL)");
 }
 
 /* A call that must succeed; `ctx` is where its error message would be (NULL for context-less calls). The
@@ -85,7 +103,7 @@ static TFSettings *quick_settings(const char *model) {
     return s;
 }
 
-enum { W = 64, H = 48, PAD = 16, STRIDE = W * 3 + PAD, FRAMES = 6 };
+enum { W = 64, H = 48, PAD = 16, STRIDE = W * 3 + PAD, FRAMES = 6, MAX_FRAMES = 64 };
 
 /* Frame i of a moving pattern, with PAD bytes of garbage after each row (the stride must be honoured). */
 static void make_frame(uint8_t *frame, int i) {
@@ -103,29 +121,168 @@ static void make_frame(uint8_t *frame, int i) {
 /* Irregular, negative and beyond 32 bits: the pts must come back exactly as sent. */
 static int64_t pts_of(int i) { return (int64_t)0x123456789A * i * i - 5; }
 
-static int send_clip(TFContext *ctx, int count) {
+/* ---- Opaque values ---- */
+
+/* Frame i of a test stream carries &tokens[i] as its opaque value; count_release (the tf_set_opaque_release
+ * function of the tests) counts its calls per frame, and calls with anything else. */
+static char tokens[MAX_FRAMES];
+static int released[MAX_FRAMES], released_other;
+
+static void *opaque_of(int i) { return &tokens[i]; }
+
+static void count_release(void *opaque) {
+    uintptr_t p = (uintptr_t)opaque, first = (uintptr_t)tokens;
+    if (p >= first && p < first + MAX_FRAMES) released[p - first]++;
+    else released_other++;
+}
+
+static void reset_releases(void) {
+    memset(released, 0, sizeof released);
+    released_other = 0;
+}
+
+/* Checks that count_release was called once for each frame in [first, end) and never otherwise. */
+static void check_released(const char *name, int first, int end) {
+    char detail[512] = "";
+    for (int i = 0; i < MAX_FRAMES; i++) {
+        int expected = i >= first && i < end;
+        if (released[i] != expected) {
+            size_t used = strlen(detail);
+            snprintf(detail + used, sizeof detail - used, "%sframe %d released %d times (expected %d)", used ? ", " : "", i,
+                     released[i], expected);
+        }
+    }
+    if (released_other) {
+        size_t used = strlen(detail);
+        snprintf(detail + used, sizeof detail - used, "%s%d calls with another value", used ? ", " : "", released_other);
+    }
+    check(!detail[0], name, "%s", detail);
+}
+
+/* ---- Sending and getting frames ---- */
+
+/* Sends frames first .. first+count-1 of the test stream (pts_of(i), opaque_of(i)). */
+static int send_range(TFContext *ctx, int first, int count) {
     static uint8_t frame[STRIDE * H];
-    for (int i = 0; i < count; i++) {
+    for (int i = first; i < first + count; i++) {
         make_frame(frame, i);
-        int code = tf_send_frame(ctx, frame, W, H, STRIDE, pts_of(i));
+        int code = tf_send_frame(ctx, frame, W, H, STRIDE, pts_of(i), opaque_of(i));
         if (code != TF_OK) return code;
     }
     return TF_OK;
 }
 
+static int send_clip(TFContext *ctx, int count) { return send_range(ctx, 0, count); }
+
+#define FNV_OFFSET 1469598103934665603u
+
+/* FNV-1a of a frame's pixels (not its padding), continuing `hash`. */
+static uint64_t frame_hash(const TFFrame *frame, uint64_t hash) {
+    for (int y = 0; y < frame->height; y++)
+        for (int x = 0; x < 3 * frame->width; x++) hash = (hash ^ frame->data[y * frame->stride + x]) * 1099511628211u;
+    return hash;
+}
+
 /* FNV-1a over the pixels of every remaining output frame (drains the context); 0 if tf_get_frame fails
  * with anything but TF_EAGAIN. */
 static uint64_t drain_hash(TFContext *ctx, int *count) {
-    uint64_t hash = 1469598103934665603u;
+    uint64_t hash = FNV_OFFSET;
     const TFFrame *out = NULL;
     int code;
     *count = 0;
     while ((code = tf_get_frame(ctx, &out)) == TF_OK) {
-        for (int y = 0; y < out->height; y++)
-            for (int x = 0; x < 3 * out->width; x++) hash = (hash ^ out->data[y * out->stride + x]) * 1099511628211u;
+        hash = frame_hash(out, hash);
         (*count)++;
     }
     return code == TF_EAGAIN ? hash : 0;
+}
+
+struct progress_log;
+static int progress_calls(const struct progress_log *log);
+static int progress_windows(const struct progress_log *log);
+
+/* What a streamed edit gave: every frame out, with what it carried and when it came. */
+struct output {
+    uint64_t hash;      /* FNV-1a of this frame's pixels */
+    int64_t pts;
+    void *opaque;
+    int sent;           /* frames sent when it came out; -1: after the end of the stream */
+    int windows;        /* windows whose progress had been reported when it came out */
+    int width, height;
+};
+struct stream_run {
+    int count;          /* frames out */
+    int code;           /* TF_OK: every call succeeded and the last tf_get_frame said TF_EAGAIN; else the failure */
+    const char *failed; /* the call that failed */
+    int calls_before_end; /* progress reports before tf_end_of_stream */
+    uint64_t hash;      /* FNV-1a over every frame's pixels in order (as drain_hash) */
+    struct output out[MAX_FRAMES];
+};
+
+/* Gets frames until TF_EAGAIN, recording them; `sent` as in struct output. TF_OK if it stopped at TF_EAGAIN. */
+static int drain_into(TFContext *ctx, struct stream_run *run, int sent, const struct progress_log *log) {
+    const TFFrame *frame = NULL;
+    int code;
+    while ((code = tf_get_frame(ctx, &frame)) == TF_OK) {
+        if (run->count < MAX_FRAMES) {
+            struct output *o = &run->out[run->count];
+            o->hash = frame_hash(frame, FNV_OFFSET);
+            o->pts = frame->pts;
+            o->opaque = frame->opaque;
+            o->sent = sent;
+            o->windows = log ? progress_windows(log) : 0;
+            o->width = frame->width;
+            o->height = frame->height;
+        }
+        run->hash = frame_hash(frame, run->hash);
+        run->count++;
+    }
+    return code == TF_EAGAIN ? TF_OK : code;
+}
+
+/* The streaming loop of a host: sends frames first .. first+frames-1 one at a time, getting every frame the
+ * library has after each; then the end of the stream and the rest. `log`: the progress log of the context's
+ * callback (tf_set_progress_callback), or NULL. Returns run->code. */
+static int stream_edit(TFContext *ctx, int first, int frames, struct stream_run *run, const struct progress_log *log) {
+    memset(run, 0, sizeof *run);
+    run->hash = FNV_OFFSET;
+    static uint8_t frame[STRIDE * H];
+    int code = TF_OK;
+    run->failed = "tf_send_frame";
+    for (int i = first; i < first + frames && code == TF_OK; i++) {
+        make_frame(frame, i);
+        code = tf_send_frame(ctx, frame, W, H, STRIDE, pts_of(i), opaque_of(i));
+        if (code == TF_OK && (code = drain_into(ctx, run, i - first + 1, log)) != TF_OK) run->failed = "tf_get_frame";
+    }
+    if (log) run->calls_before_end = progress_calls(log);
+    if (code == TF_OK && (code = tf_end_of_stream(ctx)) != TF_OK) run->failed = "tf_end_of_stream";
+    if (code == TF_OK && (code = drain_into(ctx, run, -1, log)) != TF_OK) run->failed = "tf_get_frame";
+    if (code == TF_OK) run->failed = NULL;
+    else printf("  streamed edit: %s: %s (%s)\n", run->failed, tf_strerror(code), tf_last_error(ctx));
+    run->code = code;
+    return code;
+}
+
+/* Checks a complete streamed edit of frames first .. first+frames-1: every call succeeded, and every frame
+ * came out once, in order, with its size, pts and opaque value. */
+static void check_stream(const char *prefix, const struct stream_run *run, int first, int frames) {
+    char name[256];
+    snprintf(name, sizeof name, "%s streamed edit completes", prefix);
+    check(run->code == TF_OK, name, "%s returned %d (%s)", run->failed ? run->failed : "?", run->code, tf_strerror(run->code));
+    snprintf(name, sizeof name, "%s every frame comes out once", prefix);
+    check(run->count == frames, name, "%d frames out, %d sent", run->count, frames);
+    int bad = -1;
+    for (int i = 0; i < run->count && i < MAX_FRAMES && bad < 0; i++)
+        if (run->out[i].width != W || run->out[i].height != H) bad = i;
+    snprintf(name, sizeof name, "%s frames keep their size", prefix);
+    check(bad < 0, name, "frame %d is %dx%d", bad, bad < 0 ? 0 : run->out[bad].width, bad < 0 ? 0 : run->out[bad].height);
+    bad = -1;
+    for (int i = 0; i < run->count && i < MAX_FRAMES && bad < 0; i++)
+        if (run->out[i].pts != pts_of(first + i) || run->out[i].opaque != opaque_of(first + i)) bad = i;
+    snprintf(name, sizeof name, "%s frames keep their order, pts and opaque", prefix);
+    check(bad < 0, name, "output %d has pts %lld opaque %p, expected %lld %p", bad, bad < 0 ? 0 : (long long)run->out[bad].pts,
+          bad < 0 ? NULL : run->out[bad].opaque, (long long)pts_of(first + (bad < 0 ? 0 : bad)),
+          opaque_of(first + (bad < 0 ? 0 : bad)));
 }
 
 /* ---- Progress reports ---- */
@@ -134,10 +291,23 @@ static const char *const stage_names[] = {"encoding", "inversion", "sampling", "
 
 struct progress_log {
     int calls, cancel_at, last_stage, problems;
+    int cancel_mid_sampling;    /* cancel at the report halfway through the sampling of window cancel_window */
+    int cancel_window;
+    int cancelled;              /* the callback asked to stop */
+    TFProgress cancelled_at;
     char problem[256];          /* the first problem seen */
-    int seen[4];
-    TFProgress last[4];         /* each stage's last report */
+    int seen[4];                /* per stage, in the current window */
+    TFProgress last[4];         /* each stage's last report, in the current window */
+    int window, windows;        /* the current window (TFProgress.window) and how many were reported */
+    /* A folder that must stay empty (temp_dir: the library's temporary file is unlinked) and must hold the
+     * library's open temporary file (seen through /proc/self/fd), checked at every report. */
+    const char *watch_dir;
+    int watch_checks, watch_entries, watch_open_files;
+    char watch_entry[256];      /* the first entry seen in watch_dir */
 };
+
+static int progress_calls(const struct progress_log *log) { return log->calls; }
+static int progress_windows(const struct progress_log *log) { return log->windows; }
 
 static void progress_problem(struct progress_log *log, const char *format, ...) {
     if (log->problems++ == 0) {
@@ -148,7 +318,42 @@ static void progress_problem(struct progress_log *log, const char *format, ...) 
     }
 }
 
-/* Checks each report on its own and against the previous one of its stage. */
+/* Entries of `directory` (without . and ..); the first one's name in `first`. -1 if it cannot be read. */
+static int directory_entries(const char *directory, char *first, size_t size) {
+    DIR *dir = opendir(directory);
+    if (!dir) return -1;
+    int count = 0;
+    for (struct dirent *entry; (entry = readdir(dir));) {
+        if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0) continue;
+        if (count++ == 0 && first) snprintf(first, size, "%s", entry->d_name);
+    }
+    closedir(dir);
+    return count;
+}
+
+/* Files this process has open in `directory` that are unlinked (Linux: /proc/self/fd links read
+ * "DIRECTORY/name (deleted)"). */
+static int unlinked_open_files_in(const char *directory) {
+    DIR *fds = opendir("/proc/self/fd");
+    if (!fds) return 0;
+    int count = 0;
+    size_t length = strlen(directory);
+    for (struct dirent *entry; (entry = readdir(fds));) {
+        char link[300], target[4096];
+        snprintf(link, sizeof link, "/proc/self/fd/%s", entry->d_name);
+        ssize_t n = readlink(link, target, sizeof target - 1);
+        if (n <= 0) continue;
+        target[n] = '\0';
+        const char *deleted = " (deleted)";
+        if (strncmp(target, directory, length) == 0 && target[length] == '/' && strchr(target + length + 1, '/') == NULL &&
+            (size_t)n > strlen(deleted) && strcmp(target + n - strlen(deleted), deleted) == 0)
+            count++;
+    }
+    closedir(fds);
+    return count;
+}
+
+/* Checks each report on its own and against the previous one of its stage (in its window). */
 static int on_progress(void *opaque, const TFProgress *p) {
     struct progress_log *log = opaque;
     log->calls++;
@@ -156,15 +361,37 @@ static int on_progress(void *opaque, const TFProgress *p) {
         progress_problem(log, "report %d is NULL", log->calls);
         return 1;
     }
+    if (log->watch_dir) {
+        log->watch_checks++;
+        char first[256] = "";
+        int entries = directory_entries(log->watch_dir, first, sizeof first);
+        if (entries != 0 && log->watch_entries++ == 0)
+            snprintf(log->watch_entry, sizeof log->watch_entry, "%s", entries < 0 ? "(unreadable)" : first);
+        if (unlinked_open_files_in(log->watch_dir) > 0) log->watch_open_files++;
+    }
     int stage = p->stage;
     if (stage < TF_STAGE_ENCODING || stage > TF_STAGE_DECODING) {
         progress_problem(log, "report %d has stage %d", log->calls, stage);
         return log->cancel_at > 0 && log->calls >= log->cancel_at;
     }
+    /* Windows: 0 first, then each one more than the last, each after the previous one's sampling completed. */
+    int new_window = 0;
+    if (log->calls == 1 && p->window != 0) progress_problem(log, "the first report is for window %d", p->window);
+    if (log->calls > 1 && p->window != log->window) {
+        const TFProgress *sampling = &log->last[TF_STAGE_SAMPLING];
+        if (p->window != log->window + 1)
+            progress_problem(log, "window %d reported after window %d", p->window, log->window);
+        else if (!log->seen[TF_STAGE_SAMPLING] || sampling->completed != sampling->total || sampling->step != sampling->steps)
+            progress_problem(log, "window %d started before window %d's sampling completed", p->window, log->window);
+        memset(log->seen, 0, sizeof log->seen);
+        new_window = 1;
+    }
+    log->window = p->window;
+    if (p->window + 1 > log->windows) log->windows = p->window + 1;
     if (!p->stage_name || strcmp(p->stage_name, stage_names[stage]) != 0)
         progress_problem(log, "stage %d is named \"%s\", expected \"%s\"", stage, p->stage_name ? p->stage_name : "(NULL)",
                          stage_names[stage]);
-    if (log->calls > 1 && stage < log->last_stage)
+    if (log->calls > 1 && !new_window && stage < log->last_stage)
         progress_problem(log, "stage %s after %s", stage_names[stage], stage_names[log->last_stage]);
     if (p->completed < 1 || p->completed > p->total)
         progress_problem(log, "%s: completed %d of total %d", stage_names[stage], p->completed, p->total);
@@ -185,14 +412,22 @@ static int on_progress(void *opaque, const TFProgress *p) {
     log->seen[stage] = 1;
     log->last[stage] = *p;
     log->last_stage = stage;
-    return log->cancel_at > 0 && log->calls >= log->cancel_at;
+    int cancel = log->cancel_at > 0 && log->calls >= log->cancel_at;
+    if (log->cancel_mid_sampling && stage == TF_STAGE_SAMPLING && p->window == log->cancel_window && p->total >= 2 &&
+        p->completed == p->total / 2)
+        cancel = 1;
+    if (cancel && !log->cancelled) {
+        log->cancelled = 1;
+        log->cancelled_at = *p;
+    }
+    return cancel;
 }
 
-/* After a complete run: the stages tf_run works through (inversion and sampling: frames are encoded by
- * tf_send_frame and decoded by tf_get_frame, so tf_run never reports those two) reported, each stage's last
- * report complete, and the expected sizes. */
+/* After a complete edit: the stages an edit works through (inversion and sampling: frames are encoded by
+ * tf_send_frame and decoded by tf_get_frame, which never report those two) reported, each stage's last
+ * report complete, the expected sizes, and `windows` windows numbered from 0. */
 static void check_progress(const char *prefix, const struct progress_log *log, int frames, int inversion_steps,
-                           int sampling_steps) {
+                           int sampling_steps, int windows) {
     char name[160];
     snprintf(name, sizeof name, "%s progress reports are consistent (names, order, completed <= total, step <= steps)", prefix);
     check(log->calls > 0 && log->problems == 0, name, "%d calls, %d problems; first: %s", log->calls, log->problems,
@@ -201,9 +436,9 @@ static void check_progress(const char *prefix, const struct progress_log *log, i
     char detail[512] = "";
     for (int stage = 0; stage < 4; stage++) {
         const TFProgress *p = &log->last[stage];
-        int reported_by_run = stage == TF_STAGE_INVERSION || stage == TF_STAGE_SAMPLING;
-        if (log->seen[stage] != reported_by_run) all_seen = 0;
-        else if (reported_by_run && (p->completed != p->total || p->step != p->steps)) complete = 0;
+        int reported = stage == TF_STAGE_INVERSION || stage == TF_STAGE_SAMPLING;
+        if (log->seen[stage] != reported) all_seen = 0;
+        else if (reported && (p->completed != p->total || p->step != p->steps)) complete = 0;
         size_t used = strlen(detail);
         snprintf(detail + used, sizeof detail - used, "%s%s %d/%d step %d/%d", stage ? ", " : "", stage_names[stage],
                  p->completed, p->total, p->step, p->steps);
@@ -216,6 +451,10 @@ static void check_progress(const char *prefix, const struct progress_log *log, i
     check(log->last[TF_STAGE_INVERSION].steps == inversion_steps && log->last[TF_STAGE_SAMPLING].steps == sampling_steps,
           name, "expected %d inversion and %d sampling steps (%d frames); last reports: %s", inversion_steps,
           sampling_steps, frames, detail);
+    if (windows == 1) snprintf(name, sizeof name, "%s progress window is 0 throughout", prefix);
+    else snprintf(name, sizeof name, "%s progress window goes 0 to %d", prefix, windows - 1);
+    check(log->windows == windows && log->window == windows - 1, name, "windows 0 to %d reported, expected %d windows",
+          log->windows - 1, windows);
 }
 
 /* ---- The settings table and grammar (no model needed) ---- */
@@ -296,7 +535,8 @@ static void bound_text(char *text, size_t size, const TFOption *o, double value)
 static void check_option_table(void) {
     static const char *const documented[] = {"model", "prompt", "negative_prompt", "inversion_prompt", "method", "steps",
                                              "inversion_steps", "guidance", "pnp_attn_t", "pnp_f_t", "strength",
-                                             "batch_size", "seed", "size", "threads", "window"};
+                                             "batch_size", "seed", "size", "threads", "keyframe_context",
+                                             "latent_memory", "temp_dir", "window"};
     int count = option_count();
     check(count >= (int)(sizeof documented / sizeof documented[0]), "tf_option lists the settings", "%d rows", count);
     for (size_t i = 0; i < sizeof documented / sizeof documented[0]; i++) {
@@ -555,41 +795,73 @@ static int success(const char *model) {
         return 1;
     }
     check(ctx != NULL, "success open", "ctx is NULL");
+    reset_releases();
+    check_ok("success set_opaque_release", tf_set_opaque_release(ctx, count_release), ctx);
     check_ok("success send frames", send_clip(ctx, FRAMES), ctx);
 
-    struct progress_log log = {0};
+    /* tf_run's callback is the one used: it replaces one set with tf_set_progress_callback. */
+    struct progress_log log = {0}, replaced = {0};
+    check_ok("success set_progress_callback", tf_set_progress_callback(ctx, on_progress, &replaced), ctx);
     code = tf_run(ctx, on_progress, &log);
     check_ok("success run", code, ctx);
-    check_progress("success", &log, FRAMES, 2, 2);
+    check_progress("success", &log, FRAMES, 2, 2, 1);
+    check(replaced.calls == 0, "success tf_run reports to its own callback, not the one set before",
+          "the callback set with tf_set_progress_callback was called %d times", replaced.calls);
+    int calls_after_run = log.calls;
 
     uint8_t input[STRIDE * H];
-    int count = 0, sizes_ok = 1, pts_ok = 1, differs = 0, same_struct = 1;
-    const TFFrame *out = NULL, *first = NULL;
+    int count = 0, sizes_ok = 1, pts_ok = 1, opaque_ok = 1, differs = 0;
+    uint64_t run_hash = FNV_OFFSET;
+    const TFFrame *out = NULL;
     while ((code = tf_get_frame(ctx, &out)) == TF_OK) {
         if (!out || out->width != W || out->height != H || out->stride < 3 * W || out->data == NULL) {
             sizes_ok = 0;
             break;
         }
-        if (!first) first = out;
-        else if (out != first) same_struct = 0;
         if (out->pts != pts_of(count)) pts_ok = 0;
+        if (out->opaque != opaque_of(count)) opaque_ok = 0;
         make_frame(input, count);
         for (int y = 0; y < H; y++)
             if (memcmp(out->data + y * out->stride, input + y * STRIDE, 3 * W) != 0) differs++;
+        run_hash = frame_hash(out, run_hash);
         count++;
     }
     check(count == FRAMES, "success frame count", "%d frames out, %d in", count, FRAMES);
     check(sizes_ok, "success frame size and stride", "an output frame is not 64x48 RGB24");
     check(pts_ok, "success pts carried through in order", "an output pts differs from its input's");
+    check(opaque_ok, "success opaque carried through in order", "an output opaque differs from its input's");
     check(differs > 0, "success output differs from input", "the edit returned the input unchanged");
-    (void)same_struct; /* the header lets the library hand out a new TFFrame each time: not checked */
     check_code("success drained -> EAGAIN", code, TF_EAGAIN, ctx);
     check_code("success EAGAIN again", tf_get_frame(ctx, &out), TF_EAGAIN, ctx);
+    check(log.calls == calls_after_run && replaced.calls == 0, "success after tf_run, tf_get_frame only decodes (no progress)",
+          "%d reports during tf_get_frame", log.calls - calls_after_run + replaced.calls);
     tf_close(&ctx);
     check(ctx == NULL, "success close sets ctx to NULL", "ctx not NULL");
+    check_released("success every frame returned: the release function is not called", 0, 0);
+
+    /* The streaming loop (send, get after each frame, end of stream, get) with window 0 edits the whole stream
+     * at the end and gives tf_run's bytes; tf_get_frame says TF_EAGAIN until the end of the stream. */
+    s = quick_settings(model);
+    code = tf_open(&ctx, s);
+    check_ok("success open for streaming", code, NULL);
+    if (ctx) {
+        memset(&log, 0, sizeof log);
+        check_ok("success streaming set_progress_callback", tf_set_progress_callback(ctx, on_progress, &log), ctx);
+        struct stream_run run;
+        stream_edit(ctx, 0, FRAMES, &run, &log);
+        check_stream("success streaming", &run, 0, FRAMES);
+        int early = 0;
+        for (int i = 0; i < run.count && i < MAX_FRAMES; i++) early += run.out[i].sent != -1;
+        check(early == 0 && run.calls_before_end == 0, "success streaming window 0: nothing is edited before the end of the stream",
+              "%d frames out and %d progress reports before tf_end_of_stream", early, run.calls_before_end);
+        check(run.code == TF_OK && run.hash == run_hash, "success streaming window 0 gives tf_run's bytes",
+              "streamed %016llx, tf_run %016llx", (unsigned long long)run.hash, (unsigned long long)run_hash);
+        check_progress("success streaming", &log, FRAMES, 2, 2, 1);
+        check_code("success streaming drained -> EAGAIN again", tf_get_frame(ctx, &out), TF_EAGAIN, ctx);
+        tf_close(&ctx);
+    }
 
     /* The other methods run too, with their own number of sampling steps. */
-    s = quick_settings(model);
     set(s, "method", "sdedit");
     set(s, "steps", "4");
     set(s, "inversion_steps", "4");
@@ -600,7 +872,7 @@ static int success(const char *model) {
         memset(&log, 0, sizeof log);
         send_clip(ctx, 3);
         check_ok("success run sdedit", tf_run(ctx, on_progress, &log), ctx);
-        check_progress("success sdedit", &log, 3, 4, 2);
+        check_progress("success sdedit", &log, 3, 4, 2, 1);
         drain_hash(ctx, &count);
         check(count == 3, "success sdedit frame count", "%d frames", count);
         tf_close(&ctx);
@@ -632,27 +904,52 @@ static void open_fails(const char *name, const TFSettings *s, int expected) {
     }
 }
 
-static TFContext *open_quick(const char *model) {
-    TFSettings *s = quick_settings(model);
+static TFContext *open_settings(const TFSettings *s) {
     TFContext *ctx = NULL;
     if (tf_open(&ctx, s) != TF_OK) {
-        printf("FAIL open %s: %s\n", model, tf_last_error(NULL));
+        printf("FAIL open: %s\n", tf_last_error(NULL));
         failures++;
     }
+    return ctx;
+}
+
+static TFContext *open_quick(const char *model) {
+    TFSettings *s = quick_settings(model);
+    TFContext *ctx = open_settings(s);
     tf_settings_free(&s);
     return ctx;
 }
 
-/* Opens `s`, edits `frames` frames of the test clip, returns the FNV of the output (0 on failure). */
-static uint64_t edit_hash(const TFSettings *s, int frames) {
+/* Opens `s`, edits frames first .. first+frames-1 of the test stream with tf_run, returns the FNV of the
+ * output (0 on failure). */
+static uint64_t edit_range_hash(const TFSettings *s, int first, int frames) {
     TFContext *ctx = NULL;
     int count = 0;
     uint64_t hash = 0;
-    if (tf_open(&ctx, s) == TF_OK && send_clip(ctx, frames) == TF_OK && tf_run(ctx, NULL, NULL) == TF_OK)
+    if (tf_open(&ctx, s) == TF_OK && send_range(ctx, first, frames) == TF_OK && tf_run(ctx, NULL, NULL) == TF_OK)
         hash = drain_hash(ctx, &count);
     if (!hash) printf("  edit failed: %s\n", ctx ? tf_last_error(ctx) : tf_last_error(NULL));
     tf_close(&ctx);
     return count == frames ? hash : 0;
+}
+
+static uint64_t edit_hash(const TFSettings *s, int frames) { return edit_range_hash(s, 0, frames); }
+
+/* Opens `s` and streams frames first .. first+frames-1 through it (stream_edit) with a progress log. */
+static int stream_settings(const TFSettings *s, int first, int frames, struct stream_run *run, struct progress_log *log) {
+    TFContext *ctx = NULL;
+    memset(run, 0, sizeof *run);
+    int code = tf_open(&ctx, s);
+    if (code != TF_OK) {
+        printf("  open failed: %s\n", tf_last_error(NULL));
+        run->code = code;
+        run->failed = "tf_open";
+        return code;
+    }
+    if (log) tf_set_progress_callback(ctx, on_progress, log);
+    code = stream_edit(ctx, first, frames, run, log);
+    tf_close(&ctx);
+    return code;
 }
 
 static int misuse(const char *model) {
@@ -710,7 +1007,10 @@ static int misuse(const char *model) {
 
     /* NULL contexts: an error code, a message on the thread, never a crash. */
     static const int32_t keys[] = {0, 0};
-    check_code("send_frame NULL ctx -> EINVAL", tf_send_frame(NULL, frame, W, H, STRIDE, 0), TF_EINVAL, NULL);
+    check_code("send_frame NULL ctx -> EINVAL", tf_send_frame(NULL, frame, W, H, STRIDE, 0, NULL), TF_EINVAL, NULL);
+    check_code("end_of_stream NULL ctx -> EINVAL", tf_end_of_stream(NULL), TF_EINVAL, NULL);
+    check_code("set_opaque_release NULL ctx -> EINVAL", tf_set_opaque_release(NULL, count_release), TF_EINVAL, NULL);
+    check_code("set_progress_callback NULL ctx -> EINVAL", tf_set_progress_callback(NULL, on_progress, NULL), TF_EINVAL, NULL);
     check_code("set_keyframes NULL ctx -> EINVAL", tf_set_keyframes(NULL, keys, 2), TF_EINVAL, NULL);
     check_code("run NULL ctx -> EINVAL", tf_run(NULL, NULL, NULL), TF_EINVAL, NULL);
     check_code("get_frame NULL ctx -> EINVAL", tf_get_frame(NULL, &out), TF_EINVAL, NULL);
@@ -719,29 +1019,32 @@ static int misuse(const char *model) {
     tf_close(&null_ctx);
     check(1, "close NULL and *ctx NULL are ignored", "");
 
-    /* Frame arguments and the state machine on a real context. */
+    /* Frame arguments and the state machine on a real context, ended with tf_run. */
     ctx = open_quick(model);
     if (!ctx) return 1;
     check(tf_last_error(ctx) != NULL && tf_last_error(ctx)[0] == '\0', "last_error is empty on a fresh context", "not empty");
-    check_code("send_frame NULL rgb -> EINVAL", tf_send_frame(ctx, NULL, W, H, STRIDE, 0), TF_EINVAL, ctx);
-    check_code("send_frame width 0 -> EINVAL", tf_send_frame(ctx, frame, 0, H, STRIDE, 0), TF_EINVAL, ctx);
-    check_code("send_frame height -1 -> EINVAL", tf_send_frame(ctx, frame, W, -1, STRIDE, 0), TF_EINVAL, ctx);
-    check_code("send_frame width 100000 -> EINVAL", tf_send_frame(ctx, frame, 100000, 1, 300000, 0), TF_EINVAL, ctx);
-    check_code("send_frame stride < 3*width -> EINVAL", tf_send_frame(ctx, frame, W, H, 3 * W - 1, 0), TF_EINVAL, ctx);
-    check_code("send_frame negative stride -> EINVAL", tf_send_frame(ctx, frame, W, H, -STRIDE, 0), TF_EINVAL, ctx);
-    check_code("send_frame stride x height overflow -> EINVAL", tf_send_frame(ctx, frame, W, H, PTRDIFF_MAX / 2, 0),
+    check_code("get_frame before any frame -> EAGAIN", tf_get_frame(ctx, &out), TF_EAGAIN, ctx);
+    check_code("send_frame NULL rgb -> EINVAL", tf_send_frame(ctx, NULL, W, H, STRIDE, 0, NULL), TF_EINVAL, ctx);
+    check_code("send_frame width 0 -> EINVAL", tf_send_frame(ctx, frame, 0, H, STRIDE, 0, NULL), TF_EINVAL, ctx);
+    check_code("send_frame height -1 -> EINVAL", tf_send_frame(ctx, frame, W, -1, STRIDE, 0, NULL), TF_EINVAL, ctx);
+    check_code("send_frame width 100000 -> EINVAL", tf_send_frame(ctx, frame, 100000, 1, 300000, 0, NULL), TF_EINVAL, ctx);
+    check_code("send_frame stride < 3*width -> EINVAL", tf_send_frame(ctx, frame, W, H, 3 * W - 1, 0, NULL), TF_EINVAL, ctx);
+    check_code("send_frame negative stride -> EINVAL", tf_send_frame(ctx, frame, W, H, -STRIDE, 0, NULL), TF_EINVAL, ctx);
+    check_code("send_frame stride x height overflow -> EINVAL", tf_send_frame(ctx, frame, W, H, PTRDIFF_MAX / 2, 0, NULL),
                TF_EINVAL, ctx);
-    check_code("get_frame before run -> EPERM", tf_get_frame(ctx, &out), TF_EPERM, ctx);
     check_code("get_frame NULL frame -> EINVAL", tf_get_frame(ctx, NULL), TF_EINVAL, ctx);
-    check_ok("send_frame after rejected frames", tf_send_frame(ctx, frame, W, H, STRIDE, 0), ctx);
-    check_code("send_frame of another size mid-clip -> EINVAL", tf_send_frame(ctx, frame, W / 2, H, STRIDE, 1), TF_EINVAL,
+    check_ok("send_frame after rejected frames", tf_send_frame(ctx, frame, W, H, STRIDE, 0, NULL), ctx);
+    check_code("get_frame before the end of the stream (window 0) -> EAGAIN", tf_get_frame(ctx, &out), TF_EAGAIN, ctx);
+    check_code("send_frame of another size mid-clip -> EINVAL", tf_send_frame(ctx, frame, W / 2, H, STRIDE, 1, NULL), TF_EINVAL,
                ctx);
-    check_ok("send_frame of the clip's size after that", tf_send_frame(ctx, frame, W, H, STRIDE, 1), ctx);
-    check_ok("run after rejected frames", tf_run(ctx, NULL, NULL), ctx);
-    check_code("send_frame after run -> EPERM", tf_send_frame(ctx, frame, W, H, STRIDE, 2), TF_EPERM, ctx);
+    check_ok("send_frame of the clip's size after that", tf_send_frame(ctx, frame, W, H, STRIDE, 1, NULL), ctx);
+    check_code("get_frame before the end of the stream, again -> EAGAIN", tf_get_frame(ctx, &out), TF_EAGAIN, ctx);
+    check_ok("run after rejected frames and TF_EAGAIN", tf_run(ctx, NULL, NULL), ctx);
+    check_code("send_frame after run -> EPERM", tf_send_frame(ctx, frame, W, H, STRIDE, 2, NULL), TF_EPERM, ctx);
     check_code("set_keyframes after run -> EPERM", tf_set_keyframes(ctx, keys, 2), TF_EPERM, ctx);
     check_code("set_keyframes (clearing) after run -> EPERM", tf_set_keyframes(ctx, NULL, 0), TF_EPERM, ctx);
     check_code("run twice -> EPERM", tf_run(ctx, NULL, NULL), TF_EPERM, ctx);
+    check_code("end_of_stream after run -> EPERM", tf_end_of_stream(ctx), TF_EPERM, ctx);
     int count = 0;
     while (tf_get_frame(ctx, &out) == TF_OK) count++;
     check(count == 2, "only the accepted frames are edited", "%d frames", count);
@@ -749,11 +1052,31 @@ static int misuse(const char *model) {
     tf_close(&ctx);
     check(ctx == NULL, "double close", "ctx not NULL");
 
+    /* The same, ended with tf_end_of_stream. */
+    ctx = open_quick(model);
+    if (!ctx) return 1;
+    check_ok("send_frame before the end of the stream", tf_send_frame(ctx, frame, W, H, STRIDE, 0, NULL), ctx);
+    check_ok("end_of_stream", tf_end_of_stream(ctx), ctx);
+    check_code("send_frame after end_of_stream -> EPERM", tf_send_frame(ctx, frame, W, H, STRIDE, 1, NULL), TF_EPERM, ctx);
+    check_code("end_of_stream twice -> EPERM", tf_end_of_stream(ctx), TF_EPERM, ctx);
+    check_code("set_keyframes after end_of_stream -> EPERM", tf_set_keyframes(ctx, keys, 2), TF_EPERM, ctx);
+    check_code("run after end_of_stream -> EPERM", tf_run(ctx, NULL, NULL), TF_EPERM, ctx);
+    count = 0;
+    while (tf_get_frame(ctx, &out) == TF_OK) count++;
+    check(count == 1, "refused calls after end_of_stream leave the stream to edit", "%d frames (%s)", count, tf_last_error(ctx));
+    tf_close(&ctx);
+
+    /* An empty stream ends with nothing to return; tf_run refuses it. */
+    ctx = open_quick(model);
+    if (!ctx) return 1;
+    check_ok("end_of_stream of an empty stream", tf_end_of_stream(ctx), ctx);
+    check_code("get_frame of an empty stream -> EAGAIN", tf_get_frame(ctx, &out), TF_EAGAIN, ctx);
+    tf_close(&ctx);
     ctx = open_quick(model);
     if (!ctx) return 1;
     check_code("run without frames -> EINVAL", tf_run(ctx, NULL, NULL), TF_EINVAL, ctx);
     check_code("get_frame after a failed run -> EPERM", tf_get_frame(ctx, &out), TF_EPERM, ctx);
-    check_code("send_frame after a failed run -> EPERM", tf_send_frame(ctx, frame, W, H, STRIDE, 0), TF_EPERM, ctx);
+    check_code("send_frame after a failed run -> EPERM", tf_send_frame(ctx, frame, W, H, STRIDE, 0, NULL), TF_EPERM, ctx);
     tf_close(&ctx);
 
     /* Cancellation: the first progress report says stop. */
@@ -765,9 +1088,10 @@ static int misuse(const char *model) {
     check_code("cancel from the callback -> ECANCELED", tf_run(ctx, on_progress, &log), TF_ECANCELED, ctx);
     check(log.calls == 1, "no progress after cancelling", "callback called %d times", log.calls);
     check_code("get_frame after cancel -> EPERM", tf_get_frame(ctx, &out), TF_EPERM, ctx);
-    check_code("send_frame after cancel -> EPERM", tf_send_frame(ctx, frame, W, H, STRIDE, 0), TF_EPERM, ctx);
+    check_code("send_frame after cancel -> EPERM", tf_send_frame(ctx, frame, W, H, STRIDE, 0, NULL), TF_EPERM, ctx);
     check_code("set_keyframes after cancel -> EPERM", tf_set_keyframes(ctx, NULL, 0), TF_EPERM, ctx);
     check_code("run after cancel -> EPERM", tf_run(ctx, NULL, NULL), TF_EPERM, ctx);
+    check_code("end_of_stream after cancel -> EPERM", tf_end_of_stream(ctx), TF_EPERM, ctx);
     tf_close(&ctx);
 
     /* Cancellation late in the run (during sampling). */
@@ -781,6 +1105,408 @@ static int misuse(const char *model) {
           "cancelled in stage %d after %d calls", log.last_stage, log.calls);
     check(log.problems == 0, "progress before the cancel is consistent", "%s", log.problem);
     tf_close(&ctx);
+
+    /* Cancellation from tf_get_frame (the streaming loop): the edit stops, then the context is failed. */
+    ctx = open_quick(model);
+    if (!ctx) return 1;
+    memset(&log, 0, sizeof log);
+    log.cancel_mid_sampling = 1;
+    tf_set_progress_callback(ctx, on_progress, &log);
+    send_clip(ctx, 3);
+    check_ok("streaming cancel: end_of_stream", tf_end_of_stream(ctx), ctx);
+    check_code("streaming cancel from the callback in tf_get_frame -> ECANCELED", tf_get_frame(ctx, &out), TF_ECANCELED, ctx);
+    int calls = log.calls;
+    check(log.cancelled && log.cancelled_at.stage == TF_STAGE_SAMPLING, "streaming cancel: cancelled mid-sampling",
+          "cancelled %d, stage %d", log.cancelled, log.cancelled_at.stage);
+    check_code("get_frame after a streaming cancel -> EPERM", tf_get_frame(ctx, &out), TF_EPERM, ctx);
+    check_code("send_frame after a streaming cancel -> EPERM", tf_send_frame(ctx, frame, W, H, STRIDE, 0, NULL), TF_EPERM, ctx);
+    check_code("end_of_stream after a streaming cancel -> EPERM", tf_end_of_stream(ctx), TF_EPERM, ctx);
+    check_code("set_keyframes after a streaming cancel -> EPERM", tf_set_keyframes(ctx, NULL, 0), TF_EPERM, ctx);
+    check_code("run after a streaming cancel -> EPERM", tf_run(ctx, NULL, NULL), TF_EPERM, ctx);
+    check(log.calls == calls, "no progress after a streaming cancel", "%d more reports", log.calls - calls);
+    tf_close(&ctx);
+    return failures != 0;
+}
+
+/* ---- Windows ---- */
+
+/* Settings of the window tests: batches of 2, so a window of 4 frames has 2 batches (keyframes attend across
+ * batches) and the last, partial window of 2 frames one. */
+static TFSettings *window_settings(const char *model, const char *window) {
+    TFSettings *s = quick_settings(model);
+    set(s, "batch_size", "2");
+    set(s, "window", window);
+    return s;
+}
+
+static int window_group(const char *model) {
+    enum { WINDOW = 4, STREAM = 10, WINDOWS = 3 }; /* windows: frames 0-3, 4-7 and 8-9 */
+    TFSettings *s = window_settings(model, "4");
+    struct stream_run run;
+    struct progress_log log = {0};
+    stream_settings(s, 0, STREAM, &run, &log);
+    check_stream("window 4:", &run, 0, STREAM);
+
+    /* Frames come out as soon as their window is complete: frames 0-3 after the 4th frame is sent, 4-7 after
+     * the 8th, 8-9 (a partial window) after the end of the stream; each window is edited when its first frame
+     * is asked for (its progress comes then, not earlier). */
+    int when_ok = 1, windows_ok = 1;
+    char detail[256] = "";
+    for (int i = 0; i < run.count && i < STREAM; i++) {
+        int expected_sent = (i / WINDOW + 1) * WINDOW <= STREAM ? (i / WINDOW + 1) * WINDOW : -1;
+        if (run.out[i].sent != expected_sent && when_ok) {
+            when_ok = 0;
+            snprintf(detail, sizeof detail, "frame %d came out with %d frames sent (-1: after the end), expected %d", i,
+                     run.out[i].sent, expected_sent);
+        }
+        if (run.out[i].windows != i / WINDOW + 1 && windows_ok) {
+            windows_ok = 0;
+            if (when_ok)
+                snprintf(detail, sizeof detail, "frame %d came out after progress of %d windows, expected %d", i,
+                         run.out[i].windows, i / WINDOW + 1);
+        }
+    }
+    check(run.count == STREAM && when_ok, "window 4: frames come out once their window is sent, before the end of the stream",
+          "%s", detail);
+    check(run.count == STREAM && windows_ok, "window 4: each window is edited when its first frame is asked for", "%s", detail);
+    check(run.calls_before_end > 0, "window 4: editing happens before the end of the stream", "no progress before tf_end_of_stream");
+    check_progress("window 4:", &log, STREAM, 2, 2, WINDOWS);
+
+    /* Window 0 is edited exactly like a clip of its own; later windows attend to anchor frames of earlier
+     * windows, so they differ from edits of their frames alone. */
+    TFSettings *alone = window_settings(model, "0");
+    struct stream_run clip[WINDOWS];
+    const int starts[WINDOWS + 1] = {0, 4, 8, 10};
+    for (int w = 0; w < WINDOWS; w++) {
+        stream_settings(alone, starts[w], starts[w + 1] - starts[w], &clip[w], NULL);
+        int same = 0, frames = starts[w + 1] - starts[w];
+        for (int i = 0; i < frames && starts[w] + i < run.count; i++) same += clip[w].out[i].hash == run.out[starts[w] + i].hash;
+        char name[160];
+        if (w == 0) {
+            check(clip[w].code == TF_OK && run.count == STREAM && same == frames,
+                  "window 4: window 0's frames equal an independent edit of those frames",
+                  "%d of %d frames equal (independent edit: %s)", same, frames, tf_strerror(clip[w].code));
+        } else {
+            snprintf(name, sizeof name, "window 4: window %d differs from an independent edit of its frames (anchors)", w);
+            check(clip[w].code == TF_OK && run.count == STREAM && same < frames, name, "all %d frames equal", frames);
+        }
+    }
+
+    /* tf_run edits every window at once (reporting each), with the streaming loop's bytes. */
+    TFContext *ctx = open_settings(s);
+    if (ctx) {
+        memset(&log, 0, sizeof log);
+        send_clip(ctx, STREAM);
+        check_ok("window 4: run", tf_run(ctx, on_progress, &log), ctx);
+        check_progress("window 4: run", &log, STREAM, 2, 2, WINDOWS);
+        int calls = log.calls, count = 0;
+        uint64_t hash = drain_hash(ctx, &count);
+        check(hash == run.hash && count == STREAM, "window 4: tf_run gives the streaming loop's bytes",
+              "run %016llx (%d frames), streamed %016llx", (unsigned long long)hash, count, (unsigned long long)run.hash);
+        check(log.calls == calls, "window 4: after tf_run, tf_get_frame only decodes", "%d reports", log.calls - calls);
+        tf_close(&ctx);
+    }
+
+    /* A host that sends a whole window before asking: the same frames, whatever the interleaving. */
+    ctx = open_settings(s);
+    if (ctx) {
+        memset(&log, 0, sizeof log);
+        tf_set_progress_callback(ctx, on_progress, &log);
+        const TFFrame *out = NULL;
+        uint64_t hash = FNV_OFFSET;
+        int count = 0, order_ok = 1, code;
+        send_range(ctx, 0, 8);
+        while ((code = tf_get_frame(ctx, &out)) == TF_OK) {
+            order_ok &= out->pts == pts_of(count) && out->opaque == opaque_of(count);
+            hash = frame_hash(out, hash);
+            count++;
+        }
+        check_code("window 4: 8 frames sent: frames 0-7, then EAGAIN before the end of the stream", code, TF_EAGAIN, ctx);
+        check(count == 8 && order_ok && log.windows == 2, "window 4: 8 frames sent at once: both windows come out in order",
+              "%d frames, order %s, %d windows reported", count, order_ok ? "kept" : "broken", log.windows);
+        send_range(ctx, 8, 2);
+        check_code("window 4: a partial window waits for the end of the stream", tf_get_frame(ctx, &out), TF_EAGAIN, ctx);
+        tf_end_of_stream(ctx);
+        while ((code = tf_get_frame(ctx, &out)) == TF_OK) {
+            order_ok &= out->pts == pts_of(count) && out->opaque == opaque_of(count);
+            hash = frame_hash(out, hash);
+            count++;
+        }
+        check(code == TF_EAGAIN && count == STREAM && hash == run.hash && order_ok,
+              "window 4: sending whole windows before getting gives the same frames",
+              "%d frames, %016llx vs %016llx, last code %d", count, (unsigned long long)hash, (unsigned long long)run.hash, code);
+        tf_close(&ctx);
+    }
+
+    /* A window longer than the stream: one window, edited at the end like window 0. */
+    TFSettings *long_window = window_settings(model, "16");
+    struct stream_run whole, reference;
+    memset(&log, 0, sizeof log);
+    stream_settings(long_window, 0, STREAM, &whole, &log);
+    stream_settings(alone, 0, STREAM, &reference, NULL);
+    check_stream("window 16 of 10 frames:", &whole, 0, STREAM);
+    check(whole.code == TF_OK && reference.code == TF_OK && whole.hash == reference.hash && whole.calls_before_end == 0,
+          "window 16 of 10 frames: one window, edited at the end exactly like window 0",
+          "%016llx vs %016llx, %d reports before the end", (unsigned long long)whole.hash, (unsigned long long)reference.hash,
+          whole.calls_before_end);
+    check_progress("window 16 of 10 frames:", &log, STREAM, 2, 2, 1);
+
+    /* Window 1: every frame is a window; frames come out as they are sent. */
+    TFSettings *single = window_settings(model, "1");
+    memset(&log, 0, sizeof log);
+    stream_settings(single, 0, 3, &whole, &log);
+    check_stream("window 1:", &whole, 0, 3);
+    check(whole.count == 3 && whole.out[0].sent == 1 && whole.out[1].sent == 2 && whole.out[2].sent == 3,
+          "window 1: each frame comes out after it is sent", "sent counts %d %d %d", whole.out[0].sent, whole.out[1].sent,
+          whole.out[2].sent);
+    check_progress("window 1:", &log, 3, 2, 2, 3);
+
+    tf_settings_free(&single);
+    tf_settings_free(&long_window);
+    tf_settings_free(&alone);
+    tf_settings_free(&s);
+    return failures != 0;
+}
+
+/* ---- Opaque values released at tf_close ---- */
+
+static int opaque_group(const char *model) {
+    TFSettings *s = window_settings(model, "0");
+    TFSettings *windowed = window_settings(model, "4");
+    TFContext *ctx = NULL;
+    const TFFrame *out = NULL;
+    struct stream_run run;
+
+    /* Closed mid-stream, nothing returned: every frame's opaque is released, at tf_close and not before. */
+    reset_releases();
+    if ((ctx = open_settings(s))) {
+        check_ok("opaque set_opaque_release", tf_set_opaque_release(ctx, count_release), ctx);
+        send_clip(ctx, 3);
+        check_code("opaque window 0: get before the end -> EAGAIN", tf_get_frame(ctx, &out), TF_EAGAIN, ctx);
+        check_released("opaque nothing is released before tf_close", 0, 0);
+        tf_close(&ctx);
+        check_released("opaque closed mid-stream: every frame sent is released once", 0, 3);
+    }
+
+    /* Window 4, closed mid-stream after 10 frames: frames 0-7 were returned, 8-9 are released. */
+    reset_releases();
+    if ((ctx = open_settings(windowed))) {
+        tf_set_opaque_release(ctx, count_release);
+        memset(&run, 0, sizeof run);
+        run.hash = FNV_OFFSET;
+        for (int i = 0; i < 10; i++) {
+            send_range(ctx, i, 1);
+            drain_into(ctx, &run, i + 1, NULL);
+        }
+        check(run.count == 8, "opaque window 4: 8 of 10 frames returned before the end", "%d frames", run.count);
+        tf_close(&ctx);
+        check_released("opaque window 4 closed mid-stream: exactly the frames never returned are released", 8, 10);
+    }
+
+    /* Closed after the end of the stream with frames left: those are released. */
+    reset_releases();
+    if ((ctx = open_settings(s))) {
+        tf_set_opaque_release(ctx, count_release);
+        send_clip(ctx, 5);
+        tf_end_of_stream(ctx);
+        int got = 0;
+        while (got < 2 && tf_get_frame(ctx, &out) == TF_OK) got++;
+        check(got == 2, "opaque 2 of 5 frames returned", "%d (%s)", got, tf_last_error(ctx));
+        tf_close(&ctx);
+        check_released("opaque closed with frames left: those are released", 2, 5);
+    }
+
+    /* NULL opaque values are skipped; every frame returned: no call. */
+    reset_releases();
+    if ((ctx = open_settings(s))) {
+        tf_set_opaque_release(ctx, count_release);
+        static uint8_t frame[STRIDE * H];
+        for (int i = 0; i < 4; i++) {
+            make_frame(frame, i);
+            tf_send_frame(ctx, frame, W, H, STRIDE, pts_of(i), i % 2 ? opaque_of(i) : NULL);
+        }
+        tf_close(&ctx);
+        check(released[0] == 0 && released[1] == 1 && released[2] == 0 && released[3] == 1 && released_other == 0,
+              "opaque NULL opaque values are skipped, the others released", "released %d %d %d %d times, %d other calls",
+              released[0], released[1], released[2], released[3], released_other);
+    }
+    reset_releases();
+    if ((ctx = open_settings(windowed))) {
+        tf_set_opaque_release(ctx, count_release);
+        stream_edit(ctx, 0, 6, &run, NULL);
+        check(run.code == TF_OK && run.count == 6, "opaque window 4: whole stream returned", "%d frames", run.count);
+        tf_close(&ctx);
+        check_released("opaque every frame returned: no call", 0, 0);
+    }
+
+    /* The release function can be reset to NULL (none), and opaque values need not be pointers: they are
+     * returned as they were sent, never dereferenced. */
+    reset_releases();
+    if ((ctx = open_settings(s))) {
+        tf_set_opaque_release(ctx, count_release);
+        check_ok("opaque set_opaque_release NULL", tf_set_opaque_release(ctx, NULL), ctx);
+        static uint8_t frame[STRIDE * H];
+        make_frame(frame, 0);
+        tf_send_frame(ctx, frame, W, H, STRIDE, 7, (void *)(uintptr_t)0x1);
+        tf_send_frame(ctx, frame, W, H, STRIDE, 8, (void *)(uintptr_t)UINTPTR_MAX);
+        tf_send_frame(ctx, frame, W, H, STRIDE, 9, opaque_of(2));
+        tf_end_of_stream(ctx);
+        int ok = tf_get_frame(ctx, &out) == TF_OK && out->opaque == (void *)(uintptr_t)0x1 && out->pts == 7;
+        ok = ok && tf_get_frame(ctx, &out) == TF_OK && out->opaque == (void *)(uintptr_t)UINTPTR_MAX && out->pts == 8;
+        check(ok, "opaque values that are not pointers come back unchanged", "%s", tf_last_error(ctx));
+        tf_close(&ctx);
+        check_released("opaque release function reset to NULL: no call", 0, 0);
+    }
+
+    /* After a cancel (window 1 of a window-4 stream, mid-sampling): the context is failed; frames 0-3 were
+     * returned; tf_close releases exactly frames 4-9. */
+    reset_releases();
+    if ((ctx = open_settings(windowed))) {
+        struct progress_log log = {0};
+        log.cancel_mid_sampling = 1;
+        log.cancel_window = 1;
+        tf_set_progress_callback(ctx, on_progress, &log);
+        tf_set_opaque_release(ctx, count_release);
+        int got = 0, code = TF_OK;
+        for (int i = 0; i < 10 && code != TF_ECANCELED; i++) {
+            send_range(ctx, i, 1);
+            while ((code = tf_get_frame(ctx, &out)) == TF_OK) got += out->opaque == opaque_of(got);
+        }
+        check_code("opaque cancel in window 1 -> ECANCELED", code, TF_ECANCELED, ctx);
+        check(got == 4 && log.cancelled && log.cancelled_at.window == 1, "opaque cancel: window 0's frames came out, window 1 was cancelled",
+              "%d frames, cancelled %d in window %d", got, log.cancelled, log.cancelled_at.window);
+        code = send_range(ctx, 8, 2);
+        check_code("opaque send after the cancel -> EPERM", code, TF_EPERM, ctx);
+        check_code("opaque get after the cancel -> EPERM", tf_get_frame(ctx, &out), TF_EPERM, ctx);
+        check_released("opaque after a cancel, nothing is released before tf_close", 0, 0);
+        tf_close(&ctx);
+        check_released("opaque after a cancel, tf_close releases exactly the frames sent and never returned", 4, 8);
+    }
+
+    /* A cancelled tf_run: no frame was returned, all are released. */
+    reset_releases();
+    if ((ctx = open_settings(s))) {
+        struct progress_log log = {0};
+        log.cancel_mid_sampling = 1;
+        tf_set_opaque_release(ctx, count_release);
+        send_clip(ctx, 3);
+        check_code("opaque cancelled run -> ECANCELED", tf_run(ctx, on_progress, &log), TF_ECANCELED, ctx);
+        tf_close(&ctx);
+        check_released("opaque cancelled run: every frame is released at tf_close", 0, 3);
+    }
+    tf_settings_free(&windowed);
+    tf_settings_free(&s);
+    return failures != 0;
+}
+
+/* ---- Latents in a temporary file (latent_memory 0) ---- */
+
+static int spill(const char *model, const char *directory) {
+    char first[256] = "";
+    check(directory_entries(directory, first, sizeof first) == 0, "spill the test folder is empty to begin with",
+          "%s holds %s", directory, first);
+
+    /* In memory (the default budget holds these few latents), streamed and with tf_run. */
+    TFSettings *s = quick_settings(model);
+    struct stream_run memory, spilled;
+    stream_settings(s, 0, FRAMES, &memory, NULL);
+    check_stream("spill in memory:", &memory, 0, FRAMES);
+    uint64_t memory_run = edit_hash(s, FRAMES);
+
+    /* Every latent in the temporary file: the same bytes; the file is open and unlinked while the edit runs,
+     * so the folder stays empty, during the edit and after. */
+    set(s, "latent_memory", "0");
+    set(s, "temp_dir", directory);
+    struct progress_log log = {0};
+    log.watch_dir = directory;
+    stream_settings(s, 0, FRAMES, &spilled, &log);
+    check_stream("spill latent_memory 0:", &spilled, 0, FRAMES);
+    check(spilled.code == TF_OK && memory.code == TF_OK && spilled.hash == memory.hash,
+          "spill latent_memory 0 gives the bytes of the edit in memory", "%016llx vs %016llx",
+          (unsigned long long)spilled.hash, (unsigned long long)memory.hash);
+    check(log.watch_checks > 0 && log.watch_entries == 0, "spill the temp_dir folder stays empty while the edit runs",
+          "%d of %d reports saw %s in it", log.watch_entries, log.watch_checks, log.watch_entry);
+    check(log.watch_checks > 0 && log.watch_open_files == log.watch_checks,
+          "spill the latents are in an unlinked file in temp_dir, open while the edit runs",
+          "an unlinked file open in %s at %d of %d reports", directory, log.watch_open_files, log.watch_checks);
+    check(directory_entries(directory, first, sizeof first) == 0, "spill the folder is empty after tf_close", "%s", first);
+    check(unlinked_open_files_in(directory) == 0, "spill the temporary file is closed at tf_close", "still open");
+    uint64_t spilled_run = edit_hash(s, FRAMES);
+    check(spilled_run != 0 && spilled_run == memory_run && memory_run == memory.hash,
+          "spill latent_memory 0 with tf_run gives the bytes of the edit in memory", "%016llx vs %016llx",
+          (unsigned long long)spilled_run, (unsigned long long)memory_run);
+
+    /* Windows spill too, with the same bytes. */
+    TFSettings *windowed = window_settings(model, "4"), *windowed_spilled = window_settings(model, "4");
+    set(windowed_spilled, "latent_memory", "0");
+    set(windowed_spilled, "temp_dir", directory);
+    memset(&log, 0, sizeof log);
+    log.watch_dir = directory;
+    stream_settings(windowed, 0, 10, &memory, NULL);
+    stream_settings(windowed_spilled, 0, 10, &spilled, &log);
+    check(memory.code == TF_OK && spilled.code == TF_OK && memory.count == 10 && spilled.hash == memory.hash,
+          "spill window 4 with latent_memory 0 gives the bytes of the windows in memory", "%016llx vs %016llx",
+          (unsigned long long)spilled.hash, (unsigned long long)memory.hash);
+    check(log.watch_checks > 0 && log.watch_entries == 0 && log.watch_open_files == log.watch_checks,
+          "spill window 4: the folder stays empty, the unlinked file open", "%d of %d reports saw %s; file open at %d",
+          log.watch_entries, log.watch_checks, log.watch_entry, log.watch_open_files);
+    tf_settings_free(&windowed);
+    tf_settings_free(&windowed_spilled);
+
+    /* Cancelled in the middle of the sampling sweep, then closed: the folder is left empty and every
+     * frame's opaque released. */
+    TFContext *ctx = open_settings(s);
+    const TFFrame *out = NULL;
+    if (ctx) {
+        memset(&log, 0, sizeof log);
+        log.cancel_mid_sampling = 1;
+        log.watch_dir = directory;
+        reset_releases();
+        tf_set_opaque_release(ctx, count_release);
+        tf_set_progress_callback(ctx, on_progress, &log);
+        send_clip(ctx, FRAMES);
+        tf_end_of_stream(ctx);
+        check_code("spill cancel mid-sampling -> ECANCELED", tf_get_frame(ctx, &out), TF_ECANCELED, ctx);
+        check(log.cancelled && log.cancelled_at.stage == TF_STAGE_SAMPLING && log.cancelled_at.completed < log.cancelled_at.total,
+              "spill cancelled in the middle of the sampling sweep", "at %s %d/%d",
+              stage_names[log.cancelled_at.stage & 3], log.cancelled_at.completed, log.cancelled_at.total);
+        tf_close(&ctx);
+        check(directory_entries(directory, first, sizeof first) == 0 && unlinked_open_files_in(directory) == 0,
+              "spill after a cancel and tf_close, the folder is empty and the file closed", "%s", first);
+        check_released("spill after a cancel, every frame's opaque is released", 0, FRAMES);
+    }
+
+    /* An unusable temp_dir: the first latent to write fails with TF_EIO naming the folder; the context is failed. */
+    char missing[4096], file[4096];
+    snprintf(missing, sizeof missing, "%s/missing/folder", directory);
+    snprintf(file, sizeof file, "%s-not-a-folder", directory);
+    FILE *plain = fopen(file, "w");
+    if (plain) fclose(plain);
+    const char *unusable[] = {missing, file};
+    const char *what[] = {"a missing folder", "a file"};
+    for (int i = 0; i < 2; i++) {
+        char name[256];
+        set(s, "temp_dir", unusable[i]);
+        ctx = open_settings(s);
+        if (!ctx) continue;
+        int code = send_clip(ctx, 1);
+        snprintf(name, sizeof name, "spill temp_dir %s -> EIO naming the folder", what[i]);
+        check_code_mentions(name, code, TF_EIO, ctx, unusable[i]);
+        snprintf(name, sizeof name, "spill temp_dir %s: then send_frame -> EPERM", what[i]);
+        check_code(name, send_range(ctx, 1, 1), TF_EPERM, ctx);
+        snprintf(name, sizeof name, "spill temp_dir %s: then get_frame -> EPERM", what[i]);
+        check_code(name, tf_get_frame(ctx, &out), TF_EPERM, ctx);
+        tf_close(&ctx);
+    }
+    remove(file);
+    /* Latents that fit latent_memory never need the folder. */
+    set(s, "latent_memory", "1024");
+    set(s, "temp_dir", missing);
+    uint64_t unused = edit_hash(s, FRAMES);
+    check(unused == memory_run, "spill an unusable temp_dir is not needed while the latents fit latent_memory",
+          "%016llx vs %016llx", (unsigned long long)unused, (unsigned long long)memory_run);
+    check(directory_entries(directory, first, sizeof first) == 0, "spill the folder is empty at the end", "%s", first);
+    tf_settings_free(&s);
     return failures != 0;
 }
 
@@ -809,26 +1535,33 @@ static uint64_t edit_with_keyframes(const TFSettings *s, const int32_t *keys, si
     return frames == 3 ? hash : 0;
 }
 
-/* tf_run with this schedule must fail with TF_EINVAL before any work (no progress report). */
+/* tf_run, and tf_end_of_stream, with this schedule must fail with TF_EINVAL before any work (no progress
+ * report); then no frame comes out. */
 static void schedule_refused(const char *name, const TFSettings *s, const int32_t *keys, size_t count) {
-    TFContext *ctx = NULL;
-    const TFFrame *out = NULL;
-    if (tf_open(&ctx, s) != TF_OK) {
-        check(0, name, "tf_open: %s", tf_last_error(NULL));
-        return;
+    for (int streaming = 0; streaming < 2; streaming++) {
+        TFContext *ctx = NULL;
+        const TFFrame *out = NULL;
+        if (tf_open(&ctx, s) != TF_OK) {
+            check(0, name, "tf_open: %s", tf_last_error(NULL));
+            return;
+        }
+        struct progress_log log = {0};
+        tf_set_progress_callback(ctx, on_progress, &log);
+        send_clip(ctx, 3);
+        const char *ending = streaming ? "end_of_stream" : "run";
+        char label[256];
+        snprintf(label, sizeof label, "%s: set_keyframes takes it (%s checks it against the clip)", name, ending);
+        check_ok(label, tf_set_keyframes(ctx, keys, count), ctx);
+        snprintf(label, sizeof label, "%s: %s -> EINVAL", name, ending);
+        check_code(label, streaming ? tf_end_of_stream(ctx) : tf_run(ctx, on_progress, &log), TF_EINVAL, ctx);
+        snprintf(label, sizeof label, "%s: refused by %s before any work", name, ending);
+        check(log.calls == 0, label, "%d progress reports", log.calls);
+        snprintf(label, sizeof label, "%s: after %s, get_frame -> EPERM", name, ending);
+        check_code(label, tf_get_frame(ctx, &out), TF_EPERM, ctx);
+        snprintf(label, sizeof label, "%s: after %s, no progress", name, ending);
+        check(log.calls == 0, label, "%d progress reports", log.calls);
+        tf_close(&ctx);
     }
-    send_clip(ctx, 3);
-    char label[256];
-    snprintf(label, sizeof label, "%s: set_keyframes takes it (tf_run checks it against the clip)", name);
-    check_ok(label, tf_set_keyframes(ctx, keys, count), ctx);
-    struct progress_log log = {0};
-    snprintf(label, sizeof label, "%s: run -> EINVAL", name);
-    check_code(label, tf_run(ctx, on_progress, &log), TF_EINVAL, ctx);
-    snprintf(label, sizeof label, "%s: refused before any work", name);
-    check(log.calls == 0, label, "%d progress reports", log.calls);
-    snprintf(label, sizeof label, "%s: then get_frame -> EPERM", name);
-    check_code(label, tf_get_frame(ctx, &out), TF_EPERM, ctx);
-    tf_close(&ctx);
 }
 
 static int keyframes(const char *model) {
@@ -858,9 +1591,34 @@ static int keyframes(const char *model) {
           (unsigned long long)hashes[2], (unsigned long long)hashes[3]);
     check(distinct > 1, "keyframes the schedule changes the edit", "all 4 schedules edit alike");
 
+    /* The streaming loop takes a schedule too (set before the end of the stream): tf_run's bytes. */
+    TFContext *ctx = NULL;
+    if (tf_open(&ctx, s) == TF_OK) {
+        const int32_t schedule[] = {1, 2, 0, 2};
+        struct stream_run run;
+        check_ok("keyframes set before streaming", tf_set_keyframes(ctx, schedule, 4), ctx);
+        stream_edit(ctx, 0, 3, &run, NULL);
+        check(run.code == TF_OK && run.count == 3 && run.hash == hashes[1], "keyframes the streaming loop edits with the schedule",
+              "%016llx vs %016llx (%s)", (unsigned long long)run.hash, (unsigned long long)hashes[1], tf_strerror(run.code));
+        tf_close(&ctx);
+    }
+
+    /* Explicit schedules need window 0: with a window, tf_set_keyframes refuses one at once with TF_EINVAL
+     * naming the window (clearing with count 0 stays allowed), and the stream edits with the seeded one. */
+    set(s, "window", "2"); /* windows: frames 0-1 and 2 */
+    static const int32_t whole[] = {0, 2, 0, 2};
+    if (tf_open(&ctx, s) == TF_OK) {
+        check_code_mentions("keyframes with window 2: tf_set_keyframes -> EINVAL naming the window",
+                            tf_set_keyframes(ctx, whole, 4), TF_EINVAL, ctx, "window");
+        check_ok("keyframes with window 2: clearing is allowed", tf_set_keyframes(ctx, NULL, 0), ctx);
+        check_ok("keyframes with window 2: the context stays usable", send_clip(ctx, 3), ctx);
+        check_ok("keyframes with window 2: the stream edits with the seeded schedule", tf_run(ctx, NULL, NULL), ctx);
+        tf_close(&ctx);
+    }
+    set(s, "window", "0");
+
     /* Per-clip state: count 0 clears, a second call replaces, the array is copied. */
     static const int32_t wrong_shape[] = {0, 2, 0};
-    TFContext *ctx = NULL;
     int frames = 0;
     uint64_t hash = 0;
     if (tf_open(&ctx, s) == TF_OK) {
@@ -1025,7 +1783,7 @@ static int threads(const char *model) {
 
 /* ---- Leaks ---- */
 
-static int leaks(const char *model) {
+static int leaks(const char *model, const char *directory) {
     /* Settings: refused values, reads, the option table. */
     TFSettings *s = quick_settings(model);
     set(s, "threads", "1"); /* valgrind runs one thread at a time anyway */
@@ -1057,7 +1815,7 @@ static int leaks(const char *model) {
     const TFFrame *out = NULL;
     check_ok("leaks open", tf_open(&ctx, s), NULL);
     if (!ctx) return 1;
-    check_code("leaks get before run", tf_get_frame(ctx, &out), TF_EPERM, ctx);
+    check_code("leaks get before the end of the stream", tf_get_frame(ctx, &out), TF_EAGAIN, ctx);
     send_clip(ctx, 3);
     static const int32_t keys[] = {0, 0, 0};
     tf_set_keyframes(ctx, keys, 3);
@@ -1073,6 +1831,53 @@ static int leaks(const char *model) {
     tf_set_keyframes(ctx, keys, 3);
     check_code("leaks bad schedule", tf_run(ctx, NULL, NULL), TF_EINVAL, ctx);
     tf_close(&ctx);
+
+    /* Opaque values the library must hand back at tf_close (malloc'd, freed by the release function: a frame
+     * never released would leak), in a window-4 stream closed mid-stream. */
+    set(s, "batch_size", "2");
+    set(s, "window", "4");
+    check_ok("leaks open a windowed stream", tf_open(&ctx, s), NULL);
+    if (!ctx) return 1;
+    tf_set_opaque_release(ctx, free);
+    static uint8_t frame[STRIDE * H];
+    int returned = 0;
+    for (int i = 0; i < 6; i++) {
+        make_frame(frame, i);
+        tf_send_frame(ctx, frame, W, H, STRIDE, pts_of(i), malloc(16));
+        while (tf_get_frame(ctx, &out) == TF_OK) {
+            free(out->opaque); /* returned: the host's again */
+            returned++;
+        }
+    }
+    check(returned == 4, "leaks windowed stream: window 0 returned", "%d frames", returned);
+    tf_close(&ctx); /* frames 4 and 5: released */
+
+    /* A stream whose latents are all in the temporary file, cancelled in the middle of the sampling sweep,
+     * then closed. */
+    set(s, "window", "0");
+    set(s, "batch_size", "4");
+    set(s, "latent_memory", "0");
+    set(s, "temp_dir", directory);
+    check_ok("leaks open a spilled stream", tf_open(&ctx, s), NULL);
+    if (!ctx) return 1;
+    tf_set_opaque_release(ctx, free);
+    memset(&log, 0, sizeof log);
+    log.cancel_mid_sampling = 1;
+    tf_set_progress_callback(ctx, on_progress, &log);
+    for (int i = 0; i < FRAMES; i++) {
+        make_frame(frame, i);
+        tf_send_frame(ctx, frame, W, H, STRIDE, pts_of(i), malloc(16));
+    }
+    tf_end_of_stream(ctx);
+    check_code("leaks spilled stream cancelled mid-sampling", tf_get_frame(ctx, &out), TF_ECANCELED, ctx);
+    check(log.cancelled && log.cancelled_at.stage == TF_STAGE_SAMPLING && log.cancelled_at.completed < log.cancelled_at.total,
+          "leaks cancelled in the middle of the sampling sweep", "at stage %d, %d/%d", log.cancelled_at.stage,
+          log.cancelled_at.completed, log.cancelled_at.total);
+    tf_close(&ctx);
+    char first[256] = "";
+    check(directory_entries(directory, first, sizeof first) == 0, "leaks the temp_dir folder is empty after tf_close", "%s", first);
+    set(s, "latent_memory", "1024");
+    set(s, "temp_dir", "");
 
     check_ok("leaks open again", tf_open(&ctx, s), NULL);
     tf_settings_free(&s); /* before the context is closed */
@@ -1120,18 +1925,24 @@ static int dump(const char *model) {
         return 1;
     }
     tf_settings_free(&s);
-    send_clip(ctx, 3);
-    if (tf_run(ctx, on_progress_dump, NULL) != TF_OK) printf("run failed: %s\n", tf_last_error(ctx));
+    tf_set_progress_callback(ctx, on_progress_dump, NULL);
+    static uint8_t frame[STRIDE * H];
     const TFFrame *out = NULL;
-    while (tf_get_frame(ctx, &out) == TF_OK) {
-        uint64_t hash = 1469598103934665603u;
-        for (int y = 0; y < out->height; y++)
-            for (int x = 0; x < 3 * out->width; x++) hash = (hash ^ out->data[y * out->stride + x]) * 1099511628211u;
-        printf("frame %dx%d stride %td pts %lld fnv %016llx\n", out->width, out->height, out->stride, (long long)out->pts,
-               (unsigned long long)hash);
+    for (int i = 0; i <= 3; i++) { /* 3 frames, then the end of the stream; every frame the library has after each */
+        if (i < 3) {
+            make_frame(frame, i);
+            if (tf_send_frame(ctx, frame, W, H, STRIDE, pts_of(i), NULL) != TF_OK) printf("send failed: %s\n", tf_last_error(ctx));
+        } else if (tf_end_of_stream(ctx) != TF_OK) {
+            printf("end of stream failed: %s\n", tf_last_error(ctx));
+        }
+        int code;
+        while ((code = tf_get_frame(ctx, &out)) == TF_OK)
+            printf("frame %dx%d stride %td pts %lld fnv %016llx\n", out->width, out->height, out->stride, (long long)out->pts,
+                   (unsigned long long)frame_hash(out, FNV_OFFSET));
+        if (code != TF_EAGAIN) printf("get failed: %s\n", tf_last_error(ctx));
     }
     tf_close(&ctx);
-    fprintf(stderr, "sizes TFOption=%zu TFProgress=%zu\n", sizeof(TFOption), sizeof(TFProgress));
+    fprintf(stderr, "sizes TFOption=%zu TFProgress=%zu TFFrame=%zu\n", sizeof(TFOption), sizeof(TFProgress), sizeof(TFFrame));
     return 0;
 }
 
@@ -1148,10 +1959,13 @@ int main(int argc, char **argv) {
     if (argc == 2 && strcmp(argv[1], "settings") == 0) return settings_group();
     if (argc == 3 && strcmp(argv[1], "success") == 0) return success(argv[2]);
     if (argc == 3 && strcmp(argv[1], "misuse") == 0) return misuse(argv[2]);
+    if (argc == 3 && strcmp(argv[1], "window") == 0) return window_group(argv[2]);
+    if (argc == 3 && strcmp(argv[1], "opaque") == 0) return opaque_group(argv[2]);
+    if (argc == 4 && strcmp(argv[1], "spill") == 0) return spill(argv[2], argv[3]);
     if (argc == 3 && strcmp(argv[1], "keyframes") == 0) return keyframes(argv[2]);
     if (argc == 4 && strcmp(argv[1], "keyframes-count") == 0) return keyframes_count(argv[2], argv[3]);
     if (argc == 3 && strcmp(argv[1], "threads") == 0) return threads(argv[2]);
-    if (argc == 3 && strcmp(argv[1], "leaks") == 0) return leaks(argv[2]);
+    if (argc == 4 && strcmp(argv[1], "leaks") == 0) return leaks(argv[2], argv[3]);
     if (argc == 3 && strcmp(argv[1], "dump") == 0) return dump(argv[2]);
     if (argc == 5 && strcmp(argv[1], "open-error") == 0) {
         TFSettings *s = quick_settings(strcmp(argv[3], "-") == 0 ? NULL : argv[3]);
@@ -1168,7 +1982,8 @@ int main(int argc, char **argv) {
         tf_settings_free(&s);
         return failures != 0;
     }
-    fprintf(stderr, "usage: %s settings | success MODEL | misuse MODEL | keyframes MODEL | keyframes-count MODEL N | threads MODEL | leaks MODEL | "
+    fprintf(stderr, "usage: %s settings | success MODEL | misuse MODEL | window MODEL | opaque MODEL | spill MODEL DIR | keyframes MODEL | "
+                    "keyframes-count MODEL N | threads MODEL | leaks MODEL DIR | "
                     "dump MODEL | open-error CODE MODEL|- NAME | open-ok MODEL|- NAME\n", argv[0]);
     return 2;
 }

@@ -3,9 +3,12 @@
  *   ffmpeg_filter_reference IN.rgb OUT.rgb WIDTH HEIGHT [NAME=VALUE ...]
  *
  * Edits raw RGB24 frames with the C API the way vf_tokenflow does: the library's defaults for every
- * setting not given, each NAME=VALUE passed to tf_settings_set as text, and one context per window of
- * `window` frames (read back with tf_settings_get; 0 = all frames in one run), so its bytes can be compared
- * with ffmpeg's rawvideo output. pts are the frame indices and are checked on the way out. */
+ * setting not given, each NAME=VALUE passed to tf_settings_set as text, one context for the whole stream
+ * (the library does the windowing: `window` frames per edit, anchored to earlier windows, or the whole
+ * stream with window=0), each frame sent with tf_get_frame drained in between, then the end of the
+ * stream and a last drain. Its bytes can be compared with ffmpeg's rawvideo output. pts are the frame
+ * indices and the opaque values their index + 1; both are checked on the way out, and so is the count. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,34 +19,24 @@ static int fail(const char *what, int code, const TFContext *ctx) {
     return 1;
 }
 
-/* Edits frames [first, first + count) of `frames` in place. */
-static int edit_window(const TFSettings *settings, unsigned char *frames, long first, long count,
-                       int width, int height) {
+/* Copies every frame the context has ready into `frames` (at *done, in order) until TF_EAGAIN. */
+static int drain(TFContext *ctx, unsigned char *frames, long count, long *done, int width, int height) {
     size_t frame_size = (size_t)width * height * 3;
-    TFContext *ctx = NULL;
-    int ret = tf_open(&ctx, settings);
-    if (ret < 0) return fail("tf_open", ret, NULL);
-    for (long i = 0; i < count; i++) {
-        ret = tf_send_frame(ctx, frames + (first + i) * frame_size, width, height, (ptrdiff_t)width * 3, first + i);
-        if (ret < 0) { fail("tf_send_frame", ret, ctx); tf_close(&ctx); return 1; }
-    }
-    ret = tf_run(ctx, NULL, NULL);
-    if (ret < 0) { fail("tf_run", ret, ctx); tf_close(&ctx); return 1; }
-    for (long i = 0; i < count; i++) {
-        const TFFrame *out;
-        ret = tf_get_frame(ctx, &out);
-        if (ret < 0) { fail("tf_get_frame", ret, ctx); tf_close(&ctx); return 1; }
-        if (out->width != width || out->height != height || out->pts != first + i) {
-            fprintf(stderr, "ffmpeg_filter_reference: frame %ld came back as %dx%d pts %lld\n",
-                    first + i, out->width, out->height, (long long)out->pts);
-            tf_close(&ctx);
+    const TFFrame *out;
+    int ret;
+    while ((ret = tf_get_frame(ctx, &out)) == TF_OK) {
+        long i = *done;
+        if (i >= count || out->width != width || out->height != height || out->pts != i ||
+            out->opaque != (void *)(intptr_t)(i + 1)) {
+            fprintf(stderr, "ffmpeg_filter_reference: output frame %ld (of %ld) came back as %dx%d pts %lld opaque %p\n",
+                    i, count, out->width, out->height, (long long)out->pts, out->opaque);
             return 1;
         }
         for (int y = 0; y < height; y++)
-            memcpy(frames + (first + i) * frame_size + (size_t)y * width * 3, out->data + y * out->stride, (size_t)width * 3);
+            memcpy(frames + i * frame_size + (size_t)y * width * 3, out->data + y * out->stride, (size_t)width * 3);
+        (*done)++;
     }
-    tf_close(&ctx);
-    return 0;
+    return ret == TF_EAGAIN ? 0 : fail("tf_get_frame", ret, ctx);
 }
 
 int main(int argc, char **argv) {
@@ -80,16 +73,29 @@ int main(int argc, char **argv) {
     if (!frames || fread(frames, 1, (size_t)bytes, in) != (size_t)bytes) { perror("read"); return 1; }
     fclose(in);
 
-    if (window <= 0) window = count;
-    for (long first = 0; first < count; first += window) {
-        long n = count - first < window ? count - first : window;
-        if (edit_window(settings, frames, first, n, width, height)) return 1;
-    }
+    TFContext *ctx = NULL;
+    ret = tf_open(&ctx, settings);
     tf_settings_free(&settings);
+    if (ret < 0) return fail("tf_open", ret, NULL);
+    /* Edited frames overwrite their input in `frames`: frame i is sent before it can come back. */
+    long done = 0;
+    for (long i = 0; i < count; i++) {
+        ret = tf_send_frame(ctx, frames + i * frame_size, width, height, (ptrdiff_t)width * 3, i, (void *)(intptr_t)(i + 1));
+        if (ret < 0) { fail("tf_send_frame", ret, ctx); tf_close(&ctx); return 1; }
+        if (drain(ctx, frames, count, &done, width, height)) { tf_close(&ctx); return 1; }
+    }
+    ret = tf_end_of_stream(ctx);
+    if (ret < 0) { fail("tf_end_of_stream", ret, ctx); tf_close(&ctx); return 1; }
+    if (drain(ctx, frames, count, &done, width, height)) { tf_close(&ctx); return 1; }
+    tf_close(&ctx);
+    if (done != count) {
+        fprintf(stderr, "ffmpeg_filter_reference: %ld frames sent, %ld returned\n", count, done);
+        return 1;
+    }
 
     FILE *out = fopen(argv[2], "wb");
     if (!out || fwrite(frames, 1, (size_t)bytes, out) != (size_t)bytes || fclose(out) != 0) { perror(argv[2]); return 1; }
     free(frames);
-    printf("%ld frames in %ld-frame windows\n", count, window);
+    printf("%ld frames, window %ld\n", count, window);
     return 0;
 }

@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <glib/gstdio.h>
 #include <gst/check/gstharness.h>
 #include <gst/gst.h>
 #include <gst/video/video.h>
@@ -349,7 +350,9 @@ test_window_zero (void)
   teardown (h, e, bus);
 }
 
-/* A flush in the middle of a window drops the queued frames; the next window starts afresh. */
+/* A flush in the middle of a window drops the stream (its frames never come out); the next frames start
+ * a new stream, whose first window of 4 comes out after 4 frames. A caps change (same size) queued
+ * behind the dropped frames still reaches downstream: upstream does not send it again. */
 static void
 test_flush_drops_queue (void)
 {
@@ -364,6 +367,8 @@ test_flush_drops_queue (void)
   h = make_harness (e, &bus, w, hgt);
   for (i = 0; i < 3; i++)
     CHECK (gst_harness_push (h, make_frame (w, hgt, i, i * FRAME_DURATION)) == GST_FLOW_OK, "push");
+  CHECK (gst_harness_push_event (h,
+          caps_event ("video/x-raw,format=RGB,width=64,height=48,framerate=20/1")), "caps");
   CHECK (gst_harness_push_event (h, gst_event_new_flush_start ()), "flush-start");
   CHECK (gst_harness_push_event (h, gst_event_new_flush_stop (TRUE)), "flush-stop");
   gst_segment_init (&segment, GST_FORMAT_TIME);
@@ -382,6 +387,17 @@ test_flush_drops_queue (void)
     CHECK (GST_BUFFER_PTS (out) == 10 * GST_SECOND + (GstClockTime) i * FRAME_DURATION, "pts %" GST_TIME_FORMAT,
         GST_TIME_ARGS (GST_BUFFER_PTS (out)));
     gst_buffer_unref (out);
+  }
+  {
+    GstCaps *caps = gst_pad_get_current_caps (h->sinkpad);
+    GstStructure *st = caps ? gst_caps_get_structure (caps, 0) : NULL;
+    gchar *str = caps ? gst_caps_to_string (caps) : g_strdup ("none");
+    gint fps_n = 0, fps_d = 0;
+    CHECK (st && gst_structure_get_fraction (st, "framerate", &fps_n, &fps_d) && fps_n == 20
+        && fps_d == 1, "downstream caps %s, want the framerate 20/1 that was queued behind the "
+        "dropped frames", str);
+    g_free (str);
+    gst_caps_unref (caps);
   }
   gst_harness_push_event (h, gst_event_new_eos ());
   CHECK (gst_harness_buffers_in_queue (h) == 0, "pre-flush frames came out at EOS");
@@ -510,38 +526,75 @@ test_event_order_and_caps_change (void)
   teardown (h, e, bus);
 }
 
-/* The C API's edit of the n frames make_frame gives, with settings s (freed here), equals the n buffers
- * waiting in h. */
+/* The C API's edit of the n frames make_frame gives, with settings s (freed here), streamed as the
+ * element streams them (one context; after each frame every frame tf_get_frame gives; then the end of
+ * the stream and the rest): n packed frames in *edited (g_free each and the array). */
 static void
-expect_output_equals_c_api (GstHarness * h, TFSettings * s, int w, int hgt, int n)
+c_api_stream (TFSettings * s, int w, int hgt, int n, guint8 *** edited)
 {
   TFContext *ctx = NULL;
   const TFFrame *f;
-  int i, r = tf_open (&ctx, s);
+  int i, r = tf_open (&ctx, s), out = 0;
 
+  *edited = g_new0 (guint8 *, n);
   tf_settings_free (&s);
   CHECK (r == TF_OK, "tf_open: %s", tf_last_error (NULL));
-  for (i = 0; i < n; i++) {
-    GstBuffer *in = make_frame (w, hgt, i, i * FRAME_DURATION);
-    guint8 *packed = packed_pixels (in, w, hgt);
-    r = tf_send_frame (ctx, packed, w, hgt, w * 3, i * (int64_t) FRAME_DURATION);
-    g_free (packed);
-    gst_buffer_unref (in);
-    CHECK (r == TF_OK, "tf_send_frame: %s", tf_last_error (ctx));
-  }
-  r = tf_run (ctx, NULL, NULL);
-  CHECK (r == TF_OK, "tf_run: %s", tf_last_error (ctx));
-  for (i = 0; i < n; i++) {
-    GstBuffer *out = gst_harness_pull (h);
-    guint8 *a = packed_pixels (out, w, hgt);
-    CHECK (tf_get_frame (ctx, &f) == TF_OK, "tf_get_frame");
-    for (int y = 0; y < hgt; y++)
-      CHECK (memcmp (a + (gsize) y * w * 3, f->data + y * f->stride, (gsize) w * 3) == 0,
-          "frame %d row %d differs from the C API's with the same settings", i, y);
-    g_free (a);
-    gst_buffer_unref (out);
+  for (i = 0; i <= n; i++) {
+    if (i < n) {
+      GstBuffer *in = make_frame (w, hgt, i, i * FRAME_DURATION);
+      guint8 *packed = packed_pixels (in, w, hgt);
+      r = tf_send_frame (ctx, packed, w, hgt, w * 3, i * (int64_t) FRAME_DURATION, NULL);
+      g_free (packed);
+      gst_buffer_unref (in);
+      CHECK (r == TF_OK, "tf_send_frame: %s", tf_last_error (ctx));
+    } else {
+      CHECK (tf_end_of_stream (ctx) == TF_OK, "tf_end_of_stream: %s", tf_last_error (ctx));
+    }
+    while ((r = tf_get_frame (ctx, &f)) == TF_OK) {
+      CHECK (out < n && f->pts == out * (int64_t) FRAME_DURATION, "C API frame %d: pts %" G_GINT64_FORMAT,
+          out, (gint64) f->pts);
+      (*edited)[out] = g_malloc ((gsize) w * hgt * 3);
+      for (int y = 0; y < hgt; y++)
+        memcpy ((*edited)[out] + (gsize) y * w * 3, f->data + y * f->stride, (gsize) w * 3);
+      out++;
+    }
+    CHECK (r == TF_EAGAIN, "tf_get_frame: %s", tf_last_error (ctx));
   }
   tf_close (&ctx);
+  CHECK (out == n, "the C API gave %d of %d frames", out, n);
+}
+
+/* The n buffers in out (unreffed here) equal the C API's streamed edit with settings s (freed here). */
+static void
+expect_buffers_equal_c_api (GstBuffer ** out, TFSettings * s, int w, int hgt, int n)
+{
+  guint8 **edited = NULL;
+  int i, before = failures;
+
+  c_api_stream (s, w, hgt, n, &edited);
+  for (i = 0; i < n && failures == before; i++) {
+    guint8 *a = packed_pixels (out[i], w, hgt);
+    for (int y = 0; y < hgt; y++)
+      CHECK (memcmp (a + (gsize) y * w * 3, edited[i] + (gsize) y * w * 3, (gsize) w * 3) == 0,
+          "frame %d row %d differs from the C API's with the same settings", i, y);
+    g_free (a);
+  }
+  for (i = 0; i < n; i++) {
+    g_free (edited[i]);
+    gst_buffer_unref (out[i]);
+  }
+  g_free (edited);
+}
+
+/* The n buffers waiting in h equal the C API's streamed edit with settings s (freed here). */
+static void
+expect_output_equals_c_api (GstHarness * h, TFSettings * s, int w, int hgt, int n)
+{
+  GstBuffer **out = g_new0 (GstBuffer *, n);
+  for (int i = 0; i < n; i++)
+    out[i] = gst_harness_pull (h);
+  expect_buffers_equal_c_api (out, s, w, hgt, n);
+  g_free (out);
 }
 
 /* Odd width (row padding in GStreamer buffers): the element's output equals the C API's output for
@@ -569,6 +622,143 @@ test_matches_c_api (void)
       && tf_settings_set (s, "size", "input") == TF_OK, "settings: %s", tf_last_error (NULL));
   expect_output_equals_c_api (h, s, w, hgt, n);
   teardown (h, e, bus);
+}
+
+/* Whether this process has a file open in dir that is unlinked already ("DIR/... (deleted)"). */
+static gboolean
+unlinked_file_open_in (const char *dir)
+{
+  GDir *fds = g_dir_open ("/proc/self/fd", 0, NULL);
+  gchar *prefix = g_strconcat (dir, "/", NULL);
+  const gchar *name;
+  gboolean found = FALSE;
+
+  while (fds && !found && (name = g_dir_read_name (fds)) != NULL) {
+    gchar *link = g_build_filename ("/proc/self/fd", name, NULL);
+    gchar *target = g_file_read_link (link, NULL);
+    found = target && g_str_has_prefix (target, prefix) && g_str_has_suffix (target, " (deleted)");
+    g_free (target);
+    g_free (link);
+  }
+  if (fds)
+    g_dir_close (fds);
+  g_free (prefix);
+  return found;
+}
+
+/* The names in dir, space-separated ("" when empty). */
+static gchar *
+dir_listing (const char *dir)
+{
+  GDir *d = g_dir_open (dir, 0, NULL);
+  GString *names = g_string_new ("");
+  const gchar *name;
+  while (d && (name = g_dir_read_name (d)) != NULL)
+    g_string_append_printf (names, "%s%s", names->len ? " " : "", name);
+  if (d)
+    g_dir_close (d);
+  return g_string_free (names, FALSE);
+}
+
+/* A stream longer than the memory budget (latent_memory=0: every latent goes to the temporary file in
+ * temp_dir), window=8, 40 frames: each window comes out when its 8th frame is pushed, long before EOS
+ * (the first buffer after the 8th push); the frames keep their order, timestamps, offsets and flags;
+ * the latents live in an unlinked file in temp_dir while the stream runs and nothing is left there (or
+ * open) afterwards; the progress messages number the windows 0..4, 8 frames each; and the output equals
+ * the C API's with the same settings streamed through one context (later windows are anchored to the
+ * earlier ones, so a context per window would differ). */
+static void
+test_long_stream_windows (void)
+{
+  const int w = 32, hgt = 24, n = 40, window = 8;
+  GError *err = NULL;
+  gchar *dir = g_dir_make_tmp ("tokenflow-gst-XXXXXX", &err), *listing;
+  GstElement *e = make_element (window);
+  GstBuffer *out[40];
+  GstBus *bus;
+  GstHarness *h;
+  GstMessage *m;
+  GstEvent *ev;
+  TFSettings *s = NULL;
+  gboolean spilled = FALSE, eos = FALSE;
+  guint windows_seen = 0;
+  int i, pulled = 0, progress = 0, wrong_frames = 0;
+
+  CHECK (dir != NULL, "temporary folder: %s", err ? err->message : "?");
+  CHECK (e != NULL, "no tokenflow element (GST_PLUGIN_PATH?)");
+  g_object_set (e, "latent-memory", 0, "temp-dir", dir, NULL);
+  h = make_harness (e, &bus, w, hgt);
+  for (i = 0; i < n; i++) {
+    GstBuffer *in = make_frame (w, hgt, i, i * FRAME_DURATION);
+    GstFlowReturn ret;
+    int want = (i + 1) / window * window;
+
+    GST_BUFFER_DTS (in) = i * FRAME_DURATION + 1;
+    GST_BUFFER_FLAG_SET (in, i == 0 ? GST_BUFFER_FLAG_DISCONT : GST_BUFFER_FLAG_DELTA_UNIT);
+    ret = gst_harness_push (h, in);
+    CHECK (ret == GST_FLOW_OK, "push %d: %s", i, gst_flow_get_name (ret));
+    spilled |= unlinked_file_open_in (dir);
+    while (gst_harness_buffers_in_queue (h) > 0 && pulled < n) {
+      GstBuffer *b = out[pulled] = gst_harness_pull (h);
+      CHECK (GST_BUFFER_PTS (b) == (GstClockTime) pulled * FRAME_DURATION
+          && GST_BUFFER_DTS (b) == (GstClockTime) pulled * FRAME_DURATION + 1
+          && GST_BUFFER_DURATION (b) == FRAME_DURATION && GST_BUFFER_OFFSET (b) == (guint64) pulled
+          && GST_BUFFER_OFFSET_END (b) == (guint64) pulled + 1, "output %d: pts %" GST_TIME_FORMAT
+          " offset %" G_GUINT64_FORMAT ", want frame %d's", pulled, GST_TIME_ARGS (GST_BUFFER_PTS (b)),
+          GST_BUFFER_OFFSET (b), pulled);
+      CHECK (GST_BUFFER_FLAG_IS_SET (b, GST_BUFFER_FLAG_DISCONT) == (pulled == 0)
+          && GST_BUFFER_FLAG_IS_SET (b, GST_BUFFER_FLAG_DELTA_UNIT) == (pulled != 0),
+          "output %d: flags 0x%x", pulled, GST_BUFFER_FLAGS (b));
+      pulled++;
+    }
+    CHECK (pulled == want, "after push %d: %d frames out, want %d (a window comes out as soon as its "
+        "last frame is pushed)", i, pulled, want);
+  }
+  printf ("INFO long-stream-windows: the first output buffer came after push %d of %d, before EOS\n",
+      window, n);
+  fflush (stdout);
+  CHECK (spilled, "latent_memory=0, but no unlinked file was open in temp_dir %s while the stream ran",
+      dir);
+  CHECK (gst_harness_push_event (h, gst_event_new_eos ()), "EOS refused");
+  CHECK (gst_harness_buffers_in_queue (h) == 0, "%u frames out at EOS, all 40 were out before",
+      gst_harness_buffers_in_queue (h));
+  while ((ev = gst_harness_try_pull_event (h)) != NULL) {
+    eos |= GST_EVENT_TYPE (ev) == GST_EVENT_EOS;
+    gst_event_unref (ev);
+  }
+  CHECK (eos, "EOS not forwarded");
+  CHECK (!unlinked_file_open_in (dir), "the temporary file is still open after EOS");
+  while ((m = gst_bus_pop_filtered (bus, GST_MESSAGE_ELEMENT)) != NULL) {
+    const GstStructure *st = gst_message_get_structure (m);
+    gint win = -1;
+    guint frames = 0;
+    if (gst_structure_has_name (st, "tokenflow-progress")) {
+      progress++;
+      if (gst_structure_get_int (st, "window", &win) && win >= 0 && win < 32)
+        windows_seen |= 1u << win;
+      if (!gst_structure_get_uint (st, "frames", &frames) || frames != (guint) window)
+        wrong_frames++;
+    }
+    gst_message_unref (m);
+  }
+  CHECK (progress > 0 && windows_seen == 0x1f, "progress messages for windows 0x%x, want 0..4 (0x1f)",
+      windows_seen);
+  CHECK (wrong_frames == 0, "%d progress messages without frames=%d", wrong_frames, window);
+  CHECK (!bus_has_error (bus, NULL), "error posted");
+  teardown (h, e, bus);
+  listing = dir_listing (dir);
+  CHECK (listing[0] == '\0', "temp_dir is not empty after the stream: %s", listing);
+  g_free (listing);
+
+  CHECK (tf_settings_new (&s) == TF_OK && tf_settings_set (s, "model", model_dir) == TF_OK
+      && tf_settings_set (s, "prompt", "a watercolor painting") == TF_OK
+      && tf_settings_set (s, "steps", "2") == TF_OK && tf_settings_set (s, "inversion_steps", "2") == TF_OK
+      && tf_settings_set (s, "size", "input") == TF_OK && tf_settings_set (s, "window", "8") == TF_OK
+      && tf_settings_set (s, "latent_memory", "0") == TF_OK && tf_settings_set (s, "temp_dir", dir) == TF_OK,
+      "settings: %s", tf_last_error (NULL));
+  expect_buffers_equal_c_api (out, s, w, hgt, n);
+  g_rmdir (dir);
+  g_free (dir);
 }
 
 /* With model unset, $TOKENFLOW_MODEL is used. */
@@ -1047,6 +1237,7 @@ static const Test tests[] = {
   {"gst-harness-latency", test_latency},
   {"gst-harness-window-eos", test_window_and_eos},
   {"gst-harness-window-zero", test_window_zero},
+  {"gst-harness-long-stream-window-before-eos", test_long_stream_windows},
   {"gst-harness-releases-input-buffers", test_releases_input_buffers},
   {"gst-harness-flush-drops-queue", test_flush_drops_queue},
   {"gst-harness-refuses-gray8", test_refuse_gray8},
