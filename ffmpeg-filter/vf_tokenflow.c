@@ -118,6 +118,7 @@ static int tf_to_averror(int code)
     case TF_ENOMEM:    return AVERROR(ENOMEM);
     case TF_EINVAL:    return AVERROR(EINVAL);
     case TF_ENOTSUP:   return AVERROR(ENOTSUP);
+    case TF_ERANGE:    return AVERROR(ERANGE);
     case TF_ECANCELED: return AVERROR(ECANCELED);
     default:           return AVERROR_EXTERNAL;
     }

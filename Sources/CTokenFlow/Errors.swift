@@ -31,13 +31,14 @@ struct CError: Error {
             case .invalidSettings, .invalidClip: return TF_EINVAL
             case .outOfMemory: return TF_ENOMEM
             case .storage: return TF_EIO
+            case .notFinite: return TF_ERANGE
             }
         case is ModelLocation.MissingModel:
             return TF_ENOENT
         case let error as ModelError:
             switch error {
             case .missingFile: return TF_ENOENT
-            case .unsupportedConfig: return TF_ENOTSUP
+            case .unsupportedConfig, .unsupportedCPU: return TF_ENOTSUP
             case .invalidInput: return TF_EINVAL
             case .invalidConfig, .missingTensor, .wrongShape, .unexpectedTensors: return TF_EIO
             }

@@ -33,6 +33,7 @@ public func tf_strerror(_ code: Int32) -> UnsafePointer<CChar> {
     case TF_ENOMEM: return staticCString("out of memory")
     case TF_EINVAL: return staticCString("invalid argument")
     case TF_ENOTSUP: return staticCString("not supported")
+    case TF_ERANGE: return staticCString("the model produced values that are not finite")
     case TF_ECANCELED: return staticCString("cancelled")
     default: return staticCString("unknown error")
     }

@@ -13,6 +13,7 @@
 // changed after Unicode 14, which decides whether a neighbouring capital sigma lower-cases to "ς" or "σ".
 
 import FoundationEssentials
+import Tensors
 
 /// A malformed tokenizer folder or configuration.
 public enum CLIPTokenizerError: Error, CustomStringConvertible {
@@ -429,13 +430,10 @@ extension CLIPTokenizer {
         }
 
         private static func read(_ path: String) throws -> Data {
-            guard FileManager.default.fileExists(atPath: path) else {
-                throw CLIPTokenizerError.badFile(path: path, problem: "file is missing")
-            }
-            do {
-                return try Data(contentsOf: URL(fileURLWithPath: path))
-            } catch {
-                throw CLIPTokenizerError.badFile(path: path, problem: "cannot be read: \(error)")
+            switch readRegularFile(path) {
+            case .success(let bytes): return Data(bytes)
+            case .failure(let error) where error.missing: throw CLIPTokenizerError.badFile(path: path, problem: "file is missing")
+            case .failure(let error): throw CLIPTokenizerError.badFile(path: path, problem: "cannot be read: \(error)")
             }
         }
     }

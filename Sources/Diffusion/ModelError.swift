@@ -7,11 +7,15 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
     case wrongShape(file: String, tensor: String, expected: [Int], found: [Int])
     case unexpectedTensors(file: String, names: [String])
     case invalidInput(String)
+    /// The CPU cannot run this build's kernels.
+    case unsupportedCPU(String)
 
     public var description: String {
         switch self {
         case .missingFile(let path):
             return "missing model file: \(path)"
+        case .unsupportedCPU(let reason):
+            return "unsupported CPU: \(reason)"
         case .invalidConfig(let file, let reason):
             return "invalid config \(file): \(reason)"
         case .unsupportedConfig(let file, let key, let value, let supported):

@@ -1,3 +1,4 @@
+import CBLAS
 import FoundationEssentials
 import Tensors
 
@@ -12,6 +13,10 @@ public final class StableDiffusionModel: @unchecked Sendable {
     public let schedulerConfig: SchedulerConfig
 
     public init(directory: String) throws {
+        // Loading runs the kernels (weight conversion); they need AVX2/FMA, so check the CPU first.
+        guard tokenflow_cpu_runs_kernels() != 0 else {
+            throw ModelError.unsupportedCPU("the kernels of this build need an x86-64 CPU with AVX2, FMA and F16C (Intel Haswell, AMD Zen or later); this CPU lacks one of them")
+        }
         self.directory = directory
         guard FileManager.default.fileExists(atPath: directory) else {
             throw ModelError.missingFile("\(directory) (the model directory does not exist)")

@@ -53,7 +53,12 @@ public final class WeightStore {
 /// Reads a component's config file into a config type, with errors naming the file.
 func loadConfig<T: Decodable>(_ type: T.Type, directory: String, file: String = "config.json") throws -> T {
     let path = "\(directory)/\(file)"
-    guard let data = FileManager.default.contents(atPath: path) else { throw ModelError.missingFile(path) }
+    let data: Data
+    switch readRegularFile(path, limit: 16 << 20) {
+    case .success(let bytes): data = Data(bytes)
+    case .failure(let error) where error.missing: throw ModelError.missingFile(path)
+    case .failure(let error): throw ModelError.invalidConfig(file: path, reason: "cannot be read: \(error)")
+    }
     do {
         return try JSONDecoder().decode(T.self, from: data)
     } catch let error as DecodingError {

@@ -112,3 +112,10 @@ public func addPerChannel(_ x: Tensor, _ perChannel: Tensor) -> Tensor {
 public func clamped(_ x: Tensor, _ low: Float, _ high: Float) -> Tensor {
     map(x) { clampedVector($0, low, high) }
 }
+
+/// True when every element is a finite number (no NaN, no infinity).
+public func isFinite(_ x: Tensor) -> Bool {
+    let p = x.pointer
+    for i in 0..<x.count where !p[i].isFinite { return false }
+    return true
+}

@@ -169,7 +169,8 @@ public final class SafetensorsFile: @unchecked Sendable {
     /// Maps the whole file read-only. Files shorter than the 8-byte length field are rejected here,
     /// which also keeps a 0-byte file away from mmap (it rejects length 0).
     private static func map(_ path: String) throws -> UnsafeRawBufferPointer {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else { throw SafetensorsError.cannotOpen(path: path, reason: errnoDescription()) }
         // The mapping stays valid after the descriptor is closed.
         defer { close(fd) }
@@ -432,6 +433,34 @@ private func bfloat16FromFloat(_ value: Float) -> UInt16 {
 }
 
 private func errnoDescription() -> String { String(cString: strerror(errno)) }
+
+/// The bytes of a small regular file (a config, a vocabulary), or nil with the reason: missing, not a
+/// regular file (a FIFO or a device, which would block or never end), larger than `limit`, unreadable.
+public func readRegularFile(_ path: String, limit: Int = 256 << 20) -> Result<[UInt8], FileReadError> {
+    let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+    guard fd >= 0 else { return .failure(FileReadError(missing: errno == ENOENT, reason: errnoDescription())) }
+    defer { close(fd) }
+    var status = stat()
+    guard fstat(fd, &status) == 0 else { return .failure(FileReadError(reason: errnoDescription())) }
+    guard status.st_mode & S_IFMT == S_IFREG else { return .failure(FileReadError(reason: "not a regular file")) }
+    let size = Int(status.st_size)
+    guard size <= limit else { return .failure(FileReadError(reason: "\(size) bytes, more than the \(limit) this file may have")) }
+    var bytes = [UInt8](repeating: 0, count: size)
+    var done = 0
+    while done < size {
+        let count = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + done, size - done) }
+        if count < 0 && errno == EINTR { continue }
+        guard count > 0 else { return .failure(FileReadError(reason: count == 0 ? "shorter than its size" : errnoDescription())) }
+        done += count
+    }
+    return .success(bytes)
+}
+
+public struct FileReadError: Error, CustomStringConvertible {
+    public var missing = false
+    public let reason: String
+    public var description: String { reason }
+}
 
 // MARK: - JSON
 

@@ -169,3 +169,42 @@ final class StepCountTests: XCTestCase {
         XCTAssertEqual(scheduleStepCount(7, fraction: 1), 7)
     }
 }
+
+/// Broken weights (NaN, as some real checkpoints have) end an edit with an error naming the stage, step
+/// and frames, never with NaN frames or a conversion trap.
+final class NonFiniteTests: XCTestCase {
+    /// sd2-tiny with NaN in the first element of `tensor` of `component`'s weights (other parts linked).
+    func poisonedModel(_ component: String, _ tensor: String) throws -> String {
+        let manager = FileManager.default
+        let source = tokenFlowFixtures + "/models/sd2-tiny"
+        let directory = manager.temporaryDirectory.appendingPathComponent("tokenflow-nan-\(UUID().uuidString)").path
+        try manager.createDirectory(atPath: "\(directory)/\(component)", withIntermediateDirectories: true)
+        addTeardownBlock { try? manager.removeItem(atPath: directory) }
+        for entry in try manager.contentsOfDirectory(atPath: source) where entry != component {
+            try manager.createSymbolicLink(atPath: "\(directory)/\(entry)", withDestinationPath: "\(source)/\(entry)")
+        }
+        try manager.copyItem(atPath: "\(source)/\(component)/config.json", toPath: "\(directory)/\(component)/config.json")
+        let weights = "\(source)/\(component)/diffusion_pytorch_model.safetensors"
+        let file = try SafetensorsFile(path: weights)
+        let tensors = try file.tensorNames.map { (name: $0, tensor: try file.tensor($0)) }
+        tensors.first { $0.name == tensor }!.tensor[flat: 0] = .nan
+        try writeSafetensors(tensors, to: "\(directory)/\(component)/diffusion_pytorch_model.safetensors")
+        return directory
+    }
+
+    func testNaNWeightsAreAnErrorNamingTheStageAndStep() throws {
+        let clip = patternClip(frames: 3, width: 16, height: 16)
+        let unet = try StableDiffusionModel(directory: try poisonedModel("unet", "conv_in.weight"))
+        XCTAssertThrowsError(try EditPipeline(model: unet, settings: quickSettings()).run(clip)) {
+            XCTAssertTrue("\($0)".contains("NaN or infinite values in inversion step 1/2 (timestep 1), frames 0-1"), "\($0)")
+        }
+        let vae = try StableDiffusionModel(directory: try poisonedModel("vae", "decoder.conv_in.weight"))
+        XCTAssertThrowsError(try EditPipeline(model: vae, settings: quickSettings()).run(clip)) {
+            XCTAssertTrue("\($0)".contains("NaN or infinite values in VAE decoding, frame 0"), "\($0)")
+        }
+        let encoder = try StableDiffusionModel(directory: try poisonedModel("vae", "encoder.conv_in.weight"))
+        XCTAssertThrowsError(try EditPipeline(model: encoder, settings: quickSettings()).run(clip)) {
+            XCTAssertTrue("\($0)".contains("NaN or infinite values in VAE encoding, frame 0"), "\($0)")
+        }
+    }
+}

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/lib.sh
-require_packages valgrind # Tests/Host/c-api.sh checks the library for leaks
+require_packages valgrind qemu-user # Tests/Host/c-api.sh: leaks (valgrind), older CPUs (qemu-x86_64 -cpu)
 # Already built by setup.sh's `swift build`; this keeps the step runnable on its own (a no-op otherwise).
 swift build -c release --product tokenflow
 scripts/install.sh --prefix .build/prefix

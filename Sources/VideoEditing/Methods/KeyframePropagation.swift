@@ -219,7 +219,9 @@ public struct KeyframePropagation {
                 let output = run(try store.read(sourceSlot, range), batch)
                 let uncond = hooks.branches.slice(output, .uncond), cond = hooks.branches.slice(output, .cond)
                 let guided = linearCombination(uncond, 1 - settings.guidanceScale, cond, settings.guidanceScale)
-                try store.write(store.next, range, context.schedules.sampling.step(modelOutput: guided, timestep: t, sample: batch).prevSample)
+                let previous = context.schedules.sampling.step(modelOutput: guided, timestep: t, sample: batch).prevSample
+                try requireFinite(previous, "in sampling step \(step + 1)/\(timesteps.count) (timestep \(t)), frames \(range.lowerBound)-\(range.upperBound - 1)")
+                try store.write(store.next, range, previous)
                 hooks.forgetRecords(before: b)
                 try reportCall()
                 nextBatch += 1

@@ -26,6 +26,7 @@ public struct Reconstruction: EditingMethod {
             for (i, t) in timesteps.enumerated() {
                 let output = model.unet(x, timesteps: [Float(t)], context: context)
                 x = scheduler.step(modelOutput: output, timestep: t, sample: x).prevSample
+                try requireFinite(x, "in sampling step \(i + 1)/\(timesteps.count) (timestep \(t)), frames \(range.lowerBound)-\(range.upperBound - 1)")
                 try progress.unetCall(.sampling, b * timesteps.count + i + 1, of: timesteps.count * batches.count, steps: timesteps.count)
             }
             try store.write(store.current, range, x)

@@ -52,8 +52,10 @@ func frame(from image: Tensor, width: Int, height: Int) -> Frame {
     var pixels = [UInt8](repeating: 0, count: plane * 3)
     for i in 0..<plane {
         for c in 0..<3 {
-            // (y / 2 + 0.5) clamped to [0, 1], as the reference's decode_latents, then to 8 bits.
-            let unit = min(max(sized[flat: c * plane + i] / 2 + 0.5, 0), 1)
+            // (y / 2 + 0.5) clamped to [0, 1], as the reference's decode_latents, then to 8 bits (a NaN,
+            // which callers refuse earlier, would become 0 rather than trap).
+            let value = sized[flat: c * plane + i] / 2 + 0.5
+            let unit = value.isNaN ? 0 : min(max(value, 0), 1)
             pixels[i * 3 + c] = UInt8((unit * 255).rounded())
         }
     }

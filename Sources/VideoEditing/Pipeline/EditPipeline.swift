@@ -167,6 +167,7 @@ public final class ClipEdit {
         let store = self.store ?? LatentStore(latentShape: Array(latents.shape.dropFirst()),
                                               invertedTimesteps: pipeline.schedules.sampling.timesteps, settings: settings)
         self.store = store
+        try requireFinite(latents, "in VAE encoding, frame \(store.frameCount)")
         let index = try store.appendFrame()
         try store.write(LatentStore.clean, index..<(index + 1), latents)
     }
@@ -192,6 +193,7 @@ public final class ClipEdit {
                 let eps = noisePrediction(x, timestep: t, context: context, alpha: alphaT)
                 let x0 = linearCombination(x, 1 / alphaPrevious.squareRoot(), eps, -(1 - alphaPrevious).squareRoot() / alphaPrevious.squareRoot())
                 x = linearCombination(x0, alphaT.squareRoot(), eps, (1 - alphaT).squareRoot())
+                try requireFinite(x, "in inversion step \(i + 1)/\(ascending.count) (timestep \(t)), frames \(range.lowerBound)-\(range.upperBound - 1)")
                 if let slot = store.inverted(t) { try store.write(slot, range, x) }
                 try progress.unetCall(.inversion, b * ascending.count + i + 1, of: calls, steps: ascending.count)
             }
@@ -230,6 +232,7 @@ public final class ClipEdit {
         }
         let vae = pipeline.model.vae
         let image = try vae.decode(scaled(try store.read(store.current, index..<(index + 1)), by: 1 / vae.scalingFactor))
+        try requireFinite(image, "in VAE decoding, frame \(index)")
         return frame(from: image, width: inputWidth, height: inputHeight)
     }
 

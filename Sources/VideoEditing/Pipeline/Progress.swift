@@ -1,3 +1,5 @@
+import Tensors
+
 /// What a long-running edit reports, at least once per UNet call and once per frame encoded or decoded.
 public struct EditProgress: Sendable, Equatable {
     public enum Stage: String, Sendable, CaseIterable {
@@ -46,4 +48,10 @@ public struct ProgressReporter {
     private func send(_ progress: EditProgress) throws {
         if let handler, !handler(progress) { throw EditError.cancelled }
     }
+}
+
+/// Throws `EditError.notFinite` naming `place` (stage, step, frames) when `x` holds a NaN or an infinity,
+/// so a broken model ends the edit with a message instead of flowing into frames (or trapping there).
+func requireFinite(_ x: Tensor, _ place: @autoclosure () -> String) throws {
+    if !isFinite(x) { throw EditError.notFinite(place()) }
 }

@@ -77,6 +77,8 @@ public enum EditError: Error, CustomStringConvertible, Equatable {
     case outOfMemory(String)
     /// The temporary latent file could not be created, written or read.
     case storage(String)
+    /// The model produced NaN or infinite values (named: stage, step, frames).
+    case notFinite(String)
 
     public var description: String {
         switch self {
@@ -85,6 +87,8 @@ public enum EditError: Error, CustomStringConvertible, Equatable {
         case .cancelled: return "cancelled"
         case .outOfMemory(let message): return "out of memory: \(message)"
         case .storage(let message): return "storage: \(message)"
+        case .notFinite(let message):
+            return "the model produced NaN or infinite values \(message); its weights may be broken (some Stable Diffusion 1.x checkpoints produce NaN), or a setting such as guidance is too large"
         }
     }
 }
