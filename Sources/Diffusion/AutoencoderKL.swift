@@ -52,10 +52,7 @@ public final class AutoencoderKL: Sendable {
         guard config.downBlockTypes.count == levels, config.upBlockTypes.count == levels else {
             throw ModelError.invalidConfig(file: file, reason: "down_block_types and up_block_types need one entry per block_out_channels entry (\(levels))")
         }
-        let groups = config.normNumGroups
-        guard groups > 0, config.blockOutChannels.allSatisfy({ $0 > 0 && $0 % groups == 0 }) else {
-            throw ModelError.invalidConfig(file: file, reason: "block_out_channels \(config.blockOutChannels) are not all divisible by norm_num_groups \(groups)")
-        }
+        try config.validate(file: file)
     }
 
     /// The mean of the latent distribution, [B, latent, H/8, W/8], for images [B, in, H, W] in [-1, 1].

@@ -20,11 +20,8 @@ public final class CLIPTextModel: Sendable {
             throw ModelError.unsupportedConfig(file: configPath, key: "hidden_act", value: config.hiddenAct,
                                                supported: "gelu, quick_gelu")
         }
-        let (hidden, heads) = (config.hiddenSize, config.numAttentionHeads)
-        guard hidden > 0, heads > 0, hidden % heads == 0 else {
-            throw ModelError.invalidConfig(file: configPath,
-                                           reason: "hidden_size \(hidden) does not split into \(heads) attention heads")
-        }
+        try config.validate(file: configPath)
+        let hidden = config.hiddenSize
         // Older transformers versions saved the position_ids buffer (int64 arange), which the model recomputes.
         let store = try WeightStore(directory: directory, baseName: "model",
                                     ignorable: { $0 == "text_model.embeddings.position_ids" })

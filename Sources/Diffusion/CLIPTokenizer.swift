@@ -21,6 +21,8 @@ public enum CLIPTokenizerError: Error, CustomStringConvertible {
     case badFile(path: String, problem: String)
     /// A special token (`role` is its configuration key, such as "pad_token") has no id.
     case unknownSpecialToken(role: String, token: String)
+    /// In-memory tables that cannot make a tokenizer (an empty token, a length without room for bos and eos).
+    case invalidTable(String)
 
     public var description: String {
         switch self {
@@ -28,6 +30,8 @@ public enum CLIPTokenizerError: Error, CustomStringConvertible {
             return "\(path): \(problem)"
         case .unknownSpecialToken(let role, let token):
             return "\(role) \"\(token)\" is neither in the vocabulary nor an added token"
+        case .invalidTable(let problem):
+            return problem
         }
     }
 }
@@ -35,6 +39,8 @@ public enum CLIPTokenizerError: Error, CustomStringConvertible {
 public struct CLIPTokenizer: Sendable {
     /// Length of every `encode` result: the text encoder's context (77 for Stable Diffusion).
     public let maxLength: Int
+    /// The largest `maxLength` (model_max_length) accepted; far above any CLIP context.
+    public static let maxLengthLimit = 4_096
     public let bosID: Int32
     public let eosID: Int32
     /// SD 2.x pads with "!" (id 0), SD 1.5 with "<|endoftext|>" (id 49407); the folder's files decide.
@@ -62,9 +68,15 @@ public struct CLIPTokenizer: Sendable {
         // special_tokens_map.json; in older folders (as published for SD 1.5 and 2.x) the map's values
         // override the config's.
         let isLegacy = config.addedTokensDecoder == nil
-        func token(_ key: KeyPath<TokenizerConfig, AddedToken?>, default value: String) -> String {
+        // An empty token would match everywhere in the text without consuming it (tokenize would never end).
+        func token(_ key: KeyPath<TokenizerConfig, AddedToken?>, _ name: String, default value: String) throws -> String {
             let fromMap = isLegacy ? specialTokensMap[keyPath: key] : nil
-            return (fromMap ?? config[keyPath: key])?.content ?? value
+            let content = (fromMap ?? config[keyPath: key])?.content ?? value
+            if content.isEmpty {
+                throw CLIPTokenizerError.badFile(path: fromMap != nil ? path("special_tokens_map.json") : configPath,
+                                                 problem: "\(name) is empty")
+            }
+            return content
         }
         var addedTokens: [String: Int32] = [:]
         for (id, added) in config.addedTokensDecoder ?? [:] {
@@ -72,17 +84,22 @@ public struct CLIPTokenizer: Sendable {
                 throw CLIPTokenizerError.badFile(
                     path: configPath, problem: "added_tokens_decoder key \"\(id)\" is not an id")
             }
+            if added.content.isEmpty {
+                throw CLIPTokenizerError.badFile(path: configPath, problem: "added_tokens_decoder \"\(id)\" has empty content")
+            }
             addedTokens[added.content] = id
         }
         let maxLength = config.modelMaxLength ?? 77
-        guard maxLength >= 2 else {
+        guard (2...Self.maxLengthLimit).contains(maxLength) else {
             throw CLIPTokenizerError.badFile(
-                path: configPath, problem: "model_max_length \(maxLength) leaves no room for bos and eos")
+                path: configPath, problem: "model_max_length = \(maxLength) is outside 2...\(Self.maxLengthLimit)")
         }
         try self.init(
             vocabulary: vocabulary, merges: merges,
-            bos: token(\.bosToken, default: "<|startoftext|>"), eos: token(\.eosToken, default: "<|endoftext|>"),
-            pad: token(\.padToken, default: "<|endoftext|>"), unk: token(\.unkToken, default: "<|endoftext|>"),
+            bos: token(\.bosToken, "bos_token", default: "<|startoftext|>"),
+            eos: token(\.eosToken, "eos_token", default: "<|endoftext|>"),
+            pad: token(\.padToken, "pad_token", default: "<|endoftext|>"),
+            unk: token(\.unkToken, "unk_token", default: "<|endoftext|>"),
             addedTokens: addedTokens, maxLength: maxLength)
     }
 
@@ -95,7 +112,15 @@ public struct CLIPTokenizer: Sendable {
         pad: String = "<|endoftext|>", unk: String = "<|endoftext|>",
         addedTokens: [String: Int32] = [:], maxLength: Int = 77
     ) throws {
-        precondition(maxLength >= 2, "maxLength must leave room for bos and eos")
+        guard (2...Self.maxLengthLimit).contains(maxLength) else {
+            throw CLIPTokenizerError.invalidTable("maxLength \(maxLength) is outside 2...\(Self.maxLengthLimit)")
+        }
+        for (role, token) in [("bos_token", bos), ("eos_token", eos), ("pad_token", pad), ("unk_token", unk)] where token.isEmpty {
+            throw CLIPTokenizerError.invalidTable("\(role) is empty")
+        }
+        if let empty = addedTokens.first(where: { $0.key.isEmpty }) {
+            throw CLIPTokenizerError.invalidTable("added token \(empty.value) is empty")
+        }
         func id(_ role: String, _ token: String) throws -> Int32 {
             guard let id = addedTokens[token] ?? vocabulary[token] else {
                 throw CLIPTokenizerError.unknownSpecialToken(role: role, token: token)

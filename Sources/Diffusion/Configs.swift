@@ -67,6 +67,8 @@ public struct UNetConfig: Decodable, Sendable {
     public var downsamplePadding: Int
     public var transformerLayersPerBlock: [Int]
     public var sampleSize: Int
+    /// The key the heads came from (num_attention_heads or attention_head_dim), for messages.
+    var headsKey = "attention_head_dim"
     /// Settings this engine does not implement, with the value found, for a clear refusal.
     var unsupported: [(key: String, value: String, supported: String)] = []
 
@@ -80,7 +82,9 @@ public struct UNetConfig: Decodable, Sendable {
         midBlockType = try c("mid_block_type", "UNetMidBlock2DCrossAttn")
         layersPerBlock = try c("layers_per_block", 2)
         let levels = blockOutChannels.count
-        let heads: IntOrList = try c.optional("num_attention_heads") ?? c("attention_head_dim", IntOrList.one(8))
+        let explicitHeads: IntOrList? = try c.optional("num_attention_heads")
+        if explicitHeads != nil { headsKey = "num_attention_heads" }
+        let heads: IntOrList = try explicitHeads ?? c("attention_head_dim", IntOrList.one(8))
         headsPerLevel = heads.expanded(to: levels)
         crossAttentionDim = try c("cross_attention_dim", 1280)
         normNumGroups = try c("norm_num_groups", 32)

@@ -49,16 +49,12 @@ public struct DDIMScheduler: Sendable {
         // ignoring either would silently change the samples.
         if config.thresholding { throw unsupported("thresholding", "true", "false") }
         if config.rescaleBetasZeroSNR { throw unsupported("rescale_betas_zero_snr", "true", "false") }
+        // Bounds num_train_timesteps (the size of the tables below), betas and steps_offset.
+        try config.validate(file: file)
         let count = config.numTrainTimesteps
-        guard count >= 1 else {
-            throw ModelError.invalidConfig(file: file, reason: "num_train_timesteps must be at least 1, got \(count)")
-        }
 
         let betas: [Float]
         if let trained = config.trainedBetas {
-            guard trained.count == count else {
-                throw ModelError.invalidConfig(file: file, reason: "trained_betas has \(trained.count) entries for \(count) num_train_timesteps")
-            }
             betas = trained
         } else {
             switch config.betaSchedule {

@@ -27,10 +27,25 @@ public final class StableDiffusionModel: @unchecked Sendable {
         textEncoder = try CLIPTextModel(directory: "\(directory)/text_encoder")
         unet = try UNet(directory: "\(directory)/unet")
         vae = try AutoencoderKL(directory: "\(directory)/vae")
+        let schedulerFile = "\(directory)/scheduler/scheduler_config.json"
         schedulerConfig = try loadConfig(SchedulerConfig.self, directory: "\(directory)/scheduler", file: "scheduler_config.json")
+        // Builds the schedule once: every scheduler value is checked now, not at the first edit.
+        _ = try DDIMScheduler(config: schedulerConfig, file: schedulerFile)
+
+        // The parts must fit each other, or the first forward pass would fail on mismatched shapes.
+        let unetFile = "\(directory)/unet/config.json"
         if unet.config.crossAttentionDim != textEncoder.config.hiddenSize {
-            throw ModelError.invalidConfig(file: "\(directory)/unet/config.json",
-                                           reason: "cross_attention_dim \(unet.config.crossAttentionDim) does not match the text encoder's hidden_size \(textEncoder.config.hiddenSize)")
+            throw ModelError.invalidConfig(file: unetFile,
+                                           reason: "cross_attention_dim = \(unet.config.crossAttentionDim) does not match the text encoder's hidden_size = \(textEncoder.config.hiddenSize)")
+        }
+        for (key, value) in [("in_channels", unet.config.inChannels), ("out_channels", unet.config.outChannels)]
+        where value != vae.config.latentChannels {
+            throw ModelError.invalidConfig(file: unetFile,
+                                           reason: "\(key) = \(value) does not match the VAE's latent_channels = \(vae.config.latentChannels)")
+        }
+        if tokenizer.maxLength > textEncoder.config.maxPositionEmbeddings {
+            throw ModelError.invalidConfig(file: "\(directory)/tokenizer/tokenizer_config.json",
+                                           reason: "model_max_length = \(tokenizer.maxLength) exceeds the text encoder's max_position_embeddings = \(textEncoder.config.maxPositionEmbeddings)")
         }
     }
 

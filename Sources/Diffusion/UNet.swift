@@ -127,12 +127,9 @@ public final class UNet: @unchecked Sendable {
         try check(levels >= 1 && config.downBlockTypes.count == levels && config.upBlockTypes.count == levels,
                   "down_block_types/up_block_types", "\(config.downBlockTypes.count)/\(config.upBlockTypes.count) entries",
                   "one per block_out_channels entry (\(levels))")
-        try check(config.headsPerLevel.count == levels, "attention_head_dim", "\(config.headsPerLevel)", "one per level")
         for (level, type) in config.downBlockTypes.enumerated() {
             try check(["CrossAttnDownBlock2D", "DownBlock2D"].contains(type), "down_block_types[\(level)]", type,
                       "CrossAttnDownBlock2D, DownBlock2D")
-            try check(channels[level] % config.headsPerLevel[level] == 0, "attention_head_dim[\(level)]",
-                      "\(config.headsPerLevel[level])", "a divisor of \(channels[level]) channels")
         }
         for (level, type) in config.upBlockTypes.enumerated() {
             try check(["CrossAttnUpBlock2D", "UpBlock2D"].contains(type), "up_block_types[\(level)]", type,
@@ -140,6 +137,8 @@ public final class UNet: @unchecked Sendable {
         }
         try check(config.midBlockType == "UNetMidBlock2DCrossAttn", "mid_block_type", config.midBlockType ?? "null",
                   "UNetMidBlock2DCrossAttn")
+        // Ranges and consistency (heads, groups, depths) before any layer is built.
+        try config.validate(file: configFile)
 
         let timeInput = channels[0], timeDim = channels[0] * 4
         timeLinear1 = try Linear(store, "time_embedding.linear_1", in: timeInput, out: timeDim)
