@@ -208,3 +208,29 @@ final class NonFiniteTests: XCTestCase {
         }
     }
 }
+
+/// An inversion from a file that does not fit the model is refused by name, never run.
+final class InversionCheckTests: XCTestCase {
+    func testMalformedInversionsAreRefused() throws {
+        let pipeline = try EditPipeline(model: tinyModel, settings: quickSettings())
+        let good = try pipeline.invert(patternClip(frames: 2, width: 16, height: 16))
+        func variant(latents: Tensor? = nil, lastTimestep: Int? = nil, width: Int? = nil) -> Inversion {
+            Inversion(latents: latents ?? good.latents, kept: latents == nil ? good.kept : [:], last: latents ?? good.last,
+                             lastTimestep: lastTimestep ?? good.lastTimestep, inputWidth: width ?? good.inputWidth,
+                             inputHeight: good.inputHeight, workingWidth: good.workingWidth, workingHeight: good.workingHeight,
+                             inversionPrompt: good.inversionPrompt, inversionSteps: good.inversionSteps)
+        }
+        let cases: [(Inversion, String)] = [
+            (variant(latents: Tensor(zeros: [2, 8, 2, 2])), "latents of shape [2, 8, 2, 2], expected [frames >= 1, 4,"),
+            (variant(latents: Tensor(zeros: [2, 4, 0, 0])), "latents of shape [2, 4, 0, 0]"),
+            (variant(latents: Tensor(zeros: [0, 4, 2, 2])), "latents of shape [0, 4, 2, 2]"),
+            (variant(lastTimestep: 5000), "last timestep 5000 is outside the model's 0..<1000"),
+            (variant(lastTimestep: -1), "last timestep -1"),
+            (variant(width: 0), "input size 0x16 is not a frame size"),
+        ]
+        for (inversion, message) in cases {
+            XCTAssertThrowsError(try pipeline.edit(inversion)) { XCTAssertTrue("\($0)".contains(message), "\($0)") }
+        }
+        XCTAssertEqual(try pipeline.edit(good).frames.count, 2)
+    }
+}

@@ -91,8 +91,30 @@ public final class EditPipeline {
         if inversion.inversionSteps != settings.inversionSteps {
             throw EditError.invalidSettings("the inversion was made with \(inversion.inversionSteps) inversion steps, the settings ask for \(settings.inversionSteps)")
         }
+        try check(inversion)
         try method.checkClip(frameCount: inversion.latents.shape[0], keyframes: keyframes)
         return try finish(try ClipEdit(self, inversion: inversion), keyframes: keyframes, progress: progress)
+    }
+
+    /// An inversion from a file (or a caller) fits this model and these settings: latents [N >= 1, the VAE's
+    /// latent channels, h >= 1, w >= 1] everywhere, a last timestep inside the training schedule, sizes that
+    /// are real frame sizes.
+    private func check(_ inversion: Inversion) throws {
+        func refuse(_ problem: String) -> EditError { .invalidSettings("the inversion does not fit this model: \(problem)") }
+        let shape = inversion.latents.shape, channels = model.vae.config.latentChannels
+        guard shape.count == 4, shape[0] >= 1, shape[1] == channels, shape[2] >= 1, shape[3] >= 1 else {
+            throw refuse("latents of shape \(shape), expected [frames >= 1, \(channels), height >= 1, width >= 1]")
+        }
+        if let other = ([inversion.last] + Array(inversion.kept.values)).first(where: { $0.shape != shape }) {
+            throw refuse("latents of shapes \(shape) and \(other.shape)")
+        }
+        guard schedules.sampling.alphasCumprod.indices.contains(inversion.lastTimestep) else {
+            throw refuse("last timestep \(inversion.lastTimestep) is outside the model's 0..<\(schedules.sampling.alphasCumprod.count)")
+        }
+        let sides = 1...WorkingSize.maxSide * 2
+        guard sides.contains(inversion.inputWidth), sides.contains(inversion.inputHeight) else {
+            throw refuse("input size \(inversion.inputWidth)x\(inversion.inputHeight) is not a frame size (1 to \(sides.upperBound) per side)")
+        }
     }
 
     private func encode(_ frames: [Frame], progress: ProgressHandler?) throws -> ClipEdit {
