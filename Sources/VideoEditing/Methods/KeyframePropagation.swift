@@ -154,19 +154,26 @@ public struct KeyframePropagation {
     struct Plan {
         let keyframes: [[Int]]
         let batches: [Range<Int>]
-        /// Text embeddings [1, 77, D] per branch.
-        let embeddings: [Branch: Tensor]
+        /// Text embeddings [1, 77, D] of the branches: the inversion prompt, the negative prompt, the prompt.
+        let source: Tensor, uncond: Tensor, cond: Tensor
 
         init(_ sampler: KeyframePropagation, frameCount: Int, inversionPrompt: String, keyframes explicit: [[Int]]?) throws {
             let model = sampler.context.model, settings = sampler.context.settings
             batches = batchRanges(count: frameCount, size: sampler.batchSize)
             keyframes = try sampler.keyframeSchedule(frameCount: frameCount, explicit: explicit)
-            embeddings = [.source: try model.embed(inversionPrompt), .uncond: try model.embed(settings.negativePrompt),
-                          .cond: try model.embed(settings.prompt)]
+            source = try model.embed(inversionPrompt)
+            uncond = try model.embed(settings.negativePrompt)
+            cond = try model.embed(settings.prompt)
         }
 
         func context(_ branches: BranchStack) -> Tensor {
-            branches.stack { repeated(embeddings[$0]!, branches.framesPerBranch) }
+            branches.stack { branch in
+                switch branch {
+                case .source: return repeated(source, branches.framesPerBranch)
+                case .uncond: return repeated(uncond, branches.framesPerBranch)
+                case .cond: return repeated(cond, branches.framesPerBranch)
+                }
+            }
         }
     }
 

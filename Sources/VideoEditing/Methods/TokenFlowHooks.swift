@@ -94,6 +94,8 @@ final class TokenFlowHooks: UNetHooks {
     }
 
     private func propagatedAttention(block: String, normed: Tensor, batch: Int, frames: Range<Int>, batchSize: Int) -> Tensor {
+        // Not reachable from input: KeyframePropagation runs batch b only after the passes that record
+        // keyframes b and b-1, and drops a record only when no later batch needs it.
         guard let record = records[batch]?[block], let previousRecord = batch > 0 ? records[batch - 1]?[block] : record else {
             preconditionFailure("no keyframe record for \(block) of batch \(batch) or \(batch - 1)")
         }
