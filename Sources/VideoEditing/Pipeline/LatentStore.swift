@@ -97,7 +97,9 @@ public final class LatentStore {
 
     /// Stores `latents` [frames.count, C, H/8, W/8] as `frames`' latents in `slot`.
     func write(_ slot: Int, _ frames: Range<Int>, _ latents: Tensor) throws {
-        precondition(latents.count == frames.count * latentCount, "latents \(latents.shape) for \(frames.count) frames")
+        guard latents.count == frames.count * latentCount else {
+            throw EditError.invalidClip("latents of shape \(latents.shape) for \(frames.count) frames of \(latentShape)")
+        }
         for (row, frame) in frames.enumerated() {
             try transfer(slot, frame, latents.pointer + row * latentCount, writing: true)
         }
@@ -107,7 +109,9 @@ public final class LatentStore {
     func finishStep() { swap(&current, &next) }
 
     private func transfer(_ slot: Int, _ frame: Int, _ buffer: UnsafeMutablePointer<Float>, writing: Bool) throws {
-        precondition(frame >= 0 && frame < frameCount && slot >= 0 && slot < slotCount, "frame \(frame) slot \(slot)")
+        guard frame >= 0 && frame < frameCount && slot >= 0 && slot < slotCount else {
+            throw EditError.invalidClip("latents of frame \(frame), slot \(slot): the clip has \(frameCount) frames and \(slotCount) slots")
+        }
         if frame < memoryRecords.count {
             let stored = memoryRecords[frame] + slot * latentCount
             if writing { stored.update(from: buffer, count: latentCount) } else { buffer.update(from: stored, count: latentCount) }
