@@ -33,6 +33,8 @@ struct CError: Error {
             case .storage: return TF_EIO
             case .notFinite: return TF_ERANGE
             }
+        case is TensorAllocationError:
+            return TF_ENOMEM
         case is ModelLocation.MissingModel:
             return TF_ENOENT
         case let error as ModelError:

@@ -69,8 +69,8 @@ public final class AutoencoderKL: Sendable {
     /// own, so the sample is reproducible here but is not the one PyTorch draws for the same seed.
     public func encodeSample(_ images: Tensor, seed: UInt64) throws -> Tensor {
         let (mean, logvar) = try encodeMoments(images)
-        let noise = gaussianNoise(shape: mean.shape, seed: seed)
-        let out = Tensor(uninitializedShape: mean.shape)
+        let noise = try gaussianNoise(shape: mean.shape, seed: seed)
+        let out = try Tensor(uninitializedShape: mean.shape)
         for i in 0..<out.count {
             let std = expf(0.5 * min(max(logvar[flat: i], -30), 20))
             out[flat: i] = mean[flat: i] + std * noise[flat: i]
@@ -85,8 +85,8 @@ public final class AutoencoderKL: Sendable {
               latents.shape[2] > 0, latents.shape[3] > 0 else {
             throw ModelError.invalidInput("VAE decode expects latents [B, \(config.latentChannels), h, w], got \(latents.shape)")
         }
-        return eachImage(latents) { latent in
-            decoder(postQuantConv.map { $0(latent) } ?? latent)
+        return try eachImage(latents) { latent in
+            try decoder(try postQuantConv.map { try $0(latent) } ?? latent)
         }
     }
 
@@ -97,21 +97,21 @@ public final class AutoencoderKL: Sendable {
               images.shape[2] >= minimum, images.shape[3] >= minimum else {
             throw ModelError.invalidInput("VAE encode expects images [B, \(config.inChannels), H, W] with H, W >= \(minimum), got \(images.shape)")
         }
-        let moments = eachImage(images) { image in
-            let h = encoder(image)
-            return quantConv.map { $0(h) } ?? h
+        let moments = try eachImage(images) { image in
+            let h = try encoder(image)
+            return try quantConv.map { try $0(h) } ?? h
         }
         let (batch, height, width) = (moments.shape[0], moments.shape[2], moments.shape[3])
         let latent = config.latentChannels
         // [B, 2, latent*h*w] -> [2, B, latent*h*w]: row 0 holds the means, row 1 the log-variances.
-        let halves = permute(moments.reshaped([batch, 2, latent * height * width]), [1, 0, 2])
+        let halves = try permute(moments.reshaped([batch, 2, latent * height * width]), [1, 0, 2])
         return (halves.row(0).reshaped([batch, latent, height, width]),
                 halves.row(1).reshaped([batch, latent, height, width]))
     }
 
     /// `body` applied to each [1, ...] slice of `x`, results concatenated along the batch.
-    private func eachImage(_ x: Tensor, _ body: (Tensor) -> Tensor) -> Tensor {
-        concat((0..<x.shape[0]).map { body(x.slice($0..<($0 + 1))) }, axis: 0)
+    private func eachImage(_ x: Tensor, _ body: (Tensor) throws -> Tensor) throws -> Tensor {
+        try concat((0..<x.shape[0]).map { try body(x.slice($0..<($0 + 1))) }, axis: 0)
     }
 }
 
@@ -135,11 +135,11 @@ struct VAEAttention: Sendable {
         toOut = try Linear(store, "\(path).\(names[3])", in: channels, out: channels)
     }
 
-    func callAsFunction(_ x: Tensor) -> Tensor {
+    func callAsFunction(_ x: Tensor) throws -> Tensor {
         let (batch, channels, height, width) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-        let tokens = permute(norm(x).reshaped([batch, channels, height * width]), [0, 2, 1])
-        let attended = toOut(attention(query: toQ(tokens), key: toK(tokens), value: toV(tokens), heads: 1))
-        let out = permute(attended, [0, 2, 1]).reshaped(x.shape)
+        let tokens = try permute(norm(x).reshaped([batch, channels, height * width]), [0, 2, 1])
+        let attended = try toOut(try attention(query: toQ(tokens), key: toK(tokens), value: toV(tokens), heads: 1))
+        let out = try permute(attended, [0, 2, 1]).reshaped(x.shape)
         addInPlace(out, x)
         return out
     }
@@ -159,9 +159,9 @@ struct VAEMidBlock: Sendable {
                                  timeEmbeddingDim: nil)
     }
 
-    func callAsFunction(_ x: Tensor) -> Tensor {
-        let h = first(x)
-        return second(attention.map { $0(h) } ?? h)
+    func callAsFunction(_ x: Tensor) throws -> Tensor {
+        let h = try first(x)
+        return try second(try attention.map { try $0(h) } ?? h)
     }
 }
 
@@ -197,13 +197,13 @@ struct VAEEncoder: Sendable {
         convOut = try Conv2d(store, "encoder.conv_out", in: previous, out: 2 * config.latentChannels, kernel: 3)
     }
 
-    func callAsFunction(_ x: Tensor) -> Tensor {
-        var h = convIn(x)
+    func callAsFunction(_ x: Tensor) throws -> Tensor {
+        var h = try convIn(x)
         for level in levels {
-            for resnet in level.resnets { h = resnet(h) }
-            if let downsample = level.downsample { h = downsample(h) }
+            for resnet in level.resnets { h = try resnet(h) }
+            if let downsample = level.downsample { h = try downsample(h) }
         }
-        return convOut(normOut(mid(h), silu: true))
+        return try convOut(try normOut(mid(h), silu: true))
     }
 }
 
@@ -238,12 +238,12 @@ struct VAEDecoder: Sendable {
         convOut = try Conv2d(store, "decoder.conv_out", in: previous, out: config.outChannels, kernel: 3)
     }
 
-    func callAsFunction(_ z: Tensor) -> Tensor {
-        var h = mid(convIn(z))
+    func callAsFunction(_ z: Tensor) throws -> Tensor {
+        var h = try mid(try convIn(z))
         for level in levels {
-            for resnet in level.resnets { h = resnet(h) }
-            if let upsample = level.upsample { h = upsample(h) }
+            for resnet in level.resnets { h = try resnet(h) }
+            if let upsample = level.upsample { h = try upsample(h) }
         }
-        return convOut(normOut(h, silu: true))
+        return try convOut(try normOut(h, silu: true))
     }
 }

@@ -18,14 +18,14 @@ public struct AttentionLayer: Sendable {
     }
 
     /// Attention of `x` [B, N, C] over `context` [B, M, Cc] (itself when nil).
-    public func callAsFunction(_ x: Tensor, context: Tensor? = nil) -> Tensor {
+    public func callAsFunction(_ x: Tensor, context: Tensor? = nil) throws -> Tensor {
         let source = context ?? x
-        return toOut(attend(query: toQ(x), key: toK(source), value: toV(source)))
+        return try toOut(try attend(query: try toQ(x), key: try toK(source), value: try toV(source)))
     }
 
     /// Multi-head attention on already projected [B, N, C] tensors (before to_out).
-    public func attend(query: Tensor, key: Tensor, value: Tensor) -> Tensor {
-        attention(query: query, key: key, value: value, heads: heads)
+    public func attend(query: Tensor, key: Tensor, value: Tensor) throws -> Tensor {
+        try attention(query: query, key: key, value: value, heads: heads)
     }
 }
 
@@ -50,14 +50,14 @@ public struct ResnetBlock: Sendable {
     /// `activatedTimeEmbedding` is silu(temb) [B, T], computed once per UNet call.
     /// `afterConv2` may replace the residual branch before it is added (PnP feature injection).
     public func callAsFunction(_ x: Tensor, activatedTimeEmbedding: Tensor? = nil,
-                               afterConv2: ((String, Tensor) -> Tensor)? = nil) -> Tensor {
-        var h = conv1(norm1(x, silu: true))
+                               afterConv2: ((String, Tensor) throws -> Tensor)? = nil) throws -> Tensor {
+        var h = try conv1(try norm1(x, silu: true))
         if let timeProjection, let activatedTimeEmbedding {
-            h = addPerChannel(h, timeProjection(activatedTimeEmbedding))
+            h = try addPerChannel(h, timeProjection(activatedTimeEmbedding))
         }
-        h = conv2(norm2(h, silu: true))
-        if let afterConv2 { h = afterConv2(path, h) }
-        let residual = shortcut.map { $0(x) } ?? x
+        h = try conv2(try norm2(h, silu: true))
+        if let afterConv2 { h = try afterConv2(path, h) }
+        let residual = try shortcut.map { try $0(x) } ?? x
         addInPlace(h, residual)
         return h
     }
@@ -73,7 +73,7 @@ struct Downsample: Sendable {
         conv = try Conv2d(store, "\(prefix).conv", in: channels, out: channels, kernel: 3, stride: 2, padding: pad)
     }
 
-    func callAsFunction(_ x: Tensor) -> Tensor { conv(x) }
+    func callAsFunction(_ x: Tensor) throws -> Tensor { try conv(x) }
 }
 
 /// Nearest-neighbour upsampling to `size` (2x unless the encoder side had odd sizes), then 3x3 conv.
@@ -84,8 +84,8 @@ struct Upsample: Sendable {
         conv = try Conv2d(store, "\(prefix).conv", in: channels, out: channels, kernel: 3)
     }
 
-    func callAsFunction(_ x: Tensor, size: (height: Int, width: Int)? = nil) -> Tensor {
+    func callAsFunction(_ x: Tensor, size: (height: Int, width: Int)? = nil) throws -> Tensor {
         let target = size ?? (x.shape[2] * 2, x.shape[3] * 2)
-        return conv(resizeNearest(x, height: target.height, width: target.width))
+        return try conv(try resizeNearest(x, height: target.height, width: target.width))
     }
 }

@@ -48,15 +48,15 @@ public final class CLIPTextModel: Sendable {
         if let bad = ids.joined().first(where: { $0 < 0 || Int($0) >= config.vocabSize }) {
             throw ModelError.invalidInput("token id \(bad) is outside the vocabulary (0..<\(config.vocabSize))")
         }
-        var h = embed(ids)
-        for layer in layers { h = layer(h) }
-        return finalLayerNorm(h)
+        var h = try embed(ids)
+        for layer in layers { h = try layer(h) }
+        return try finalLayerNorm(h)
     }
 
     /// token_embedding[id] + position_embedding[position], [B, L, hidden].
-    private func embed(_ ids: [[Int32]]) -> Tensor {
+    private func embed(_ ids: [[Int32]]) throws -> Tensor {
         let hidden = config.hiddenSize, length = ids[0].count
-        let out = Tensor(uninitializedShape: [ids.count, length, hidden])
+        let out = try Tensor(uninitializedShape: [ids.count, length, hidden])
         for (b, sequence) in ids.enumerated() {
             for (position, id) in sequence.enumerated() {
                 let token = tokenEmbedding.pointer + Int(id) * hidden
@@ -74,10 +74,10 @@ enum CLIPActivation: String, Sendable {
     case gelu // SD 2.x (OpenCLIP ViT-H): exact erf GELU
     case quickGelu = "quick_gelu" // SD 1.x (OpenAI CLIP ViT-L): x * sigmoid(1.702 x)
 
-    func callAsFunction(_ x: Tensor) -> Tensor {
+    func callAsFunction(_ x: Tensor) throws -> Tensor {
         switch self {
-        case .gelu: Tensors.gelu(x)
-        case .quickGelu: Tensors.quickGelu(x)
+        case .gelu: try Tensors.gelu(x)
+        case .quickGelu: try Tensors.quickGelu(x)
         }
     }
 }
@@ -103,13 +103,13 @@ struct CLIPEncoderLayer: Sendable {
         self.activation = activation
     }
 
-    func callAsFunction(_ x: Tensor) -> Tensor {
-        let normed = layerNorm1(x)
+    func callAsFunction(_ x: Tensor) throws -> Tensor {
+        let normed = try layerNorm1(x)
         // SD feeds no attention mask: padding tokens are attended to, under the causal mask only.
         // The kernel's default scale is head_dim^-0.5, as CLIP's.
-        let attended = attention(query: query(normed), key: key(normed), value: value(normed), heads: heads, causal: true)
-        let h = add(x, output(attended))
-        addInPlace(h, fc2(activation(fc1(layerNorm2(h)))))
+        let attended = try attention(query: query(normed), key: key(normed), value: value(normed), heads: heads, causal: true)
+        let h = try add(x, output(attended))
+        addInPlace(h, try fc2(try activation(try fc1(try layerNorm2(h)))))
         return h
     }
 }

@@ -124,7 +124,7 @@ public struct DDIMScheduler: Sendable {
 
     /// One deterministic DDIM step (eta = 0) from `sample` at `timestep` given the model's output:
     /// the sample at the previous timestep and the predicted clean sample x0.
-    public func step(modelOutput: Tensor, timestep: Int, sample: Tensor) -> (prevSample: Tensor, predOriginal: Tensor) {
+    public func step(modelOutput: Tensor, timestep: Int, sample: Tensor) throws -> (prevSample: Tensor, predOriginal: Tensor) {
         precondition(modelOutput.shape == sample.shape, "DDIM step: model output \(modelOutput.shape) vs sample \(sample.shape)")
         precondition(timestep >= 0, "DDIM step: negative timestep \(timestep)")
         let alpha = alphaCumprod(at: timestep), alphaPrevious = alphaCumprod(at: previousTimestep(timestep))
@@ -132,29 +132,29 @@ public struct DDIMScheduler: Sendable {
         var predOriginal: Tensor, predEpsilon: Tensor
         switch prediction {
         case .epsilon:
-            predOriginal = linearCombination(sample, 1 / sqrtAlpha, modelOutput, -sqrtBeta / sqrtAlpha)
+            predOriginal = try linearCombination(sample, 1 / sqrtAlpha, modelOutput, -sqrtBeta / sqrtAlpha)
             predEpsilon = modelOutput
         case .vPrediction:
-            predOriginal = linearCombination(sample, sqrtAlpha, modelOutput, -sqrtBeta)
-            predEpsilon = linearCombination(modelOutput, sqrtAlpha, sample, sqrtBeta)
+            predOriginal = try linearCombination(sample, sqrtAlpha, modelOutput, -sqrtBeta)
+            predEpsilon = try linearCombination(modelOutput, sqrtAlpha, sample, sqrtBeta)
         case .sample:
             predOriginal = modelOutput
-            predEpsilon = linearCombination(sample, 1 / sqrtBeta, modelOutput, -sqrtAlpha / sqrtBeta)
+            predEpsilon = try linearCombination(sample, 1 / sqrtBeta, modelOutput, -sqrtAlpha / sqrtBeta)
         }
         if config.clipSample {
-            predOriginal = clamped(predOriginal, -config.clipSampleRange, config.clipSampleRange)
+            predOriginal = try clamped(predOriginal, -config.clipSampleRange, config.clipSampleRange)
         }
         // With eta = 0 the variance term vanishes: x_prev = sqrt(a_prev) x0 + sqrt(1 - a_prev) eps.
-        let prevSample = linearCombination(predOriginal, alphaPrevious.squareRoot(), predEpsilon, (1 - alphaPrevious).squareRoot())
+        let prevSample = try linearCombination(predOriginal, alphaPrevious.squareRoot(), predEpsilon, (1 - alphaPrevious).squareRoot())
         return (prevSample, predOriginal)
     }
 
     /// sqrt(a_t) original + sqrt(1 - a_t) noise: the forward process at `timestep`.
-    public func addNoise(original: Tensor, noise: Tensor, timestep: Int) -> Tensor {
+    public func addNoise(original: Tensor, noise: Tensor, timestep: Int) throws -> Tensor {
         precondition(original.shape == noise.shape, "addNoise: original \(original.shape) vs noise \(noise.shape)")
         precondition(timestep >= 0 && timestep < alphasCumprod.count, "addNoise: timestep \(timestep) is outside the training schedule")
         let alpha = alphasCumprod[timestep]
-        return linearCombination(original, alpha.squareRoot(), noise, (1 - alpha).squareRoot())
+        return try linearCombination(original, alpha.squareRoot(), noise, (1 - alpha).squareRoot())
     }
 }
 

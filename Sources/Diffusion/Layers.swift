@@ -12,7 +12,7 @@ public struct Linear: Sendable {
         bias = hasBias ? try store.take("\(prefix).bias", shape: [outFeatures]) : nil
     }
 
-    public func callAsFunction(_ x: Tensor) -> Tensor { linear(x, weight: weight, bias: bias) }
+    public func callAsFunction(_ x: Tensor) throws -> Tensor { try linear(x, weight: weight, bias: bias) }
 }
 
 public struct Conv2d: Sendable {
@@ -29,8 +29,8 @@ public struct Conv2d: Sendable {
         self.padding = padding ?? .uniform(kernel / 2)
     }
 
-    public func callAsFunction(_ x: Tensor) -> Tensor {
-        conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding)
+    public func callAsFunction(_ x: Tensor) throws -> Tensor {
+        try conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding)
     }
 }
 
@@ -47,8 +47,8 @@ public struct GroupNorm: Sendable {
         self.eps = eps
     }
 
-    public func callAsFunction(_ x: Tensor, silu: Bool = false) -> Tensor {
-        groupNorm(x, groups: groups, weight: weight, bias: bias, eps: eps, fusedSiLU: silu)
+    public func callAsFunction(_ x: Tensor, silu: Bool = false) throws -> Tensor {
+        try groupNorm(x, groups: groups, weight: weight, bias: bias, eps: eps, fusedSiLU: silu)
     }
 }
 
@@ -63,5 +63,5 @@ public struct LayerNorm: Sendable {
         self.eps = eps
     }
 
-    public func callAsFunction(_ x: Tensor) -> Tensor { layerNorm(x, weight: weight, bias: bias, eps: eps) }
+    public func callAsFunction(_ x: Tensor) throws -> Tensor { try layerNorm(x, weight: weight, bias: bias, eps: eps) }
 }

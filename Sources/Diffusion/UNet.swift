@@ -10,9 +10,9 @@ public protocol UNetHooks: AnyObject {
     /// Replaces a transformer block's self-attention (attn1). `normed` is the block's norm1 output
     /// [B, N, C]; return the attention output [B, N, C] (before the residual add), or nil to run
     /// the layer as usual.
-    func selfAttention(block: String, normed: Tensor, attention: AttentionLayer) -> Tensor?
+    func selfAttention(block: String, normed: Tensor, attention: AttentionLayer) throws -> Tensor?
     /// Sees (and may replace) a resnet's residual branch right after conv2, before the skip add.
-    func resnetAfterConv2(resnet: String, hidden: Tensor) -> Tensor
+    func resnetAfterConv2(resnet: String, hidden: Tensor) throws -> Tensor
 }
 
 extension UNetHooks {
@@ -39,12 +39,12 @@ public struct TransformerBlock: Sendable {
         feedForwardOut = try Linear(store, "\(path).ff.net.2", in: dim * 4, out: dim)
     }
 
-    func callAsFunction(_ x: Tensor, context: Tensor, hooks: UNetHooks?) -> Tensor {
-        let normed = norm1(x)
-        let selfAttention = hooks?.selfAttention(block: path, normed: normed, attention: attn1) ?? attn1(normed)
-        let h = add(selfAttention, x)
-        addInPlace(h, attn2(norm2(h), context: context))
-        addInPlace(h, feedForwardOut(geglu(feedForwardIn(norm3(h)))))
+    func callAsFunction(_ x: Tensor, context: Tensor, hooks: UNetHooks?) throws -> Tensor {
+        let normed = try norm1(x)
+        let selfAttention = try hooks?.selfAttention(block: path, normed: normed, attention: attn1) ?? attn1(normed)
+        let h = try add(selfAttention, x)
+        addInPlace(h, try attn2(try norm2(h), context: context))
+        addInPlace(h, try feedForwardOut(try geglu(feedForwardIn(norm3(h)))))
         return h
     }
 }
@@ -76,16 +76,16 @@ struct SpatialTransformer: Sendable {
         }
     }
 
-    func callAsFunction(_ x: Tensor, context: Tensor, hooks: UNetHooks?) -> Tensor {
+    func callAsFunction(_ x: Tensor, context: Tensor, hooks: UNetHooks?) throws -> Tensor {
         let (batch, channels, height, width) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-        var h = norm(x)
-        if let projInConv { h = projInConv(h) }
-        h = permute(h.reshaped([batch, channels, height * width]), [0, 2, 1])
-        if let projInLinear { h = projInLinear(h) }
-        for block in blocks { h = block(h, context: context, hooks: hooks) }
-        if let projOutLinear { h = projOutLinear(h) }
-        h = permute(h, [0, 2, 1]).reshaped([batch, channels, height, width])
-        if let projOutConv { h = projOutConv(h) }
+        var h = try norm(x)
+        if let projInConv { h = try projInConv(h) }
+        h = try permute(h.reshaped([batch, channels, height * width]), [0, 2, 1])
+        if let projInLinear { h = try projInLinear(h) }
+        for block in blocks { h = try block(h, context: context, hooks: hooks) }
+        if let projOutLinear { h = try projOutLinear(h) }
+        h = try permute(h, [0, 2, 1]).reshaped([batch, channels, height, width])
+        if let projOutConv { h = try projOutConv(h) }
         addInPlace(h, x)
         return h
     }
@@ -206,9 +206,9 @@ public final class UNet: @unchecked Sendable {
     }
 
     /// Sinusoidal timestep embedding as diffusers' get_timestep_embedding (max period 10000).
-    func timestepFeatures(_ timesteps: [Float]) -> Tensor {
+    func timestepFeatures(_ timesteps: [Float]) throws -> Tensor {
         let dim = config.blockOutChannels[0], half = dim / 2
-        let out = Tensor(uninitializedShape: [timesteps.count, dim])
+        let out = try Tensor(uninitializedShape: [timesteps.count, dim])
         for (row, t) in timesteps.enumerated() {
             for i in 0..<half {
                 // float32 like torch: frequency, then t * frequency, rounded to float before sin/cos.
@@ -225,45 +225,45 @@ public final class UNet: @unchecked Sendable {
 
     /// Noise prediction for `sample` [B, C, H, W] at `timesteps` (one per batch item, or one for all)
     /// with text embeddings `context` [B, 77, D].
-    public func callAsFunction(_ sample: Tensor, timesteps: [Float], context: Tensor, hooks: UNetHooks? = nil) -> Tensor {
+    public func callAsFunction(_ sample: Tensor, timesteps: [Float], context: Tensor, hooks: UNetHooks? = nil) throws -> Tensor {
         let batch = sample.shape[0]
         precondition(timesteps.count == 1 || timesteps.count == batch, "UNet: \(timesteps.count) timesteps for batch \(batch)")
         precondition(context.shape[0] == batch, "UNet: context batch \(context.shape[0]) != sample batch \(batch)")
         let perSample = timesteps.count == 1 ? Array(repeating: timesteps[0], count: batch) : timesteps
-        let embedding = timeLinear2(silu(timeLinear1(timestepFeatures(perSample))))
-        let activatedEmbedding = silu(embedding)
-        let afterConv2: ((String, Tensor) -> Tensor)? = hooks.map { hooks in { hooks.resnetAfterConv2(resnet: $0, hidden: $1) } }
+        let embedding = try timeLinear2(try silu(timeLinear1(timestepFeatures(perSample))))
+        let activatedEmbedding = try silu(embedding)
+        let afterConv2: ((String, Tensor) throws -> Tensor)? = hooks.map { hooks in { try hooks.resnetAfterConv2(resnet: $0, hidden: $1) } }
 
-        func resnet(_ block: ResnetBlock, _ x: Tensor) -> Tensor {
-            block(x, activatedTimeEmbedding: activatedEmbedding, afterConv2: afterConv2)
+        func resnet(_ block: ResnetBlock, _ x: Tensor) throws -> Tensor {
+            try block(x, activatedTimeEmbedding: activatedEmbedding, afterConv2: afterConv2)
         }
 
-        var h = convIn(sample)
+        var h = try convIn(sample)
         var skips = [h]
         for level in down {
             for (index, block) in level.resnets.enumerated() {
-                h = resnet(block, h)
-                if index < level.transformers.count { h = level.transformers[index](h, context: context, hooks: hooks) }
+                h = try resnet(block, h)
+                if index < level.transformers.count { h = try level.transformers[index](h, context: context, hooks: hooks) }
                 skips.append(h)
             }
             if let downsample = level.downsample {
-                h = downsample(h)
+                h = try downsample(h)
                 skips.append(h)
             }
         }
-        h = resnet(mid.resnets[0], h)
-        h = mid.transformers[0](h, context: context, hooks: hooks)
-        h = resnet(mid.resnets[1], h)
+        h = try resnet(mid.resnets[0], h)
+        h = try mid.transformers[0](h, context: context, hooks: hooks)
+        h = try resnet(mid.resnets[1], h)
         for level in up {
             for (index, block) in level.resnets.enumerated() {
-                h = resnet(block, concat([h, skips.removeLast()], axis: 1))
-                if index < level.transformers.count { h = level.transformers[index](h, context: context, hooks: hooks) }
+                h = try resnet(block, try concat([h, skips.removeLast()], axis: 1))
+                if index < level.transformers.count { h = try level.transformers[index](h, context: context, hooks: hooks) }
             }
             if let upsample = level.upsample, let next = skips.last {
                 // Upsample to the matching encoder size: differs from 2x when a level had an odd size.
-                h = upsample(h, size: (next.shape[2], next.shape[3]))
+                h = try upsample(h, size: (next.shape[2], next.shape[3]))
             }
         }
-        return convOut(normOut(h, silu: true))
+        return try convOut(try normOut(h, silu: true))
     }
 }

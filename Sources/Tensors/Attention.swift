@@ -6,7 +6,7 @@
 /// Heads are addressed by column offset, so no head-split copies are made. `causal` masks key j > i
 /// (CLIP's text encoder).
 public func attention(query: Tensor, key: Tensor, value: Tensor, heads: Int, scale: Float? = nil,
-                      causal: Bool = false) -> Tensor {
+                      causal: Bool = false) throws -> Tensor {
     precondition(query.rank == 3 && key.rank == 3 && value.rank == 3, "attention expects [B, N, C] tensors")
     let (batch, queries, qWidth) = (query.shape[0], query.shape[1], query.shape[2])
     let (keys, kWidth, vWidth) = (key.shape[1], key.shape[2], value.shape[2])
@@ -16,19 +16,18 @@ public func attention(query: Tensor, key: Tensor, value: Tensor, heads: Int, sca
                  "attention: widths \(qWidth)/\(kWidth)/\(vWidth) do not split into \(heads) heads")
     let headDim = qWidth / heads, valueDim = vWidth / heads
     let scale = scale ?? 1 / Float(headDim).squareRoot()
-    let out = Tensor(uninitializedShape: [batch, queries, vWidth])
+    let out = try Tensor(uninitializedShape: [batch, queries, vWidth])
 
     let queryTile = 128, keyTile = 1024
     let queryTiles = (queries + queryTile - 1) / queryTile
     let q = UncheckedBox(query.pointer), k = UncheckedBox(key.pointer), v = UncheckedBox(value.pointer)
     let o = UncheckedBox(out.mutablePointer)
     let workItems = batch * heads * queryTiles
-    Threading.parallelRanges(workItems) { items in
-        let scores = UnsafeMutablePointer<Float>.allocate(capacity: queryTile * keyTile)
-        let accumulator = UnsafeMutablePointer<Float>.allocate(capacity: queryTile * valueDim)
-        let rowMax = UnsafeMutablePointer<Float>.allocate(capacity: queryTile)
-        let rowSum = UnsafeMutablePointer<Float>.allocate(capacity: queryTile)
-        defer { scores.deallocate(); accumulator.deallocate(); rowMax.deallocate(); rowSum.deallocate() }
+    // Per worker: a score block, the output accumulator, and the running max and sum of each query row.
+    let scratchFloats = queryTile * keyTile + queryTile * valueDim + 2 * queryTile
+    try Threading.parallelRanges(workItems, scratchFloats: scratchFloats) { items, scratch in
+        let scores = scratch, accumulator = scores + queryTile * keyTile
+        let rowMax = accumulator + queryTile * valueDim, rowSum = rowMax + queryTile
         for item in items {
             let tile = item % queryTiles, head = (item / queryTiles) % heads, b = item / (queryTiles * heads)
             let firstQuery = tile * queryTile

@@ -12,13 +12,13 @@ public struct Padding2D: Sendable, Equatable {
 /// 1x1 stride-1 convolutions are one GEMM on the input as stored. Other kernels unfold the input
 /// (im2col) one band of output rows at a time, so the unfold buffer stays at about 16 MB whatever
 /// the image size (a whole-image unfold at 512x512 with 128 channels would be 1.2 GB).
-public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0) -> Tensor {
-    conv2d(x, weight: weight, bias: bias, stride: stride, padding: .uniform(padding))
+public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0) throws -> Tensor {
+    try conv2d(x, weight: weight, bias: bias, stride: stride, padding: .uniform(padding))
 }
 
 /// `unfoldBudget` bounds the im2col band in elements (tests lower it to exercise several bands).
 public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padding: Padding2D,
-                   unfoldBudget: Int = 4 << 20) -> Tensor {
+                   unfoldBudget: Int = 4 << 20) throws -> Tensor {
     precondition(x.rank == 4 && weight.rank == 4, "conv2d: input \(x.shape) and weight \(weight.shape) must be 4-D")
     let (batch, inChannels, height, width) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     let (outChannels, kernelH, kernelW) = (weight.shape[0], weight.shape[2], weight.shape[3])
@@ -27,7 +27,7 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
     let outH = (height + padding.top + padding.bottom - kernelH) / stride + 1
     let outW = (width + padding.left + padding.right - kernelW) / stride + 1
     precondition(outH > 0 && outW > 0, "conv2d: input \(x.shape) too small for kernel \(kernelH)x\(kernelW)")
-    let out = Tensor(uninitializedShape: [batch, outChannels, outH, outW])
+    let out = try Tensor(uninitializedShape: [batch, outChannels, outH, outW])
     let outPlane = outH * outW
     let k = inChannels * kernelH * kernelW
 
@@ -44,8 +44,8 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
             continue
         }
         let bandRows = max(1, min(outH, unfoldBudget / max(k * outW, 1)))
-        let columns = UnsafeMutablePointer<Float>.allocate(capacity: k * bandRows * outW)
-        defer { columns.deallocate() }
+        let unfolded = try Tensor(uninitializedShape: [k, bandRows * outW])
+        let columns = unfolded.mutablePointer
         var firstRow = 0
         while firstRow < outH {
             let rows = min(bandRows, outH - firstRow)
@@ -87,6 +87,7 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
                   b: columns, ldb: bandWidth, beta: beta, c: dst + firstRow * outW, ldc: outPlane)
             firstRow += rows
         }
+        withExtendedLifetime(unfolded) {}  // `columns` points into it
     }
     return out
 }

@@ -11,8 +11,8 @@ func forEachChunk(_ count: Int, _ body: (Range<Int>) -> Void) {
 }
 
 /// out = op(x) element-wise, vectorised.
-public func map(_ x: Tensor, _ op: (FloatVector) -> FloatVector) -> Tensor {
-    let out = Tensor(uninitializedShape: x.shape)
+public func map(_ x: Tensor, _ op: (FloatVector) -> FloatVector) throws -> Tensor {
+    let out = try Tensor(uninitializedShape: x.shape)
     let input = UncheckedBox(x.pointer), output = UncheckedBox(out.mutablePointer)
     forEachChunk(x.count) { range in
         mapVectors(input.value + range.lowerBound, output.value + range.lowerBound, range.count, op)
@@ -21,13 +21,13 @@ public func map(_ x: Tensor, _ op: (FloatVector) -> FloatVector) -> Tensor {
 }
 
 /// x * sigmoid(x)
-public func silu(_ x: Tensor) -> Tensor { map(x, siluVector) }
+public func silu(_ x: Tensor) throws -> Tensor { try map(x, siluVector) }
 
 /// 0.5 x (1 + erf(x / sqrt 2)): PyTorch's default (exact) GELU.
-public func gelu(_ x: Tensor) -> Tensor { map(x, geluVector) }
+public func gelu(_ x: Tensor) throws -> Tensor { try map(x, geluVector) }
 
 /// x * sigmoid(1.702 x): CLIP's quick_gelu.
-public func quickGelu(_ x: Tensor) -> Tensor { map(x) { v in v / (1 + vectorExp(-1.702 * v)) } }
+public func quickGelu(_ x: Tensor) throws -> Tensor { try map(x) { v in v / (1 + vectorExp(-1.702 * v)) } }
 
 @inline(__always) func siluVector(_ v: FloatVector) -> FloatVector { v / (1 + vectorExp(-v)) }
 @inline(__always) func geluVector(_ v: FloatVector) -> FloatVector {
@@ -35,11 +35,11 @@ public func quickGelu(_ x: Tensor) -> Tensor { map(x) { v in v / (1 + vectorExp(
 }
 
 /// GEGLU as in diffusers' feed-forward: x [..., 2D] -> hidden [..., D] * gelu(gate [..., D]).
-public func geglu(_ x: Tensor) -> Tensor {
+public func geglu(_ x: Tensor) throws -> Tensor {
     let width = x.shape.last! / 2
     precondition(width * 2 == x.shape.last!, "geglu needs an even last dimension, got \(x.shape)")
     let rows = x.count / max(2 * width, 1)
-    let out = Tensor(uninitializedShape: Array(x.shape.dropLast()) + [width])
+    let out = try Tensor(uninitializedShape: Array(x.shape.dropLast()) + [width])
     let input = UncheckedBox(x.pointer), output = UncheckedBox(out.mutablePointer)
     let body: (Range<Int>) -> Void = { range in
         for r in range {
@@ -58,9 +58,9 @@ public func geglu(_ x: Tensor) -> Tensor {
 }
 
 /// a + b for equal shapes.
-public func add(_ a: Tensor, _ b: Tensor) -> Tensor {
+public func add(_ a: Tensor, _ b: Tensor) throws -> Tensor {
     precondition(a.shape == b.shape, "add: shapes differ \(a.shape) vs \(b.shape)")
-    let out = a.copy()
+    let out = try a.copy()
     addInPlace(out, b)
     return out
 }
@@ -76,12 +76,12 @@ public func addInPlace(_ target: Tensor, _ other: Tensor, scale: Float = 1) {
 }
 
 /// x * factor.
-public func scaled(_ x: Tensor, by factor: Float) -> Tensor { map(x) { $0 * factor } }
+public func scaled(_ x: Tensor, by factor: Float) throws -> Tensor { try map(x) { $0 * factor } }
 
 /// a * sa + b * sb, element-wise (used by schedulers and guidance).
-public func linearCombination(_ a: Tensor, _ sa: Float, _ b: Tensor, _ sb: Float) -> Tensor {
+public func linearCombination(_ a: Tensor, _ sa: Float, _ b: Tensor, _ sb: Float) throws -> Tensor {
     precondition(a.count == b.count, "linearCombination: sizes differ \(a.shape) vs \(b.shape)")
-    let out = Tensor(uninitializedShape: a.shape)
+    let out = try Tensor(uninitializedShape: a.shape)
     let pa = UncheckedBox(a.pointer), pb = UncheckedBox(b.pointer), po = UncheckedBox(out.mutablePointer)
     forEachChunk(a.count) { range in
         for i in range { po.value[i] = pa.value[i] * sa + pb.value[i] * sb }
@@ -90,13 +90,13 @@ public func linearCombination(_ a: Tensor, _ sa: Float, _ b: Tensor, _ sb: Float
 }
 
 /// x [N, C, ...] + perChannel [N, C] (or [C]) broadcast over the trailing dimensions.
-public func addPerChannel(_ x: Tensor, _ perChannel: Tensor) -> Tensor {
+public func addPerChannel(_ x: Tensor, _ perChannel: Tensor) throws -> Tensor {
     let n = x.shape[0], c = x.shape[1]
     let inner = x.count / max(n * c, 1)
     precondition(perChannel.count == n * c || perChannel.count == c,
                  "addPerChannel: \(perChannel.shape) does not broadcast to \(x.shape)")
     let shared = perChannel.count == c
-    let out = x.copy()
+    let out = try x.copy()
     let o = UncheckedBox(out.mutablePointer), p = UncheckedBox(perChannel.pointer)
     Threading.parallelRanges(n * c) { planes in
         for plane in planes {
@@ -109,8 +109,8 @@ public func addPerChannel(_ x: Tensor, _ perChannel: Tensor) -> Tensor {
 }
 
 /// Clamp every element to [low, high].
-public func clamped(_ x: Tensor, _ low: Float, _ high: Float) -> Tensor {
-    map(x) { clampedVector($0, low, high) }
+public func clamped(_ x: Tensor, _ low: Float, _ high: Float) throws -> Tensor {
+    try map(x) { clampedVector($0, low, high) }
 }
 
 /// True when every element is a finite number (no NaN, no infinity).

@@ -55,7 +55,7 @@ private func sgemmBlock(
 
 /// Matrix product of the last two dimensions, batched over the leading ones (which must match,
 /// or `b` may be a plain matrix shared by every batch item).
-public func matmul(_ a: Tensor, _ b: Tensor, transposeB: Bool = false) -> Tensor {
+public func matmul(_ a: Tensor, _ b: Tensor, transposeB: Bool = false) throws -> Tensor {
     precondition(a.rank >= 2 && b.rank >= 2, "matmul needs matrices, got \(a.shape) and \(b.shape)")
     let m = a.shape[a.rank - 2], k = a.shape[a.rank - 1]
     let bRows = b.shape[b.rank - 2], bCols = b.shape[b.rank - 1]
@@ -65,7 +65,7 @@ public func matmul(_ a: Tensor, _ b: Tensor, transposeB: Bool = false) -> Tensor
     let batch = Tensor.elementCount(batchShape)
     let bShared = b.rank == 2
     precondition(bShared || Array(b.shape.dropLast(2)) == batchShape, "matmul batch shapes differ: \(a.shape) x \(b.shape)")
-    let out = Tensor(uninitializedShape: batchShape + [m, n])
+    let out = try Tensor(uninitializedShape: batchShape + [m, n])
     if bShared {
         // One big GEMM over all batch rows.
         sgemm(transposeB: transposeB, m: batch * m, n: n, k: k, a: a.pointer, lda: k,
@@ -80,12 +80,12 @@ public func matmul(_ a: Tensor, _ b: Tensor, transposeB: Bool = false) -> Tensor
 }
 
 /// y = x W^T + bias over the last dimension, with `weight` [out, in] as stored by PyTorch's nn.Linear.
-public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) -> Tensor {
+public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) throws -> Tensor {
     precondition(weight.rank == 2 && x.shape.last == weight.shape[1],
                  "linear: input \(x.shape) does not fit weight \(weight.shape)")
     let outFeatures = weight.shape[0], inFeatures = weight.shape[1]
     let rows = x.count / max(inFeatures, 1)
-    let out = Tensor(uninitializedShape: Array(x.shape.dropLast()) + [outFeatures])
+    let out = try Tensor(uninitializedShape: Array(x.shape.dropLast()) + [outFeatures])
     let o = out.mutablePointer
     if let bias {
         precondition(bias.count == outFeatures, "linear: bias \(bias.shape) for \(outFeatures) outputs")

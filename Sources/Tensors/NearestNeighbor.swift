@@ -3,22 +3,20 @@
 ///
 /// The similarity matrix is computed in (256 x 1024) blocks with a running maximum per query, so
 /// memory is one block per worker, never Nq x Nc.
-public func nearestNeighborIndices(queries: Tensor, candidates: Tensor) -> [Int32] {
+public func nearestNeighborIndices(queries: Tensor, candidates: Tensor) throws -> [Int32] {
     precondition(queries.rank == 2 && candidates.rank == 2 && queries.shape[1] == candidates.shape[1],
                  "nearestNeighborIndices: \(queries.shape) and \(candidates.shape) must be [N, d] with equal d")
     let dim = queries.shape[1], queryCount = queries.shape[0], candidateCount = candidates.shape[0]
     precondition(candidateCount > 0, "nearestNeighborIndices: no candidates")
-    let q = rowNormalized(queries), c = rowNormalized(candidates)
+    let q = try rowNormalized(queries), c = try rowNormalized(candidates)
     var result = [Int32](repeating: 0, count: queryCount)
     let rowTile = 256, columnTile = 1024
     let rowTiles = (queryCount + rowTile - 1) / rowTile
     let qp = UncheckedBox(q.pointer), cp = UncheckedBox(c.pointer)
-    result.withUnsafeMutableBufferPointer { resultBuffer in
+    try result.withUnsafeMutableBufferPointer { resultBuffer in
         let best = UncheckedBox(resultBuffer.baseAddress!)
-        Threading.parallelRanges(rowTiles) { tiles in
-            let block = UnsafeMutablePointer<Float>.allocate(capacity: rowTile * columnTile)
-            let bestValue = UnsafeMutablePointer<Float>.allocate(capacity: rowTile)
-            defer { block.deallocate(); bestValue.deallocate() }
+        try Threading.parallelRanges(rowTiles, scratchFloats: rowTile * columnTile + rowTile) { tiles, scratch in
+            let block = scratch, bestValue = scratch + rowTile * columnTile
             for tile in tiles {
                 let firstRow = tile * rowTile, rows = min(rowTile, queryCount - firstRow)
                 bestValue.initialize(repeating: -Float.infinity, count: rows)
@@ -46,9 +44,9 @@ public func nearestNeighborIndices(queries: Tensor, candidates: Tensor) -> [Int3
 }
 
 /// Rows scaled to unit L2 norm (all-zero rows stay zero).
-public func rowNormalized(_ x: Tensor) -> Tensor {
+public func rowNormalized(_ x: Tensor) throws -> Tensor {
     let width = x.shape.last!, rows = x.count / max(width, 1)
-    let out = Tensor(uninitializedShape: x.shape)
+    let out = try Tensor(uninitializedShape: x.shape)
     let src = UncheckedBox(x.pointer), dst = UncheckedBox(out.mutablePointer)
     Threading.parallelRanges(rows) { range in
         for r in range {

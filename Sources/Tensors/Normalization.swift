@@ -23,13 +23,13 @@ private func meanAndInverseStd(_ p: UnsafePointer<Float>, _ count: Int, _ eps: F
 /// GroupNorm over x [N, C, ...] with per-channel affine weight/bias [C]; `fusedSiLU` applies
 /// x * sigmoid(x) to the result (the UNet/VAE resnets always follow GroupNorm with SiLU).
 public func groupNorm(_ x: Tensor, groups: Int, weight: Tensor, bias: Tensor, eps: Float = 1e-5,
-                      fusedSiLU: Bool = false) -> Tensor {
+                      fusedSiLU: Bool = false) throws -> Tensor {
     let n = x.shape[0], c = x.shape[1]
     precondition(c % groups == 0, "groupNorm: \(c) channels not divisible into \(groups) groups")
     precondition(weight.count == c && bias.count == c, "groupNorm: affine parameters must have \(c) entries")
     let spatial = x.count / max(n * c, 1)
     let channelsPerGroup = c / groups
-    let out = Tensor(uninitializedShape: x.shape)
+    let out = try Tensor(uninitializedShape: x.shape)
     let input = UncheckedBox(x.pointer), output = UncheckedBox(out.mutablePointer)
     let gamma = UncheckedBox(weight.pointer), beta = UncheckedBox(bias.pointer)
     Threading.parallelFor(n * groups) { item in
@@ -52,11 +52,11 @@ public func groupNorm(_ x: Tensor, groups: Int, weight: Tensor, bias: Tensor, ep
 }
 
 /// LayerNorm over the last dimension with weight/bias of that size.
-public func layerNorm(_ x: Tensor, weight: Tensor, bias: Tensor, eps: Float = 1e-5) -> Tensor {
+public func layerNorm(_ x: Tensor, weight: Tensor, bias: Tensor, eps: Float = 1e-5) throws -> Tensor {
     let width = x.shape.last!
     precondition(weight.count == width && bias.count == width, "layerNorm: affine parameters must have \(width) entries")
     let rows = x.count / max(width, 1)
-    let out = Tensor(uninitializedShape: x.shape)
+    let out = try Tensor(uninitializedShape: x.shape)
     let input = UncheckedBox(x.pointer), output = UncheckedBox(out.mutablePointer)
     let gamma = UncheckedBox(weight.pointer), beta = UncheckedBox(bias.pointer)
     let body: (Range<Int>) -> Void = { range in
@@ -71,10 +71,10 @@ public func layerNorm(_ x: Tensor, weight: Tensor, bias: Tensor, eps: Float = 1e
 }
 
 /// Softmax over the last dimension.
-public func softmax(_ x: Tensor) -> Tensor {
+public func softmax(_ x: Tensor) throws -> Tensor {
     let width = x.shape.last!
     let rows = x.count / max(width, 1)
-    let out = Tensor(uninitializedShape: x.shape)
+    let out = try Tensor(uninitializedShape: x.shape)
     let input = UncheckedBox(x.pointer), output = UncheckedBox(out.mutablePointer)
     let body: (Range<Int>) -> Void = { range in
         for r in range { softmaxRow(input.value + r * width, output.value + r * width, width) }

@@ -23,9 +23,9 @@ public struct SplitMix64: Sendable {
 
 /// Standard normal samples from a seed: SplitMix64 uniforms through the Box-Muller transform
 /// (both outputs of each pair used). Deterministic on every platform.
-public func gaussianNoise(shape: [Int], seed: UInt64) -> Tensor {
+public func gaussianNoise(shape: [Int], seed: UInt64) throws -> Tensor {
     var generator = SplitMix64(seed: seed)
-    let out = Tensor(uninitializedShape: shape)
+    let out = try Tensor(uninitializedShape: shape)
     var i = 0
     while i < out.count {
         let radius = (-2 * log(generator.nextUnit())).squareRoot(), angle = 2 * Double.pi * generator.nextUnit()

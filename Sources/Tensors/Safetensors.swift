@@ -129,7 +129,7 @@ public final class SafetensorsFile: @unchecked Sendable {
         guard dtype.isFloatConvertible else {
             throw SafetensorsError.unsupportedDType(path: path, tensor: name, dtype: dtype)
         }
-        let result = Tensor(uninitializedShape: entry.info.shape)
+        let result = try Tensor(uninitializedShape: entry.info.shape)
         let count = result.count
         guard count > 0, let base = mapping.baseAddress else { return result }
         // Safetensors does not align tensor data, so every read is a byte copy or an unaligned load.

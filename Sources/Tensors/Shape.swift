@@ -1,5 +1,5 @@
 /// Concatenation along `axis`.
-public func concat(_ tensors: [Tensor], axis: Int) -> Tensor {
+public func concat(_ tensors: [Tensor], axis: Int) throws -> Tensor {
     precondition(!tensors.isEmpty, "concat of no tensors")
     let first = tensors[0]
     let axis = axis < 0 ? axis + first.rank : axis
@@ -9,7 +9,7 @@ public func concat(_ tensors: [Tensor], axis: Int) -> Tensor {
     }
     var shape = first.shape
     shape[axis] = tensors.reduce(0) { $0 + $1.shape[axis] }
-    let out = Tensor(uninitializedShape: shape)
+    let out = try Tensor(uninitializedShape: shape)
     let outer = first.shape[..<axis].reduce(1, *)
     let inner = first.shape[(axis + 1)...].reduce(1, *)
     var column = 0
@@ -24,10 +24,10 @@ public func concat(_ tensors: [Tensor], axis: Int) -> Tensor {
 }
 
 /// Copy with dimensions reordered: result dimension i is input dimension `order[i]`.
-public func permute(_ x: Tensor, _ order: [Int]) -> Tensor {
+public func permute(_ x: Tensor, _ order: [Int]) throws -> Tensor {
     precondition(order.sorted() == Array(0..<x.rank), "permute: \(order) is not a permutation of \(x.rank) dims")
     let shape = order.map { x.shape[$0] }
-    let out = Tensor(uninitializedShape: shape)
+    let out = try Tensor(uninitializedShape: shape)
     let inStrides = x.strides
     let strides = order.map { inStrides[$0] } // input stride of each output dimension
     let rank = x.rank
@@ -52,10 +52,10 @@ public func permute(_ x: Tensor, _ order: [Int]) -> Tensor {
 }
 
 /// Nearest-neighbour 2x upsampling of NCHW (F.interpolate(scale_factor=2, mode="nearest")).
-public func upsampleNearest2x(_ x: Tensor) -> Tensor {
+public func upsampleNearest2x(_ x: Tensor) throws -> Tensor {
     precondition(x.rank == 4, "upsampleNearest2x expects NCHW, got \(x.shape)")
     let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-    let out = Tensor(uninitializedShape: [n, c, 2 * h, 2 * w])
+    let out = try Tensor(uninitializedShape: [n, c, 2 * h, 2 * w])
     let src = UncheckedBox(x.pointer), dst = UncheckedBox(out.mutablePointer)
     Threading.parallelRanges(n * c) { planes in
         for plane in planes {
@@ -72,11 +72,11 @@ public func upsampleNearest2x(_ x: Tensor) -> Tensor {
 
 /// Nearest-neighbour resize of NCHW to height x width with PyTorch's index rule
 /// (source = floor(destination * in / out)); exactly 2x equals `upsampleNearest2x`.
-public func resizeNearest(_ x: Tensor, height: Int, width: Int) -> Tensor {
+public func resizeNearest(_ x: Tensor, height: Int, width: Int) throws -> Tensor {
     precondition(x.rank == 4, "resizeNearest expects NCHW, got \(x.shape)")
     let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-    if height == 2 * h && width == 2 * w { return upsampleNearest2x(x) }
-    let out = Tensor(uninitializedShape: [n, c, height, width])
+    if height == 2 * h && width == 2 * w { return try upsampleNearest2x(x) }
+    let out = try Tensor(uninitializedShape: [n, c, height, width])
     let scaleY = Float(h) / Float(height), scaleX = Float(w) / Float(width)
     let sourceX = (0..<width).map { min(Int((Float($0) * scaleX).rounded(.down)), w - 1) }
     let src = UncheckedBox(x.pointer), dst = UncheckedBox(out.mutablePointer)

@@ -1,25 +1,111 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Synchronization
+
+/// A tensor allocation that failed: the system refused the memory, the run's memory budget would be
+/// exceeded, or the size does not fit in the address space. Thrown, never trapped: the engine runs
+/// inside other people's processes.
+public struct TensorAllocationError: Error, CustomStringConvertible, Equatable {
+    public enum Reason: Equatable, Sendable {
+        /// `posix_memalign` failed (address-space limit, no memory left).
+        case systemRefused
+        /// The run's `MemoryBudget` would be exceeded.
+        case overBudget(limitBytes: Int, inUseBytes: Int)
+        /// The element count overflows or is negative.
+        case sizeOverflow
+        /// The address space left cannot hold OpenBLAS's GEMM buffers (`Threading.prepareBLASBuffers`).
+        case blasBuffers(threads: Int, bytes: Int)
+    }
+    public let shape: [Int]
+    public let reason: Reason
+
+    public var description: String {
+        let size = TensorAllocationError.describe(bytes: Tensor.byteCount(shape) ?? Int.max)
+        switch reason {
+        case .systemRefused:
+            return "out of memory: the system refused \(size) for a tensor of shape \(shape)"
+        case .overBudget(let limit, let inUse):
+            return "out of memory: a tensor of shape \(shape) (\(size)) would exceed the memory_limit of "
+                + "\(TensorAllocationError.describe(bytes: limit)) (\(TensorAllocationError.describe(bytes: inUse)) in use)"
+        case .sizeOverflow:
+            return "out of memory: a tensor of shape \(shape) is larger than the address space"
+        case .blasBuffers(let threads, let bytes):
+            return "out of memory: the address-space limit (ulimit -v) leaves no room for OpenBLAS's GEMM buffers "
+                + "(\(TensorAllocationError.describe(bytes: bytes)) for \(threads) threads); raise the limit or lower threads"
+        }
+    }
+
+    static func describe(bytes: Int) -> String {
+        let mib = Double(bytes) / 1_048_576
+        return mib >= 1024 ? "\(Int((mib / 1024).rounded())) GiB" : "\(Int(mib.rounded(.up))) MiB"
+    }
+}
+
+/// Bounds the tensor memory one run holds at once (the `memory_limit` setting). Tensors allocated
+/// while a budget is current (`MemoryBudget.withCurrent`) are charged to it until they are freed.
+/// Kernels allocate on the calling thread (workers only fill), so a thread-bound budget sees every
+/// working tensor of a run.
+public final class MemoryBudget: @unchecked Sendable {
+    /// 0 = no limit (the run is still bounded by what the system grants).
+    public let limitBytes: Int
+    private let inUse = Atomic<Int>(0)
+    private let highWater = Atomic<Int>(0)
+
+    public init(limitBytes: Int) { self.limitBytes = max(0, limitBytes) }
+
+    /// Bytes currently charged, and the most charged at once since the budget was made.
+    public var inUseBytes: Int { inUse.load(ordering: .relaxed) }
+    public var peakBytes: Int { highWater.load(ordering: .relaxed) }
+
+    @TaskLocal public static var current: MemoryBudget?
+
+    /// Runs `body` with this budget charged for every tensor allocated on this thread.
+    public func withCurrent<R>(_ body: () throws -> R) rethrows -> R {
+        try MemoryBudget.$current.withValue(self, operation: body)
+    }
+
+    func charge(_ bytes: Int, shape: [Int]) throws {
+        let after = inUse.add(bytes, ordering: .relaxed).newValue
+        if limitBytes > 0 && after > limitBytes {
+            _ = inUse.subtract(bytes, ordering: .relaxed)
+            throw TensorAllocationError(shape: shape, reason: .overBudget(limitBytes: limitBytes, inUseBytes: after - bytes))
+        }
+        _ = highWater.max(after, ordering: .relaxed)
+    }
+
+    func release(_ bytes: Int) { _ = inUse.subtract(bytes, ordering: .relaxed) }
+}
 
 /// Reference-counted, 64-byte aligned Float32 buffer shared by tensors and their views.
 public final class TensorStorage: @unchecked Sendable {
     public let pointer: UnsafeMutablePointer<Float>
     public let count: Int
+    private let budget: MemoryBudget?
 
-    public init(count: Int) {
-        precondition(count >= 0, "negative element count")
+    /// Allocates `count` floats, charged to the current `MemoryBudget`. `shape` only names the
+    /// tensor in the error.
+    public init(count: Int, shape: [Int]) throws {
+        guard count >= 0, let bytes = Tensor.byteCount([max(count, 1)]) else {
+            throw TensorAllocationError(shape: shape, reason: .sizeOverflow)
+        }
+        let budget = MemoryBudget.current
+        try budget?.charge(bytes, shape: shape)
         var raw: UnsafeMutableRawPointer?
         // 64-byte alignment keeps AVX-512 loads and OpenBLAS packing on cache lines.
-        let bytes = max(count, 1) * MemoryLayout<Float>.stride
         guard posix_memalign(&raw, 64, bytes) == 0, let raw else {
-            fatalError("out of memory allocating \(bytes) bytes for a tensor")
+            budget?.release(bytes)
+            throw TensorAllocationError(shape: shape, reason: .systemRefused)
         }
         pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
         self.count = count
+        self.budget = budget
     }
 
-    deinit { free(pointer) }
+    deinit {
+        free(pointer)
+        budget?.release(max(count, 1) * MemoryLayout<Float>.stride)
+    }
 }
 
 /// A dense, row-major (C-contiguous) Float32 tensor.
@@ -42,27 +128,49 @@ public struct Tensor: @unchecked Sendable, CustomStringConvertible {
     }
 
     /// A new tensor; contents are uninitialised (every kernel writes all of its output).
-    public init(uninitializedShape shape: [Int]) {
-        self.init(shape: shape, storage: TensorStorage(count: Tensor.elementCount(shape)))
+    public init(uninitializedShape shape: [Int]) throws {
+        guard let count = Tensor.checkedElementCount(shape) else {
+            throw TensorAllocationError(shape: shape, reason: .sizeOverflow)
+        }
+        self.init(shape: shape, storage: try TensorStorage(count: count, shape: shape))
     }
 
-    public init(zeros shape: [Int]) {
-        self.init(uninitializedShape: shape)
+    public init(zeros shape: [Int]) throws {
+        try self.init(uninitializedShape: shape)
         pointer.initialize(repeating: 0, count: count)
     }
 
-    public init(shape: [Int], repeating value: Float) {
-        self.init(uninitializedShape: shape)
+    public init(shape: [Int], repeating value: Float) throws {
+        try self.init(uninitializedShape: shape)
         pointer.initialize(repeating: value, count: count)
     }
 
-    public init(shape: [Int], values: [Float]) {
+    public init(shape: [Int], values: [Float]) throws {
         precondition(values.count == Tensor.elementCount(shape), "\(values.count) values for shape \(shape)")
-        self.init(uninitializedShape: shape)
+        try self.init(uninitializedShape: shape)
         values.withUnsafeBufferPointer { pointer.update(from: $0.baseAddress!, count: values.count) }
     }
 
     public static func elementCount(_ shape: [Int]) -> Int { shape.reduce(1, *) }
+
+    /// The element count, or nil when a dimension is negative or the product overflows.
+    public static func checkedElementCount(_ shape: [Int]) -> Int? {
+        var count = 1
+        for dimension in shape {
+            guard dimension >= 0 else { return nil }
+            let (product, overflow) = count.multipliedReportingOverflow(by: dimension)
+            if overflow { return nil }
+            count = product
+        }
+        return count
+    }
+
+    /// Bytes of a Float32 tensor of `shape`, or nil when that overflows.
+    public static func byteCount(_ shape: [Int]) -> Int? {
+        guard let count = checkedElementCount(shape) else { return nil }
+        let (bytes, overflow) = count.multipliedReportingOverflow(by: MemoryLayout<Float>.stride)
+        return overflow ? nil : bytes
+    }
 
     public var count: Int { Tensor.elementCount(shape) }
     public var rank: Int { shape.count }
@@ -118,8 +226,8 @@ public struct Tensor: @unchecked Sendable, CustomStringConvertible {
     }
 
     /// A copy with its own storage.
-    public func copy() -> Tensor {
-        let result = Tensor(uninitializedShape: shape)
+    public func copy() throws -> Tensor {
+        let result = try Tensor(uninitializedShape: shape)
         result.mutablePointer.update(from: pointer, count: count)
         return result
     }

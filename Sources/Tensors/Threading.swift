@@ -65,6 +65,68 @@ public enum Threading {
     }
 }
 
+extension Threading {
+    /// `parallelRanges` with `floats` of scratch memory per worker, allocated (and charged to the run's
+    /// `MemoryBudget`) on the calling thread before the loop: a failed allocation is a thrown error here,
+    /// where a worker could only trap.
+    public static func parallelRanges(_ count: Int, granularity: Int = 1, scratchFloats floats: Int,
+                                      _ body: (Range<Int>, UnsafeMutablePointer<Float>) -> Void) throws {
+        if count <= 0 { return }
+        let units = (count + granularity - 1) / granularity
+        let workers = min(units, threadCount)
+        let scratch = try Tensor(uninitializedShape: [workers, floats])
+        let base = UncheckedBox(scratch.mutablePointer)
+        parallelFor(workers) { worker in
+            let start = min(count, units * worker / workers * granularity)
+            let end = min(count, units * (worker + 1) / workers * granularity)
+            if start < end { body(start..<end, base.value + worker * floats) }
+        }
+        withExtendedLifetime(scratch) {}
+    }
+}
+
+extension Threading {
+    /// Worker count whose OpenBLAS buffers exist (`prepareBLASBuffers`).
+    private static let preparedBLASThreads = Mutex<Int>(0)
+    /// Address space one OpenBLAS GEMM buffer takes: 128 MiB in Debian's 0.3.21 build (BUFFER_SIZE),
+    /// plus a page; other builds use less, so this errs on the side of refusing.
+    static let blasBufferBytes = (128 << 20) + 4096
+
+    /// OpenBLAS gives every thread inside a GEMM call a working buffer and, when the allocation fails, retries
+    /// forever: under a tight address-space limit the first GEMM of a worker would hang the host. So, before
+    /// any edit: check that `threadCount` buffers fit, then make OpenBLAS allocate them now (one GEMM on every
+    /// worker at once); later calls reuse them. Throws `TensorAllocationError` when they do not fit.
+    public static func prepareBLASBuffers() throws {
+        let threads = threadCount
+        try preparedBLASThreads.withLock { prepared in
+            if prepared >= threads { return }
+            let bytes = threads * blasBufferBytes
+            let probe = mmap(nil, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+            guard let probe, probe != MAP_FAILED else {
+                throw TensorAllocationError(shape: [], reason: .blasBuffers(threads: threads, bytes: bytes))
+            }
+            munmap(probe, bytes)
+            let size = 256
+            let operands = try Tensor(zeros: [threads, 3, size * size])
+            let arrived = Atomic<Int>(0), base = UncheckedBox(operands.mutablePointer)
+            parallelFor(threads) { worker in
+                // Meet the other workers first (briefly, in case Dispatch runs them one after another), so the
+                // GEMMs overlap and OpenBLAS allocates one buffer per concurrent caller.
+                arrived.add(1, ordering: .relaxed)
+                let deadline = DispatchTime.now().uptimeNanoseconds + 50_000_000
+                while arrived.load(ordering: .relaxed) < threads && DispatchTime.now().uptimeNanoseconds < deadline {
+                    sched_yield()
+                }
+                let a = base.value + worker * 3 * size * size, b = a + size * size, c = b + size * size
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(size), Int32(size), Int32(size),
+                            1, a, Int32(size), b, Int32(size), 0, c, Int32(size))
+            }
+            withExtendedLifetime(operands) {}
+            prepared = threads
+        }
+    }
+}
+
 /// Lets a non-Sendable closure or pointer cross into Dispatch's workers; callers guarantee that
 /// workers write disjoint memory.
 struct UncheckedBox<T>: @unchecked Sendable {

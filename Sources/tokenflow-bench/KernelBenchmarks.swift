@@ -6,13 +6,13 @@ import VideoEditing
 struct KernelCase {
     let name: String
     let flops: Double
-    let run: () -> Void
+    let run: () throws -> Void
 }
 
-func kernelCases() -> [KernelCase] {
-    func random(_ shape: [Int]) -> Tensor {
+func kernelCases() throws -> [KernelCase] {
+    func random(_ shape: [Int]) throws -> Tensor {
         var state: UInt32 = 12345
-        return Tensor(shape: shape, values: (0..<Tensor.elementCount(shape)).map { _ in
+        return try Tensor(shape: shape, values: (0..<Tensor.elementCount(shape)).map { _ in
             state = state &* 1_664_525 &+ 1_013_904_223
             return Float(state >> 8) / Float(1 << 24) - 0.5
         })
@@ -20,37 +20,37 @@ func kernelCases() -> [KernelCase] {
     var cases: [KernelCase] = []
     // GEMM: attention projections and the GEGLU feed-forward at 64x64 and 32x32 latents.
     for (tokens, inFeatures, outFeatures) in [(4096, 320, 320), (4096, 320, 2560), (1024, 640, 5120), (256, 1280, 10240)] {
-        let x = random([tokens, inFeatures]), w = random([outFeatures, inFeatures])
+        let x = try random([tokens, inFeatures]), w = try random([outFeatures, inFeatures])
         cases.append(KernelCase(name: "gemm \(tokens)x\(inFeatures)->\(outFeatures)",
-                                flops: 2.0 * Double(tokens * inFeatures * outFeatures)) { _ = linear(x, weight: w) })
+                                flops: 2.0 * Double(tokens * inFeatures * outFeatures)) { _ = try linear(x, weight: w) })
     }
     // 3x3 convolutions of the UNet resnets at each level.
     for (channels, size) in [(320, 64), (640, 32), (1280, 16), (1280, 8)] {
-        let x = random([1, channels, size, size]), w = random([channels, channels, 3, 3])
+        let x = try random([1, channels, size, size]), w = try random([channels, channels, 3, 3])
         cases.append(KernelCase(name: "conv3x3 \(channels)ch \(size)x\(size)",
                                 flops: 2.0 * Double(channels * channels * 9 * size * size)) {
-            _ = conv2d(x, weight: w, bias: nil, stride: 1, padding: 1)
+            _ = try conv2d(x, weight: w, bias: nil, stride: 1, padding: 1)
         })
     }
     // Self-attention at 64x64 latent (4096 tokens, 5 heads x 64) and cross-attention to 77 tokens.
     for (keys, label) in [(4096, "self"), (77, "cross")] {
-        let q = random([1, 4096, 320]), k = random([1, keys, 320]), v = random([1, keys, 320])
+        let q = try random([1, 4096, 320]), k = try random([1, keys, 320]), v = try random([1, keys, 320])
         cases.append(KernelCase(name: "attention \(label) 4096x\(keys) 5 heads",
-                                flops: 4.0 * Double(4096 * keys * 320)) { _ = attention(query: q, key: k, value: v, heads: 5) })
+                                flops: 4.0 * Double(4096 * keys * 320)) { _ = try attention(query: q, key: k, value: v, heads: 5) })
     }
-    let a = random([4096, 320]), b = random([4096, 320])
+    let a = try random([4096, 320]), b = try random([4096, 320])
     cases.append(KernelCase(name: "nn-argmax 4096x4096 d320", flops: 2.0 * 4096 * 4096 * 320) {
-        _ = nearestNeighborIndices(queries: a, candidates: b)
+        _ = try nearestNeighborIndices(queries: a, candidates: b)
     })
     return cases
 }
 
-func medianSeconds(repeats: Int, _ body: () -> Void) -> Double {
-    body() // warm-up: first-touch page faults and OpenBLAS buffer allocation
+func medianSeconds(repeats: Int, _ body: () throws -> Void) throws -> Double {
+    try body() // warm-up: first-touch page faults and OpenBLAS buffer allocation
     var times: [Double] = []
     for _ in 0..<repeats {
         let start = DispatchTime.now().uptimeNanoseconds
-        body()
+        try body()
         times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
     }
     return times.sorted()[times.count / 2]

@@ -28,8 +28,8 @@ case "kernels":
     let torch = pytorchKernelFigures(python: python, script: script, threads: threads)
     print("threads=\(threads)  (GFLOP/s, median of 5; PyTorch column from \(torch.isEmpty ? "-- no PyTorch venv found" : python))")
     print("kernel".padding(toLength: 34, withPad: " ", startingAt: 0) + "   swift  pytorch  swift/pytorch")
-    for kernel in kernelCases() {
-        let seconds = medianSeconds(repeats: 5, kernel.run)
+    for kernel in try kernelCases() {
+        let seconds = try medianSeconds(repeats: 5, kernel.run)
         let gflops = kernel.flops / seconds / 1e9
         var line = kernel.name.padding(toLength: 34, withPad: " ", startingAt: 0) + String(format: " %7.1f", gflops)
         if let reference = torch[kernel.name] {
@@ -39,12 +39,12 @@ case "kernels":
     }
 case "memory":
     let kind = arguments.dropFirst().first ?? "attention"
-    let q = Tensor(shape: [1, 4096, 320], repeating: 0.01), k = Tensor(shape: [1, 4096, 320], repeating: 0.02)
+    let q = try Tensor(shape: [1, 4096, 320], repeating: 0.01), k = try Tensor(shape: [1, 4096, 320], repeating: 0.02)
     let before = peakResidentMegabytes()
     if kind == "nn" {
-        _ = nearestNeighborIndices(queries: q.reshaped([4096, 320]), candidates: k.reshaped([4096, 320]))
+        _ = try nearestNeighborIndices(queries: q.reshaped([4096, 320]), candidates: k.reshaped([4096, 320]))
     } else {
-        _ = attention(query: q, key: k, value: k, heads: 5)
+        _ = try attention(query: q, key: k, value: k, heads: 5)
     }
     let after = peakResidentMegabytes()
     let fullMatrix = kind == "nn" ? 4096.0 * 4096 * 4 / 1e6 : 4096.0 * 4096 * 5 * 4 / 1e6
@@ -58,9 +58,9 @@ case "unet":
     do { unet = try UNet(directory: arguments[1] + "/unet") } catch { print("error: \(error)"); exit(1) }
     let loadSeconds = Double(DispatchTime.now().uptimeNanoseconds - loadStart) / 1e9
     let size = unet.config.sampleSize
-    let sample = Tensor(shape: [batch, unet.config.inChannels, size, size], repeating: 0.1)
-    let context = Tensor(shape: [batch, 77, unet.config.crossAttentionDim], repeating: 0.05)
-    let seconds = medianSeconds(repeats: repeats) { _ = unet(sample, timesteps: [500], context: context) }
+    let sample = try Tensor(shape: [batch, unet.config.inChannels, size, size], repeating: 0.1)
+    let context = try Tensor(shape: [batch, 77, unet.config.crossAttentionDim], repeating: 0.05)
+    let seconds = try medianSeconds(repeats: repeats) { _ = try unet(sample, timesteps: [500], context: context) }
     print(String(format: "swift_unet_forward batch=%d latent=%dx%d seconds=%.3f load_seconds=%.2f peak_rss_mb=%.0f",
                  batch, size, size, seconds, loadSeconds, peakResidentMegabytes()))
 case "vae":
@@ -68,10 +68,10 @@ case "vae":
     do {
         let vae = try AutoencoderKL(directory: arguments[1] + "/vae")
         let size = (option("--size") ?? "512x512").split(separator: "x").compactMap { Int($0) }
-        let image = Tensor(shape: [1, 3, size[1], size[0]], repeating: 0.1)
+        let image = try Tensor(shape: [1, 3, size[1], size[0]], repeating: 0.1)
         var latents = image
-        let encode = medianSeconds(repeats: 1) { latents = try! vae.encodeMean(image) }
-        let decode = medianSeconds(repeats: 1) { _ = try! vae.decode(latents) }
+        let encode = try medianSeconds(repeats: 1) { latents = try! vae.encodeMean(image) }
+        let decode = try medianSeconds(repeats: 1) { _ = try! vae.decode(latents) }
         print(String(format: "swift_vae size=%dx%d encode_seconds=%.2f decode_seconds=%.2f", size[0], size[1], encode, decode))
     } catch { print("error: \(error)"); exit(1) }
 case "edit":
@@ -89,7 +89,7 @@ case "edit":
         let session = try EditPipeline(model: model, settings: settings)
         var stages: [EditProgress.Stage: Double] = [:]
         var stageStart = DispatchTime.now().uptimeNanoseconds, current: EditProgress.Stage?
-        let seconds = medianSeconds(repeats: Int(option("--repeats") ?? "") ?? 5) {
+        let seconds = try medianSeconds(repeats: Int(option("--repeats") ?? "") ?? 5) {
             stages = [:]; current = nil; stageStart = DispatchTime.now().uptimeNanoseconds
             _ = try! session.run(frames) { report in
                 let now = DispatchTime.now().uptimeNanoseconds

@@ -46,7 +46,7 @@ final class SchedulerTests: XCTestCase {
             try scheduler.setTimesteps(10)
             for t in [901, 401, 1] {
                 let name = "ddim.\(key).t\(t)"
-                let (previous, original) = scheduler.step(modelOutput: try expected.tensor("\(name).model_output"), timestep: t,
+                let (previous, original) = try scheduler.step(modelOutput: try expected.tensor("\(name).model_output"), timestep: t,
                                                           sample: try expected.tensor("\(name).sample"))
                 assertMatches(previous, try expected.tensor("\(name).prev_sample"), tolerance: 1e-6, "\(name) prev_sample")
                 assertMatches(original, try expected.tensor("\(name).pred_original_sample"), tolerance: 1e-6, "\(name) pred_original")
@@ -63,7 +63,7 @@ final class SchedulerTests: XCTestCase {
         for t in [901, 401, 1] {
             let name = "ddim.eps.t\(t)"
             let x0 = try expected.tensor("\(name).pred_original_sample")
-            let (previous, original) = scheduler.step(modelOutput: x0, timestep: t, sample: try expected.tensor("\(name).sample"))
+            let (previous, original) = try scheduler.step(modelOutput: x0, timestep: t, sample: try expected.tensor("\(name).sample"))
             XCTAssertEqual(original.scalars, x0.scalars)
             assertMatches(previous, try expected.tensor("\(name).prev_sample"), tolerance: 1e-5, "\(name) via x0")
         }
@@ -79,11 +79,11 @@ final class SchedulerTests: XCTestCase {
         try scheduler.setTimesteps(10)
         let t = 401, name = "ddim.eps.t401"
         let eps = try expected.tensor("\(name).model_output")
-        let (previous, original) = scheduler.step(modelOutput: eps, timestep: t, sample: try expected.tensor("\(name).sample"))
-        let clipped = clamped(try expected.tensor("\(name).pred_original_sample"), -0.5, 0.5)
+        let (previous, original) = try scheduler.step(modelOutput: eps, timestep: t, sample: try expected.tensor("\(name).sample"))
+        let clipped = try clamped(try expected.tensor("\(name).pred_original_sample"), -0.5, 0.5)
         assertMatches(original, clipped, tolerance: 1e-6, "clipped x0")
         let alphaPrevious = scheduler.alphaCumprod(at: scheduler.previousTimestep(t))
-        assertMatches(previous, linearCombination(clipped, alphaPrevious.squareRoot(), eps, (1 - alphaPrevious).squareRoot()),
+        assertMatches(previous, try linearCombination(clipped, alphaPrevious.squareRoot(), eps, (1 - alphaPrevious).squareRoot()),
                       tolerance: 1e-6, "prev from clipped x0")
     }
 
@@ -94,7 +94,7 @@ final class SchedulerTests: XCTestCase {
         let out = try expected.tensor("ddim.add_noise.out")
         for (b, t) in try expected.tensor("ddim.add_noise.timesteps").scalars.enumerated() {
             let rows = b..<(b + 1)
-            assertMatches(scheduler.addNoise(original: original.slice(rows), noise: noise.slice(rows), timestep: Int(t)),
+            assertMatches(try scheduler.addNoise(original: original.slice(rows), noise: noise.slice(rows), timestep: Int(t)),
                           out.slice(rows), tolerance: 1e-6, "add_noise t=\(t)")
         }
     }
@@ -107,7 +107,7 @@ final class SchedulerTests: XCTestCase {
             try scheduler.setTimesteps(10)
             var x = try expected.tensor("ddim.loop.init")
             for (i, t) in scheduler.timesteps.enumerated() {
-                x = scheduler.step(modelOutput: try expected.tensor("ddim.loop.noise_pred\(i)"), timestep: t, sample: x).prevSample
+                x = try scheduler.step(modelOutput: try expected.tensor("ddim.loop.noise_pred\(i)"), timestep: t, sample: x).prevSample
                 assertMatches(x, try expected.tensor("ddim.loop.step\(i)"), tolerance: 1e-5, "\(model) step \(i)")
             }
             assertMatches(x, try expected.tensor("ddim.loop.final"), tolerance: 1e-5, "\(model) final")

@@ -77,7 +77,7 @@ final class TextEncoderTests: XCTestCase {
     /// the name is what matters).
     func testSavedPositionIDsAreIgnored() throws {
         var tensors = try weights()
-        tensors.append((name: "text_model.embeddings.position_ids", tensor: Tensor(shape: [1, 77], values: (0..<77).map(Float.init))))
+        tensors.append((name: "text_model.embeddings.position_ids", tensor: try Tensor(shape: [1, 77], values: (0..<77).map(Float.init))))
         let directory = try writeComponentCopy(self, config: readComponentConfig(encoderDirectory("sd2-tiny")), weights: tensors,
                                                weightsFile: "model.safetensors")
         let ids = [[Int32](repeating: 7, count: 77)]
@@ -102,7 +102,7 @@ final class TextEncoderTests: XCTestCase {
 
     func testWrongShapeNamesTheTensor() throws {
         var tensors = try weights()
-        replaceTensor(&tensors, "text_model.encoder.layers.1.mlp.fc1.weight", with: Tensor(zeros: [32, 64]))
+        replaceTensor(&tensors, "text_model.encoder.layers.1.mlp.fc1.weight", with: try Tensor(zeros: [32, 64]))
         let directory = try writeComponentCopy(self, config: readComponentConfig(encoderDirectory("sd2-tiny")), weights: tensors,
                                                weightsFile: "model.safetensors")
         XCTAssertThrowsError(try CLIPTextModel(directory: directory)) { error in

@@ -14,11 +14,11 @@ final class UNetTests: XCTestCase {
         let expected = try expectedOutputs(model)
         let sample = try expected.tensor("unet.sample"), context = try expected.tensor("unet.encoder_hidden_states")
         for t in [1, 500, 981] {
-            let out = unet(sample, timesteps: [Float(t)], context: context)
+            let out = try unet(sample, timesteps: [Float(t)], context: context)
             assertMatches(out, try expected.tensor("unet.t\(t).out"), tolerance: tolerance, "\(model) t=\(t)")
         }
         let perSample = try expected.tensor("unet.per_sample.timesteps").scalars
-        assertMatches(unet(sample, timesteps: perSample, context: context), try expected.tensor("unet.per_sample.out"),
+        assertMatches(try unet(sample, timesteps: perSample, context: context), try expected.tensor("unet.per_sample.out"),
                       tolerance: tolerance, "\(model) per-sample timesteps")
     }
 
@@ -29,9 +29,9 @@ final class UNetTests: XCTestCase {
     func testNeutralHooksSeeEveryBlockAndChangeNothing() throws {
         final class Recorder: UNetHooks {
             var attentionBlocks: [String] = [], resnets: [String] = []
-            func selfAttention(block: String, normed: Tensor, attention: AttentionLayer) -> Tensor? {
+            func selfAttention(block: String, normed: Tensor, attention: AttentionLayer) throws -> Tensor? {
                 attentionBlocks.append(block)
-                return attention(normed)
+                return try attention(normed)
             }
             func resnetAfterConv2(resnet: String, hidden: Tensor) -> Tensor { resnets.append(resnet); return hidden }
         }
@@ -39,8 +39,8 @@ final class UNetTests: XCTestCase {
         let expected = try expectedOutputs("sd2-tiny")
         let sample = try expected.tensor("unet.sample"), context = try expected.tensor("unet.encoder_hidden_states")
         let recorder = Recorder()
-        let hooked = unet(sample, timesteps: [500], context: context, hooks: recorder)
-        XCTAssertEqual(hooked.scalars, unet(sample, timesteps: [500], context: context).scalars)
+        let hooked = try unet(sample, timesteps: [500], context: context, hooks: recorder)
+        XCTAssertEqual(hooked.scalars, try unet(sample, timesteps: [500], context: context).scalars)
         // 3 attention levels x 2 down + 1 mid + 3 levels x 3 up = 16 transformer blocks; 8 + 2 + 12 resnets.
         XCTAssertEqual(recorder.attentionBlocks.count, 16)
         XCTAssertEqual(recorder.resnets.count, 22)
@@ -60,7 +60,7 @@ final class UNetTests: XCTestCase {
                                                                 weightsFile: "diffusion_pytorch_model.safetensors"))
         let expected = try expectedOutputs("sd2-tiny")
         let sample = try expected.tensor("unet.sample"), context = try expected.tensor("unet.encoder_hidden_states")
-        XCTAssertEqual(upcast(sample, timesteps: [500], context: context).scalars,
+        XCTAssertEqual(try upcast(sample, timesteps: [500], context: context).scalars,
                        try UNet(directory: source)(sample, timesteps: [500], context: context).scalars)
         config["upcast_attention"] = "yes"
         let wrongType = try writeComponentCopy(self, config: config, weights: weights, weightsFile: "diffusion_pytorch_model.safetensors")

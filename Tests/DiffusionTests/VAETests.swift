@@ -32,7 +32,7 @@ final class VAETests: XCTestCase {
         let vae = try AutoencoderKL(directory: vaeDirectory("sd2-tiny"))
         let expected = try expectedOutputs("sd2-tiny")
         let image = try expected.tensor("vae.encode.input")
-        let other = scaled(image, by: -0.5)
+        let other = try scaled(image, by: -0.5)
         let batch = try vae.encodeMean(concat([image, other], axis: 0))
         XCTAssertEqual(batch.shape, [2, 4, 8, 6])
         assertMatches(batch.slice(0..<1), try expected.tensor("vae.encode.mean"), tolerance: tolerance, "batch item 0")
@@ -70,18 +70,18 @@ final class VAETests: XCTestCase {
         let source = vaeDirectory("sd2-tiny")
         func vae(logvar: Float) throws -> AutoencoderKL {
             var tensors = try readComponentTensors("\(source)/diffusion_pytorch_model.safetensors")
-            replaceTensor(&tensors, "quant_conv.weight", with: Tensor(zeros: [8, 8, 1, 1]))
-            replaceTensor(&tensors, "quant_conv.bias", with: Tensor(shape: [8], values: [0, 0, 0, 0] + Array(repeating: logvar, count: 4)))
+            replaceTensor(&tensors, "quant_conv.weight", with: try Tensor(zeros: [8, 8, 1, 1]))
+            replaceTensor(&tensors, "quant_conv.bias", with: try Tensor(shape: [8], values: [0, 0, 0, 0] + Array(repeating: logvar, count: 4)))
             return try AutoencoderKL(directory: writeComponentCopy(self, config: readComponentConfig(source),
                                                                    weights: tensors, weightsFile: "diffusion_pytorch_model.safetensors"))
         }
-        let image = Tensor(shape: [1, 3, 128, 128], repeating: 0.1)
+        let image = try Tensor(shape: [1, 3, 128, 128], repeating: 0.1)
         let half = try vae(logvar: 2 * log(0.5))
-        let noise = scaled(try half.encodeSample(image, seed: 7), by: 2)
+        let noise = try scaled(try half.encodeSample(image, seed: 7), by: 2)
         XCTAssertEqual(try half.encodeMean(image).scalars, Array(repeating: 0, count: noise.count))
 
         // Seeded: the same seed repeats, another seed differs.
-        XCTAssertEqual(scaled(try half.encodeSample(image, seed: 7), by: 2).scalars, noise.scalars)
+        XCTAssertEqual(try scaled(try half.encodeSample(image, seed: 7), by: 2).scalars, noise.scalars)
         XCTAssertNotEqual(try half.encodeSample(image, seed: 8).scalars, noise.scalars)
         // Standard normal: 1024 samples, mean within 5 sigma (0.16), standard deviation within 0.1.
         let values = noise.scalars.map(Double.init)
@@ -91,8 +91,8 @@ final class VAETests: XCTestCase {
         XCTAssertEqual(std, 1, accuracy: 0.1)
 
         // logvar 60 is clamped to 20 (std e^10), -100 to -30 (std e^-15): same noise, rescaled.
-        assertMatches(scaled(try vae(logvar: 60).encodeSample(image, seed: 7), by: exp(-10)), noise, tolerance: 1e-6, "logvar clamped at 20")
-        assertMatches(scaled(try vae(logvar: -100).encodeSample(image, seed: 7), by: exp(15)), noise, tolerance: 1e-6, "logvar clamped at -30")
+        assertMatches(try scaled(try vae(logvar: 60).encodeSample(image, seed: 7), by: exp(-10)), noise, tolerance: 1e-6, "logvar clamped at 20")
+        assertMatches(try scaled(try vae(logvar: -100).encodeSample(image, seed: 7), by: exp(15)), noise, tolerance: 1e-6, "logvar clamped at -30")
     }
 
     /// Checkpoints converted before diffusers 0.14 name the mid-block attention projections
@@ -168,7 +168,7 @@ final class VAETests: XCTestCase {
     func testWrongShapeNamesTheTensor() throws {
         let source = vaeDirectory("sd15-tiny")
         var tensors = try readComponentTensors("\(source)/diffusion_pytorch_model.fp16.safetensors")
-        replaceTensor(&tensors, "decoder.up_blocks.1.resnets.2.conv1.weight", with: Tensor(zeros: [16, 16, 1, 1]))
+        replaceTensor(&tensors, "decoder.up_blocks.1.resnets.2.conv1.weight", with: try Tensor(zeros: [16, 16, 1, 1]))
         let directory = try writeComponentCopy(self, config: readComponentConfig(source), weights: tensors,
                                                weightsFile: "diffusion_pytorch_model.fp16.safetensors", dtype: .f16)
         XCTAssertThrowsError(try AutoencoderKL(directory: directory)) { error in
@@ -182,7 +182,7 @@ final class VAETests: XCTestCase {
     func testUnexpectedTensorIsReported() throws {
         let source = vaeDirectory("sd2-tiny")
         var tensors = try readComponentTensors("\(source)/diffusion_pytorch_model.safetensors")
-        tensors.append((name: "encoder.down_blocks.3.resnets.2.norm1.weight", tensor: Tensor(zeros: [16])))
+        tensors.append((name: "encoder.down_blocks.3.resnets.2.norm1.weight", tensor: try Tensor(zeros: [16])))
         let directory = try writeComponentCopy(self, config: readComponentConfig(source), weights: tensors,
                                                weightsFile: "diffusion_pytorch_model.safetensors")
         XCTAssertThrowsError(try AutoencoderKL(directory: directory)) { error in

@@ -259,6 +259,13 @@ dir=$(broken fifo-weights); rm "$dir/vae/diffusion_pytorch_model.safetensors"; m
 timeout 60 "$work/edit_clip" "$prefix/lib/libtokenflow.so" -n 2 -o "$work/x.rgb" "${quick[@]}" model="$dir" > "$work/err.log" 2>&1
 expect "c-api example: FIFO weights are refused, not waited on" grep -q "diffusion_pytorch_model.safetensors.*not a regular file" "$work/err.log"
 
+# Out of memory under an address-space limit: TF_ENOMEM with a message, the context closes, a smaller edit
+# works afterwards. The limit leaves room for the process, OpenBLAS's buffers and the tiny model, not for
+# 16384x16384 working tensors.
+(ulimit -v 1500000; timeout 120 "$work/api_test" enomem "$model") > "$work/enomem.log" 2>&1
+expect "c-api under ulimit -v: no signal, no hang" test $? -lt 128
+cat "$work/enomem.log"
+
 # Leaks: one pass over the success and error paths under memcheck. Swift's runtime keeps one-time
 # metadata caches ("still reachable", "possibly lost"); nothing may be definitely or indirectly lost.
 if command -v valgrind > /dev/null; then

@@ -78,6 +78,10 @@ bad "cli bad size" "size: '12x12' is not allowed: expected WxH (multiples of 8" 
 bad "cli unknown setting" "unknown option '--stepz'" edit "$work/in.nut" "$work/bad.mp4" --prompt x --model "$model" --stepz 2
 bad "cli setting without a value" "--steps needs a value" edit "$work/in.nut" "$work/bad.mp4" --prompt x --model "$model" --steps
 bad "cli no model anywhere" "no model given" edit "$work/in.nut" "$work/bad.mp4" --prompt x
+bad "cli edit beyond memory_limit" "out of memory: a tensor of shape .* would exceed the memory_limit of 1 MiB" \
+    edit "$work/in.nut" "$work/bad.mp4" --prompt x "${quick[@]}" --size 256x256 --memory_limit 1
+(ulimit -v 1500000; bad "cli edit under ulimit -v" "out of memory: the system refused" \
+    edit "$work/in.nut" "$work/bad.mp4" --prompt x "${quick[@]}" --size 16384x16384)
 cp -rL "$model" "$work/corrupt"; truncate -s 100 "$work/corrupt/unet/diffusion_pytorch_model.safetensors"
 bad "cli corrupt weights" "diffusion_pytorch_model.safetensors" edit "$work/in.nut" "$work/bad.mp4" --prompt x --model "$work/corrupt"
 finish

@@ -6,14 +6,14 @@ import XCTest
 final class LargeShapeTests: XCTestCase {
     override func setUp() { Threading.configure(threads: 2) }
 
-    func randomTensor(_ shape: [Int], seed: UInt64) -> Tensor { gaussianNoise(shape: shape, seed: seed) }
+    func randomTensor(_ shape: [Int], seed: UInt64) throws -> Tensor { try gaussianNoise(shape: shape, seed: seed) }
 
-    func testAttentionAt4096TokensFiveHeads() {
+    func testAttentionAt4096TokensFiveHeads() throws {
         let tokens = 4096, heads = 5, dim = 64
-        let q = randomTensor([1, tokens, heads * dim], seed: 1)
-        let k = randomTensor([1, tokens, heads * dim], seed: 2)
-        let v = randomTensor([1, tokens, heads * dim], seed: 3)
-        let out = attention(query: q, key: k, value: v, heads: heads)
+        let q = try randomTensor([1, tokens, heads * dim], seed: 1)
+        let k = try randomTensor([1, tokens, heads * dim], seed: 2)
+        let v = try randomTensor([1, tokens, heads * dim], seed: 3)
+        let out = try attention(query: q, key: k, value: v, heads: heads)
         let width = heads * dim
         for row in [0, 1, 127, 128, 2049, 4095] {
             for head in [0, 4] {
@@ -37,10 +37,10 @@ final class LargeShapeTests: XCTestCase {
         }
     }
 
-    func testNearestNeighbourAt4096By4096Tokens() {
+    func testNearestNeighbourAt4096By4096Tokens() throws {
         let tokens = 4096, dim = 320
-        let a = randomTensor([tokens, dim], seed: 4), b = randomTensor([tokens, dim], seed: 5)
-        let indices = nearestNeighborIndices(queries: a, candidates: b)
+        let a = try randomTensor([tokens, dim], seed: 4), b = try randomTensor([tokens, dim], seed: 5)
+        let indices = try nearestNeighborIndices(queries: a, candidates: b)
         func norm(_ t: Tensor, _ r: Int) -> Double {
             (0..<dim).reduce(0.0) { $0 + Double(t[flat: r * dim + $1]) * Double(t[flat: r * dim + $1]) }.squareRoot()
         }

@@ -91,7 +91,7 @@ final class SafetensorsTests: XCTestCase {
     }
 
     func testWritesViewsAndMultipleTensorsInOrder() throws {
-        let base = Tensor(shape: [3, 2], values: [1, 2, 3, 4, 5, 6])
+        let base = try Tensor(shape: [3, 2], values: [1, 2, 3, 4, 5, 6])
         let filePath = path("views.safetensors")
         try writeSafetensors([("b_row", base.row(1)), ("a_rest", base.slice(1..<3)), ("c", base)], to: filePath)
         let file = try SafetensorsFile(path: filePath)
@@ -242,7 +242,7 @@ final class SafetensorsTests: XCTestCase {
 
     func testWriterRejectsBadArgumentsWithoutCreatingFiles() throws {
         let filePath = path("bad.safetensors")
-        let one = Tensor(shape: [1], values: [1])
+        let one = try Tensor(shape: [1], values: [1])
         assertError(try writeSafetensors([("x", one), ("x", one)], to: filePath), contains: [filePath, "'x'", "twice"])
         assertError(try writeSafetensors([("__metadata__", one)], to: filePath), contains: [filePath, "__metadata__"])
         assertError(try writeSafetensors([("x", one)], to: filePath, dtype: .i32), contains: [filePath, "I32"])

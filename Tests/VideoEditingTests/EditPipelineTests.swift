@@ -221,9 +221,9 @@ final class InversionCheckTests: XCTestCase {
                              inversionPrompt: good.inversionPrompt, inversionSteps: good.inversionSteps)
         }
         let cases: [(Inversion, String)] = [
-            (variant(latents: Tensor(zeros: [2, 8, 2, 2])), "latents of shape [2, 8, 2, 2], expected [frames >= 1, 4,"),
-            (variant(latents: Tensor(zeros: [2, 4, 0, 0])), "latents of shape [2, 4, 0, 0]"),
-            (variant(latents: Tensor(zeros: [0, 4, 2, 2])), "latents of shape [0, 4, 2, 2]"),
+            (variant(latents: try Tensor(zeros: [2, 8, 2, 2])), "latents of shape [2, 8, 2, 2], expected [frames >= 1, 4,"),
+            (variant(latents: try Tensor(zeros: [2, 4, 0, 0])), "latents of shape [2, 4, 0, 0]"),
+            (variant(latents: try Tensor(zeros: [0, 4, 2, 2])), "latents of shape [0, 4, 2, 2]"),
             (variant(lastTimestep: 5000), "last timestep 5000 is outside the model's 0..<1000"),
             (variant(lastTimestep: -1), "last timestep -1"),
             (variant(width: 0), "input size 0x16 is not a frame size"),

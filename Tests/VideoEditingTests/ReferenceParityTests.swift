@@ -77,11 +77,11 @@ final class ReferenceParityTests: XCTestCase {
 
         /// The reference's inversion as an Inversion: `prefix` "" (10 steps) or "inv20.", first `frames` frames.
         func referenceInversion(_ prefix: String = "", frames: Int = 16) throws -> Inversion {
-            func first(_ t: Tensor) -> Tensor { t.slice(0..<frames).copy() }
+            func first(_ t: Tensor) throws -> Tensor { try t.slice(0..<frames).copy() }
             let caseInfo = info[prefix.isEmpty ? "main_case" : "inv20_case"] as! [String: Any]
             var kept: [Int: Tensor] = [:]
-            for t in caseInfo["inversion_saved_timesteps"] as! [Int] { kept[t] = first(try tensor("\(prefix)inverted.\(t)")) }
-            return Inversion(latents: first(try tensor("latents")), kept: kept, last: first(try tensor("\(prefix)inverted.last")),
+            for t in caseInfo["inversion_saved_timesteps"] as! [Int] { kept[t] = try first(try tensor("\(prefix)inverted.\(t)")) }
+            return Inversion(latents: try first(try tensor("latents")), kept: kept, last: try first(try tensor("\(prefix)inverted.last")),
                              lastTimestep: caseInfo["inversion_last_timestep"] as! Int, inputWidth: 64, inputHeight: 64,
                              workingWidth: 64, workingHeight: 64, inversionPrompt: info["inversion_prompt"] as! String,
                              inversionSteps: prefix.isEmpty ? info["inversion_steps"] as! Int : info["inv20_inversion_steps"] as! Int)
@@ -134,7 +134,7 @@ final class ReferenceParityTests: XCTestCase {
     func checkSteps(_ c: Case, _ pipeline: EditPipeline, _ inversion: Inversion, keyframes: [[Int]], prefix: String,
                     frames: Int? = nil) throws {
         let sampler = propagation(pipeline)
-        compare(sampler.initialLatents(inversion), try c.tensor("\(prefix)init"), frames: frames, tolerance: 1e-5, "\(c.name) \(prefix)init")
+        compare(try sampler.initialLatents(inversion), try c.tensor("\(prefix)init"), frames: frames, tolerance: 1e-5, "\(c.name) \(prefix)init")
         for step in sampler.timesteps.indices {
             let before = try c.tensor(step == 0 ? "\(prefix)init" : "\(prefix)step\(step - 1)").slice(0..<(frames ?? 16)).copy()
             compareStep(try sampler.sampleStep(before, step: step, inversion: inversion, keyframes: keyframes),
@@ -159,9 +159,9 @@ final class ReferenceParityTests: XCTestCase {
         compareEdit(result.finalLatents, try c.tensor("pnp.final"), "\(name) PnP edit")
         // Decoded as the reference's decode_latents ((y / 2 + 0.5) clamped), for the frames it recorded.
         let decodedFrames = try c.tensor("pnp.decoded_frames").scalars.map { Int($0) }
-        let decoded = concat(try decodedFrames.map { f in
-            let latents = scaled(result.finalLatents.slice(f..<(f + 1)), by: 1 / c.model.vae.scalingFactor)
-            return clamped(map(try c.model.vae.decode(latents)) { $0 * 0.5 + 0.5 }, 0, 1)
+        let decoded = try concat(try decodedFrames.map { f in
+            let latents = try scaled(result.finalLatents.slice(f..<(f + 1)), by: 1 / c.model.vae.scalingFactor)
+            return try clamped(try map(try c.model.vae.decode(latents)) { $0 * 0.5 + 0.5 }, 0, 1)
         }, axis: 0)
         compareEdit(decoded, try c.tensor("pnp.decoded"), "\(name) decoded frames")
 
@@ -193,7 +193,7 @@ final class ReferenceParityTests: XCTestCase {
         let ours = try inv20.invert(Self.frames)
         compare(ours.last, try c.tensor("inv20.inverted.last"), tolerance: 1e-4, "\(name) 20-step inversion")
         let inv20Reference = try c.referenceInversion("inv20.")
-        compare(propagation(inv20).initialLatents(inv20Reference), try c.tensor("inv20.pnp.init"), tolerance: 1e-5, "\(name) inv20 start")
+        compare(try propagation(inv20).initialLatents(inv20Reference), try c.tensor("inv20.pnp.init"), tolerance: 1e-5, "\(name) inv20 start")
         compareEdit(try inv20.edit(inv20Reference, keyframes: inv20Keyframes).finalLatents, try c.tensor("inv20.pnp.final"),
                     "\(name) PnP after 20-step inversion")
         compare(try EditPipeline(model: c.model, settings: { var s = inv20Settings; s.method = Reconstruction.name; return s }())
@@ -207,7 +207,7 @@ final class ReferenceParityTests: XCTestCase {
         let shortKeyframes = try c.keyframes("short.keyframes")
         let shortReference = try c.referenceInversion(frames: 13)
         for step in short.timesteps.indices {
-            let before = step == 0 ? short.initialLatents(shortReference) : try c.tensor("short.step\(step - 1)")
+            let before = step == 0 ? try short.initialLatents(shortReference) : try c.tensor("short.step\(step - 1)")
             let after = try short.sampleStep(before, step: step, inversion: shortReference, keyframes: shortKeyframes)
             XCTAssertEqual(after.shape, [13, 4, 8, 8])
             compareStep(after, try c.tensor("short.step\(step)"), frames: 8, "\(name) 13 frames, step \(step) from the reference state, first batch")

@@ -20,12 +20,12 @@ struct BranchStack {
     func slice(_ x: Tensor, _ branch: Branch) -> Tensor { x.slice(range(branch)) }
 
     /// Stacks one tensor per branch.
-    func stack(_ part: (Branch) -> Tensor) -> Tensor { concat(Branch.allCases.map(part), axis: 0) }
+    func stack(_ part: (Branch) throws -> Tensor) throws -> Tensor { try concat(Branch.allCases.map(part), axis: 0) }
 
     /// A copy of the stacked `x` with the source branch's rows copied over both guidance branches
     /// (PnP injection).
-    func sourceCopiedToGuidance(_ x: Tensor) -> Tensor {
-        let result = x.copy()
+    func sourceCopiedToGuidance(_ x: Tensor) throws -> Tensor {
+        let result = try x.copy()
         let source = slice(x, .source)
         for branch in [Branch.uncond, .cond] {
             slice(result, branch).mutablePointer.update(from: source.pointer, count: source.count)

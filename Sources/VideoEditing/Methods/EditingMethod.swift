@@ -69,9 +69,9 @@ public func scheduleStepCount(_ steps: Int, fraction: Float) -> Int {
 }
 
 /// `x` [1, ...] repeated n times along the first dimension.
-func repeated(_ x: Tensor, _ n: Int) -> Tensor { concat(Array(repeating: x, count: n), axis: 0) }
+func repeated(_ x: Tensor, _ n: Int) throws -> Tensor { try concat(Array(repeating: x, count: n), axis: 0) }
 
 /// Frames `indices` of [N, ...] stacked in order.
-func gatherFrames(_ x: Tensor, _ indices: [Int]) -> Tensor {
-    concat(indices.map { x.slice($0..<($0 + 1)) }, axis: 0)
+func gatherFrames(_ x: Tensor, _ indices: [Int]) throws -> Tensor {
+    try concat(indices.map { x.slice($0..<($0 + 1)) }, axis: 0)
 }

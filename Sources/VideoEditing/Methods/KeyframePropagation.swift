@@ -25,8 +25,8 @@ public struct AnchorLatents {
     let edited: Tensor
 
     /// Several anchors' latents stacked.
-    static func stacked(_ anchors: [AnchorLatents]) -> AnchorLatents {
-        AnchorLatents(source: concat(anchors.map(\.source), axis: 0), edited: concat(anchors.map(\.edited), axis: 0))
+    static func stacked(_ anchors: [AnchorLatents]) throws -> AnchorLatents {
+        AnchorLatents(source: try concat(anchors.map(\.source), axis: 0), edited: try concat(anchors.map(\.edited), axis: 0))
     }
 }
 
@@ -66,15 +66,15 @@ public struct KeyframePropagation {
 
     /// The latents sampling starts from: the clean latents noised to the first timestep with the noise
     /// the inversion found (x_T = sqrt(a_T) x_0 + sqrt(1 - a_T) eps, solved for eps).
-    public func initialLatents(_ inversion: Inversion) -> Tensor {
-        initialLatents(clean: inversion.latents, last: inversion.last, lastTimestep: inversion.lastTimestep)
+    public func initialLatents(_ inversion: Inversion) throws -> Tensor {
+        try initialLatents(clean: inversion.latents, last: inversion.last, lastTimestep: inversion.lastTimestep)
     }
 
-    func initialLatents(clean: Tensor, last: Tensor, lastTimestep: Int) -> Tensor {
+    func initialLatents(clean: Tensor, last: Tensor, lastTimestep: Int) throws -> Tensor {
         let scheduler = context.schedules.sampling
         let alphaLast = scheduler.alphasCumprod[lastTimestep]
-        let eps = linearCombination(last, 1 / (1 - alphaLast).squareRoot(), clean, -alphaLast.squareRoot() / (1 - alphaLast).squareRoot())
-        return scheduler.addNoise(original: clean, noise: eps, timestep: timesteps[0])
+        let eps = try linearCombination(last, 1 / (1 - alphaLast).squareRoot(), clean, -alphaLast.squareRoot() / (1 - alphaLast).squareRoot())
+        return try scheduler.addNoise(original: clean, noise: eps, timestep: timesteps[0])
     }
 
     /// The keyframe passes of a step over `count` keyframes: the batches each covers (`members`) and
@@ -120,7 +120,7 @@ public struct KeyframePropagation {
                 anchors: [AnchorLatents]?, progress: ProgressReporter) throws -> (first: [AnchorLatents], last: [AnchorLatents]) {
         let plan = try Plan(self, frameCount: store.frameCount, inversionPrompt: inversionPrompt, keyframes: explicit)
         for range in plan.batches {
-            let start = initialLatents(clean: try store.read(LatentStore.clean, range), last: try store.read(LatentStore.last, range),
+            let start = try initialLatents(clean: try store.read(LatentStore.clean, range), last: try store.read(LatentStore.last, range),
                                        lastTimestep: lastTimestep)
             try store.write(store.current, range, start)
         }
@@ -166,12 +166,12 @@ public struct KeyframePropagation {
             cond = try model.embed(settings.prompt)
         }
 
-        func context(_ branches: BranchStack) -> Tensor {
-            branches.stack { branch in
+        func context(_ branches: BranchStack) throws -> Tensor {
+            try branches.stack { branch in
                 switch branch {
-                case .source: return repeated(source, branches.framesPerBranch)
-                case .uncond: return repeated(uncond, branches.framesPerBranch)
-                case .cond: return repeated(cond, branches.framesPerBranch)
+                case .source: return try repeated(source, branches.framesPerBranch)
+                case .uncond: return try repeated(uncond, branches.framesPerBranch)
+                case .cond: return try repeated(cond, branches.framesPerBranch)
                 }
             }
         }
@@ -195,8 +195,8 @@ public struct KeyframePropagation {
             calls += 1
             try progress.unetCall(.sampling, step * callsPerStep + calls, of: totalCalls, steps: timesteps.count)
         }
-        func run(_ source: Tensor, _ edited: Tensor) -> Tensor {
-            model.unet(hooks.branches.stack { $0 == .source ? source : edited },
+        func run(_ source: Tensor, _ edited: Tensor) throws -> Tensor {
+            try model.unet(hooks.branches.stack { $0 == .source ? source : edited },
                        timesteps: [Float(t)], context: plan.context(hooks.branches), hooks: hooks)
         }
 
@@ -207,13 +207,13 @@ public struct KeyframePropagation {
             var source = try store.read(sourceSlot, keys), edited = try store.read(store.current, keys)
             var members = Array(pass.members)
             if let anchors {
-                source = concat([source, anchors.source], axis: 0)
-                edited = concat([edited, anchors.edited], axis: 0)
+                source = try concat([source, anchors.source], axis: 0)
+                edited = try concat([edited, anchors.edited], axis: 0)
                 members += (0..<anchors.source.shape[0]).map { -1 - $0 } // not batches of this clip: never recorded
             }
             hooks.pass = .keyframes(batches: members, keep: pass.keeps)
             hooks.branches = BranchStack(framesPerBranch: members.count)
-            _ = run(source, edited)
+            _ = try run(source, edited)
             try reportCall()
 
             // b) The batches whose keyframes are now recorded: propagated self-attention, then
@@ -223,10 +223,10 @@ public struct KeyframePropagation {
                 hooks.pass = .batch(index: b, frames: range, batchSize: batchSize)
                 hooks.branches = BranchStack(framesPerBranch: range.count)
                 let batch = try store.read(store.current, range)
-                let output = run(try store.read(sourceSlot, range), batch)
+                let output = try run(try store.read(sourceSlot, range), batch)
                 let uncond = hooks.branches.slice(output, .uncond), cond = hooks.branches.slice(output, .cond)
-                let guided = linearCombination(uncond, 1 - settings.guidanceScale, cond, settings.guidanceScale)
-                let previous = context.schedules.sampling.step(modelOutput: guided, timestep: t, sample: batch).prevSample
+                let guided = try linearCombination(uncond, 1 - settings.guidanceScale, cond, settings.guidanceScale)
+                let previous = try context.schedules.sampling.step(modelOutput: guided, timestep: t, sample: batch).prevSample
                 try requireFinite(previous, "in sampling step \(step + 1)/\(timesteps.count) (timestep \(t)), frames \(range.lowerBound)-\(range.upperBound - 1)")
                 try store.write(store.next, range, previous)
                 hooks.forgetRecords(before: b)

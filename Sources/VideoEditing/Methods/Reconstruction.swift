@@ -22,10 +22,10 @@ public struct Reconstruction: EditingMethod {
         // Batch by batch through every timestep: only one batch's latents are in memory.
         for (b, range) in batches.enumerated() {
             var x = try store.read(LatentStore.last, range)
-            let context = repeated(condition, range.count)
+            let context = try repeated(condition, range.count)
             for (i, t) in timesteps.enumerated() {
-                let output = model.unet(x, timesteps: [Float(t)], context: context)
-                x = scheduler.step(modelOutput: output, timestep: t, sample: x).prevSample
+                let output = try model.unet(x, timesteps: [Float(t)], context: context)
+                x = try scheduler.step(modelOutput: output, timestep: t, sample: x).prevSample
                 try requireFinite(x, "in sampling step \(i + 1)/\(timesteps.count) (timestep \(t)), frames \(range.lowerBound)-\(range.upperBound - 1)")
                 try progress.unetCall(.sampling, b * timesteps.count + i + 1, of: timesteps.count * batches.count, steps: timesteps.count)
             }

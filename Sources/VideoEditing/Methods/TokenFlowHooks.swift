@@ -50,50 +50,50 @@ final class TokenFlowHooks: UNetHooks {
         records = records.filter { $0.key >= batch - 1 }
     }
 
-    func selfAttention(block: String, normed: Tensor, attention: AttentionLayer) -> Tensor? {
+    func selfAttention(block: String, normed: Tensor, attention: AttentionLayer) throws -> Tensor? {
         switch pass {
         case .keyframes(let batches, let keep):
-            return keyframeAttention(block: block, normed: normed, attention: attention, batches: batches, keep: keep)
+            return try keyframeAttention(block: block, normed: normed, attention: attention, batches: batches, keep: keep)
         case .batch(let index, let frames, let batchSize):
-            return propagatedAttention(block: block, normed: normed, batch: index, frames: frames, batchSize: batchSize)
+            return try propagatedAttention(block: block, normed: normed, batch: index, frames: frames, batchSize: batchSize)
         }
     }
 
-    func resnetAfterConv2(resnet: String, hidden: Tensor) -> Tensor {
+    func resnetAfterConv2(resnet: String, hidden: Tensor) throws -> Tensor {
         guard injectFeatures, resnet == Self.featureInjectionResnet else { return hidden }
-        return branches.sourceCopiedToGuidance(hidden)
+        return try branches.sourceCopiedToGuidance(hidden)
     }
 
-    private func keyframeAttention(block: String, normed: Tensor, attention: AttentionLayer, batches: [Int], keep: Range<Int>) -> Tensor {
+    private func keyframeAttention(block: String, normed: Tensor, attention: AttentionLayer, batches: [Int], keep: Range<Int>) throws -> Tensor {
         let n = branches.framesPerBranch, tokens = normed.shape[1], width = normed.shape[2]
-        var query = attention.toQ(normed), key = attention.toK(normed)
-        let value = attention.toV(normed)
+        var query = try attention.toQ(normed), key = try attention.toK(normed)
+        let value = try attention.toV(normed)
         if injectQueryKey && Self.queryKeyInjectionBlocks.contains(block) {
-            query = branches.sourceCopiedToGuidance(query)
-            key = branches.sourceCopiedToGuidance(key)
+            query = try branches.sourceCopiedToGuidance(query)
+            key = try branches.sourceCopiedToGuidance(key)
         }
-        let output = attention.toOut(branches.stack { branch in
+        let output = try attention.toOut(branches.stack { branch in
             let (q, k, v) = (branches.slice(query, branch), branches.slice(key, branch), branches.slice(value, branch))
             // Source: each frame attends to itself.
-            if branch == .source { return attention.attend(query: q, key: k, value: v) }
+            if branch == .source { return try attention.attend(query: q, key: k, value: v) }
             // Uncond/cond: every keyframe attends to all keyframes' tokens. Queries of all keyframes share
             // one key set, so they are stacked as one sequence of n * tokens queries.
             let joint = { (t: Tensor) in t.reshaped([1, n * tokens, width]) }
-            return attention.attend(query: joint(q), key: joint(k), value: joint(v)).reshaped([n, tokens, width])
+            return try attention.attend(query: joint(q), key: joint(k), value: joint(v)).reshaped([n, tokens, width])
         })
         let sourceNorm = branches.slice(normed, .source)
         for (index, batch) in batches.enumerated() where keep.contains(batch) {
-            let own = Tensor(uninitializedShape: [Branch.allCases.count, tokens, width])
+            let own = try Tensor(uninitializedShape: [Branch.allCases.count, tokens, width])
             for branch in Branch.allCases {
                 let rows = branches.slice(output, branch).row(index)
                 own.row(branch.rawValue).mutablePointer.update(from: rows.pointer, count: rows.count)
             }
-            records[batch, default: [:]][block] = KeyframeRecord(output: own, sourceNorm: sourceNorm.row(index).copy())
+            records[batch, default: [:]][block] = KeyframeRecord(output: own, sourceNorm: try sourceNorm.row(index).copy())
         }
         return output
     }
 
-    private func propagatedAttention(block: String, normed: Tensor, batch: Int, frames: Range<Int>, batchSize: Int) -> Tensor {
+    private func propagatedAttention(block: String, normed: Tensor, batch: Int, frames: Range<Int>, batchSize: Int) throws -> Tensor {
         // Not reachable from input: KeyframePropagation runs batch b only after the passes that record
         // keyframes b and b-1, and drops a record only when no later batch needs it.
         guard let record = records[batch]?[block], let previousRecord = batch > 0 ? records[batch - 1]?[block] : record else {
@@ -101,12 +101,12 @@ final class TokenFlowHooks: UNetHooks {
         }
         let n = branches.framesPerBranch, tokens = normed.shape[1], width = normed.shape[2]
         let sourceNorm = branches.slice(normed, .source).reshaped([n * tokens, width])
-        func nearest(_ keyframe: KeyframeRecord) -> [Int32] {
-            nearestNeighborIndices(queries: sourceNorm, candidates: keyframe.sourceNorm)
+        func nearest(_ keyframe: KeyframeRecord) throws -> [Int32] {
+            try nearestNeighborIndices(queries: sourceNorm, candidates: keyframe.sourceNorm)
         }
-        let current = nearest(record)
-        let previous = batch > 0 ? nearest(previousRecord) : nil
-        let out = Tensor(uninitializedShape: [Branch.allCases.count * n, tokens, width])
+        let current = try nearest(record)
+        let previous = batch > 0 ? try nearest(previousRecord) : nil
+        let out = try Tensor(uninitializedShape: [Branch.allCases.count * n, tokens, width])
         for (local, frameIndex) in frames.enumerated() {
             // Weight of keyframe b by distance to the batch centres (reference: sigmoid(d2 / (d1 + d2))).
             var weight: Float = 1

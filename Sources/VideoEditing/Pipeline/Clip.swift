@@ -33,8 +33,8 @@ func validateFrame(_ frame: Frame, index: Int, first: (width: Int, height: Int)?
 }
 
 /// Frame -> [1, 3, H, W] in [-1, 1] at `width` x `height` (resampled when the sizes differ).
-func imageTensor(_ frame: Frame, width: Int, height: Int) -> Tensor {
-    let planar = Tensor(uninitializedShape: [1, 3, frame.height, frame.width])
+func imageTensor(_ frame: Frame, width: Int, height: Int) throws -> Tensor {
+    let planar = try Tensor(uninitializedShape: [1, 3, frame.height, frame.width])
     let plane = frame.width * frame.height
     frame.pixels.withUnsafeBufferPointer { pixels in
         for i in 0..<plane {
@@ -42,12 +42,12 @@ func imageTensor(_ frame: Frame, width: Int, height: Int) -> Tensor {
         }
     }
     if width == frame.width && height == frame.height { return planar }
-    return resize(planar, width: width, height: height)
+    return try resize(planar, width: width, height: height)
 }
 
 /// [1, 3, H, W] in [-1, 1] (a VAE decode) -> Frame at `width` x `height`, rounded and clamped to 0...255.
-func frame(from image: Tensor, width: Int, height: Int) -> Frame {
-    let sized = image.shape[3] == width && image.shape[2] == height ? image : resize(image, width: width, height: height)
+func frame(from image: Tensor, width: Int, height: Int) throws -> Frame {
+    let sized = image.shape[3] == width && image.shape[2] == height ? image : try resize(image, width: width, height: height)
     let plane = width * height
     var pixels = [UInt8](repeating: 0, count: plane * 3)
     for i in 0..<plane {
@@ -64,18 +64,18 @@ func frame(from image: Tensor, width: Int, height: Int) -> Frame {
 
 /// Separable resampling of [N, C, H, W] with a triangle (bilinear) filter widened by the scale
 /// when shrinking, so downscaling averages instead of aliasing (like PIL's BILINEAR).
-func resize(_ x: Tensor, width: Int, height: Int) -> Tensor {
+func resize(_ x: Tensor, width: Int, height: Int) throws -> Tensor {
     let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     let horizontal = resampleWeights(from: w, to: width)
     let vertical = resampleWeights(from: h, to: height)
-    let rows = Tensor(zeros: [n * c, h, width])
+    let rows = try Tensor(zeros: [n * c, h, width])
     for plane in 0..<(n * c) {
         for y in 0..<h {
             let src = x.pointer + (plane * h + y) * w, dst = rows.mutablePointer + (plane * h + y) * width
             for (ox, taps) in horizontal.enumerated() { dst[ox] = taps.reduce(0) { $0 + $1.weight * src[$1.index] } }
         }
     }
-    let out = Tensor(zeros: [n, c, height, width])
+    let out = try Tensor(zeros: [n, c, height, width])
     for plane in 0..<(n * c) {
         for (oy, taps) in vertical.enumerated() {
             let dst = out.mutablePointer + (plane * height + oy) * width

@@ -52,6 +52,9 @@ public final class EditPipeline {
     public let schedules: Schedules
     /// The method the `method` setting names.
     public let method: any EditingMethod
+    /// Bounds the working tensors of this pipeline's edits (`memory_limit`); every entry point of
+    /// `ClipEdit` that computes runs under it (`ClipEdit.computing`).
+    public let memoryBudget: MemoryBudget
 
     /// Checks the settings against each other and the model (throws `EditError.invalidSettings`).
     public init(model: StableDiffusionModel, settings: EditSettings) throws {
@@ -61,6 +64,7 @@ public final class EditPipeline {
         }
         self.model = model
         self.settings = settings
+        memoryBudget = MemoryBudget(limitBytes: settings.memoryLimit << 20)
         schedules = try Schedules(config: model.schedulerConfig, settings: settings)
         method = try methodType.init(MethodContext(model: model, settings: settings, schedules: schedules))
     }
@@ -178,58 +182,69 @@ public final class ClipEdit {
     public var latentBytes: (memory: Int, disk: Int) { (store?.bytesInMemory ?? 0, store?.bytesOnDisk ?? 0) }
     var settings: EditSettings { pipeline.settings }
 
+    /// Every entry point that computes runs here: under the pipeline's memory budget, with OpenBLAS's
+    /// buffers in place (so an address-space limit is an error, never a hang inside OpenBLAS).
+    private func computing<R>(_ body: () throws -> R) throws -> R {
+        try Threading.prepareBLASBuffers()
+        return try pipeline.memoryBudget.withCurrent(body)
+    }
+
     /// Encodes one frame (resampled to the working size) and keeps its latents.
     public func append(_ frame: Frame) throws {
-        guard state == .collecting else { throw EditError.invalidClip("frames can only be added before the clip is edited") }
-        try validateFrame(frame, index: frameCount, first: store == nil ? nil : (inputWidth, inputHeight))
-        if store == nil { (inputWidth, inputHeight) = (frame.width, frame.height) }
-        let (width, height) = settings.workingSize.resolve(width: inputWidth, height: inputHeight)
-        let vae = pipeline.model.vae
-        let latents = scaled(try vae.encodeMean(imageTensor(frame, width: width, height: height)), by: vae.scalingFactor)
-        let store = self.store ?? LatentStore(latentShape: Array(latents.shape.dropFirst()),
-                                              invertedTimesteps: pipeline.schedules.sampling.timesteps, settings: settings)
-        self.store = store
-        try requireFinite(latents, "in VAE encoding, frame \(store.frameCount)")
-        let index = try store.appendFrame()
-        try store.write(LatentStore.clean, index..<(index + 1), latents)
+        try computing {
+            guard state == .collecting else { throw EditError.invalidClip("frames can only be added before the clip is edited") }
+            try validateFrame(frame, index: frameCount, first: store == nil ? nil : (inputWidth, inputHeight))
+            if store == nil { (inputWidth, inputHeight) = (frame.width, frame.height) }
+            let (width, height) = settings.workingSize.resolve(width: inputWidth, height: inputHeight)
+            let vae = pipeline.model.vae
+            let latents = try scaled(try vae.encodeMean(imageTensor(frame, width: width, height: height)), by: vae.scalingFactor)
+            let store = self.store ?? LatentStore(latentShape: Array(latents.shape.dropFirst()),
+                                                  invertedTimesteps: pipeline.schedules.sampling.timesteps, settings: settings)
+            self.store = store
+            try requireFinite(latents, "in VAE encoding, frame \(store.frameCount)")
+            let index = try store.appendFrame()
+            try store.write(LatentStore.clean, index..<(index + 1), latents)
+        }
     }
 
     /// DDIM inversion of every frame with the inversion prompt, batch by batch (each batch through every
     /// timestep, so only one batch is in memory), keeping the latents at the sampling timesteps.
     func invert(progress: ProgressReporter) throws {
-        guard let store, state == .collecting else { throw EditError.invalidClip("the clip has no frames") }
-        let model = pipeline.model, scheduler = pipeline.schedules.inversion
-        let condition = try model.embed(inversionPrompt)
-        let ascending = Array(scheduler.timesteps.reversed())
-        let alphas = scheduler.alphasCumprod
-        let batches = batchRanges(count: store.frameCount, size: settings.batchSize)
-        let calls = ascending.count * batches.count
-        for (b, range) in batches.enumerated() {
-            var x = try store.read(LatentStore.clean, range)
-            let context = repeated(condition, range.count)
-            for (i, t) in ascending.enumerated() {
-                // DDIM run backwards: eps at t from the current (less noisy) latents, x0 from the previous
-                // level, then forward to level t (the reference's ddim_inversion).
-                let alphaT = alphas[t]
-                let alphaPrevious = i > 0 ? alphas[ascending[i - 1]] : scheduler.finalAlphaCumprod
-                let eps = noisePrediction(x, timestep: t, context: context, alpha: alphaT)
-                let x0 = linearCombination(x, 1 / alphaPrevious.squareRoot(), eps, -(1 - alphaPrevious).squareRoot() / alphaPrevious.squareRoot())
-                x = linearCombination(x0, alphaT.squareRoot(), eps, (1 - alphaT).squareRoot())
-                try requireFinite(x, "in inversion step \(i + 1)/\(ascending.count) (timestep \(t)), frames \(range.lowerBound)-\(range.upperBound - 1)")
-                if let slot = store.inverted(t) { try store.write(slot, range, x) }
-                try progress.unetCall(.inversion, b * ascending.count + i + 1, of: calls, steps: ascending.count)
+        try computing {
+            guard let store, state == .collecting else { throw EditError.invalidClip("the clip has no frames") }
+            let model = pipeline.model, scheduler = pipeline.schedules.inversion
+            let condition = try model.embed(inversionPrompt)
+            let ascending = Array(scheduler.timesteps.reversed())
+            let alphas = scheduler.alphasCumprod
+            let batches = batchRanges(count: store.frameCount, size: settings.batchSize)
+            let calls = ascending.count * batches.count
+            for (b, range) in batches.enumerated() {
+                var x = try store.read(LatentStore.clean, range)
+                let context = try repeated(condition, range.count)
+                for (i, t) in ascending.enumerated() {
+                    // DDIM run backwards: eps at t from the current (less noisy) latents, x0 from the previous
+                    // level, then forward to level t (the reference's ddim_inversion).
+                    let alphaT = alphas[t]
+                    let alphaPrevious = i > 0 ? alphas[ascending[i - 1]] : scheduler.finalAlphaCumprod
+                    let eps = try noisePrediction(x, timestep: t, context: context, alpha: alphaT)
+                    let x0 = try linearCombination(x, 1 / alphaPrevious.squareRoot(), eps, -(1 - alphaPrevious).squareRoot() / alphaPrevious.squareRoot())
+                    x = try linearCombination(x0, alphaT.squareRoot(), eps, (1 - alphaT).squareRoot())
+                    try requireFinite(x, "in inversion step \(i + 1)/\(ascending.count) (timestep \(t)), frames \(range.lowerBound)-\(range.upperBound - 1)")
+                    if let slot = store.inverted(t) { try store.write(slot, range, x) }
+                    try progress.unetCall(.inversion, b * ascending.count + i + 1, of: calls, steps: ascending.count)
+                }
+                try store.write(LatentStore.last, range, x)
             }
-            try store.write(LatentStore.last, range, x)
+            lastTimestep = ascending.last!
+            state = .inverted
         }
-        lastTimestep = ascending.last!
-        state = .inverted
     }
 
     /// UNet output as epsilon (v-prediction models are converted with the sample's alpha).
-    private func noisePrediction(_ x: Tensor, timestep: Int, context: Tensor, alpha: Float) -> Tensor {
-        let output = pipeline.model.unet(x, timesteps: [Float(timestep)], context: context)
+    private func noisePrediction(_ x: Tensor, timestep: Int, context: Tensor, alpha: Float) throws -> Tensor {
+        let output = try pipeline.model.unet(x, timesteps: [Float(timestep)], context: context)
         guard pipeline.schedules.sampling.prediction == .vPrediction else { return output }
-        return linearCombination(output, alpha.squareRoot(), x, (1 - alpha).squareRoot())
+        return try linearCombination(output, alpha.squareRoot(), x, (1 - alpha).squareRoot())
     }
 
     /// Inversion (if not done) and the method's sampling of the whole clip; then `decode` gives the frames.
@@ -239,41 +254,49 @@ public final class ClipEdit {
 
     /// The method's sampling; the edited latents end in the store's `current` slot.
     func sample(keyframes: [[Int]]?, progress: ProgressReporter) throws {
-        guard let store else { throw EditError.invalidClip("the clip has no frames") }
-        try pipeline.method.checkClip(frameCount: store.frameCount, keyframes: keyframes)
-        if state == .collecting { try invert(progress: progress) }
-        guard state == .inverted else { throw EditError.invalidClip("the clip was edited already") }
-        try pipeline.method.sample(self, store: store, keyframes: keyframes, progress: progress)
-        state = .edited
+        try computing {
+            guard let store else { throw EditError.invalidClip("the clip has no frames") }
+            try pipeline.method.checkClip(frameCount: store.frameCount, keyframes: keyframes)
+            if state == .collecting { try invert(progress: progress) }
+            guard state == .inverted else { throw EditError.invalidClip("the clip was edited already") }
+            try pipeline.method.sample(self, store: store, keyframes: keyframes, progress: progress)
+            state = .edited
+        }
     }
 
     /// Edited frame `index`, decoded and resampled to the input size.
     public func decode(_ index: Int) throws -> Frame {
-        guard let store, state == .edited, (0..<store.frameCount).contains(index) else {
-            throw EditError.invalidClip("frame \(index) has not been edited")
+        try computing {
+            guard let store, state == .edited, (0..<store.frameCount).contains(index) else {
+                throw EditError.invalidClip("frame \(index) has not been edited")
+            }
+            let vae = pipeline.model.vae
+            let image = try vae.decode(scaled(try store.read(store.current, index..<(index + 1)), by: 1 / vae.scalingFactor))
+            try requireFinite(image, "in VAE decoding, frame \(index)")
+            return try frame(from: image, width: inputWidth, height: inputHeight)
         }
-        let vae = pipeline.model.vae
-        let image = try vae.decode(scaled(try store.read(store.current, index..<(index + 1)), by: 1 / vae.scalingFactor))
-        try requireFinite(image, "in VAE decoding, frame \(index)")
-        return frame(from: image, width: inputWidth, height: inputHeight)
     }
 
     /// The edited latents of every frame, [N, 4, H/8, W/8] (the whole clip in memory: for tests and files).
     public func editedLatents() throws -> Tensor {
-        guard let store else { throw EditError.invalidClip("the clip has no frames") }
-        return try store.read(store.current, 0..<store.frameCount)
+        try computing {
+            guard let store else { throw EditError.invalidClip("the clip has no frames") }
+            return try store.read(store.current, 0..<store.frameCount)
+        }
     }
 
     /// The inversion as tensors (the whole clip in memory: for saving it, and for tests).
     func inversion() throws -> Inversion {
-        guard let store, state != .collecting else { throw EditError.invalidClip("the clip has not been inverted") }
-        let frames = 0..<store.frameCount
-        var kept: [Int: Tensor] = [:]
-        for t in store.invertedTimesteps { kept[t] = try store.read(store.inverted(t)!, frames) }
-        let (width, height) = settings.workingSize.resolve(width: inputWidth, height: inputHeight)
-        return Inversion(latents: try store.read(LatentStore.clean, frames), kept: kept, last: try store.read(LatentStore.last, frames),
-                         lastTimestep: lastTimestep, inputWidth: inputWidth, inputHeight: inputHeight,
-                         workingWidth: width, workingHeight: height, inversionPrompt: inversionPrompt,
-                         inversionSteps: settings.inversionSteps)
+        try computing {
+            guard let store, state != .collecting else { throw EditError.invalidClip("the clip has not been inverted") }
+            let frames = 0..<store.frameCount
+            var kept: [Int: Tensor] = [:]
+            for t in store.invertedTimesteps { kept[t] = try store.read(store.inverted(t)!, frames) }
+            let (width, height) = settings.workingSize.resolve(width: inputWidth, height: inputHeight)
+            return Inversion(latents: try store.read(LatentStore.clean, frames), kept: kept, last: try store.read(LatentStore.last, frames),
+                             lastTimestep: lastTimestep, inputWidth: inputWidth, inputHeight: inputHeight,
+                             workingWidth: width, workingHeight: height, inversionPrompt: inversionPrompt,
+                             inversionSteps: settings.inversionSteps)
+        }
     }
 }

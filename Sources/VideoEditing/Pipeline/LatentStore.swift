@@ -86,7 +86,7 @@ public final class LatentStore {
 
     /// Latents of `frames` in `slot`, stacked: [frames.count, C, H/8, W/8].
     func read(_ slot: Int, _ frames: [Int]) throws -> Tensor {
-        let result = Tensor(uninitializedShape: [frames.count] + latentShape)
+        let result = try Tensor(uninitializedShape: [frames.count] + latentShape)
         for (row, frame) in frames.enumerated() {
             try transfer(slot, frame, result.mutablePointer + row * latentCount, writing: false)
         }

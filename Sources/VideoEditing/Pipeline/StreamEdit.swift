@@ -83,7 +83,7 @@ public final class StreamEdit {
             throw EditError.invalidSettings("an explicit keyframe schedule needs the whole stream as one clip (window 0), window is \(window)")
         }
         if windowsEdited > 0, let first = firstKeyframe, let last = previousLastKeyframe {
-            clip.anchors = zip(first, last).map { AnchorLatents.stacked([$0, $1]) }
+            clip.anchors = try zip(first, last).map { try AnchorLatents.stacked([$0, $1]) }
         }
         let index = windowsEdited
         try clip.edit(keyframes: keyframes, progress: progress.map { handler in { report in

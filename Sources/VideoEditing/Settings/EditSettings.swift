@@ -37,6 +37,9 @@ public struct EditSettings: Sendable, Equatable {
     public var keyframeContext: Int = 8
     /// MiB of latents kept in memory; the rest of a long clip's latents go to a temporary file.
     public var latentMemory: Int = 1024
+    /// MiB of working tensors one edit may hold at once, 0 = no limit (`MemoryBudget`). The model's
+    /// weights and the latents kept under `latentMemory` are not counted.
+    public var memoryLimit: Int = 0
     /// Folder for that temporary file; "" = $TMPDIR, then /tmp.
     public var temporaryDirectory: String = ""
 

@@ -188,6 +188,8 @@ public enum SettingsTable {
                      help: "keyframes a keyframe's extended attention covers at most; clips with up to this many keyframes (batches) are edited exactly as the reference does, longer ones at a constant cost per frame"),
             .integer("latent_memory", \.latentMemory, 0...(1 << 30),
                      help: "MiB of latents kept in memory; the rest of a long stream's latents go to a temporary file (0: every latent goes to the file)"),
+            .integer("memory_limit", \.memoryLimit, 0...(1 << 30),
+                     help: "MiB of working tensors one edit may hold at once (the model's weights and the latents under latent_memory not counted); beyond it the edit stops with an out-of-memory error instead of growing; 0 = no limit"),
             .text("temp_dir", \.temporaryDirectory,
                   help: "folder for the temporary latent file of long clips; empty: $TMPDIR, then /tmp"),
             .integer("window", \.window, 0...Int64(Int32.max),

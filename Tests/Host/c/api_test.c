@@ -1879,6 +1879,18 @@ static int leaks(const char *model, const char *directory) {
     set(s, "latent_memory", "1024");
     set(s, "temp_dir", "");
 
+    /* Out of memory: a working tensor beyond memory_limit (a 256x256 working size needs 2 MiB tensors) is
+     * TF_ENOMEM naming the limit; the context is then closed like any other. */
+    set(s, "memory_limit", "1");
+    set(s, "size", "256x256");
+    check_ok("leaks open with a 1 MiB memory_limit", tf_open(&ctx, s), NULL);
+    /* Frames are encoded as they are sent, so the first frame already needs the tensors. */
+    check_code_mentions("leaks send beyond memory_limit is TF_ENOMEM", send_clip(ctx, 1), TF_ENOMEM, ctx, "memory_limit of 1 MiB");
+    check_code("leaks run after the failure is refused", tf_run(ctx, NULL, NULL), TF_EPERM, ctx);
+    tf_close(&ctx);
+    set(s, "memory_limit", "0");
+    set(s, "size", "input");
+
     check_ok("leaks open again", tf_open(&ctx, s), NULL);
     tf_settings_free(&s); /* before the context is closed */
     if (!ctx) return 1;
@@ -1891,6 +1903,30 @@ static int leaks(const char *model, const char *directory) {
     while (tf_get_frame(ctx, &out) == TF_OK) count++;
     check(count == 3, "leaks frames", "%d frames", count);
     tf_close(&ctx);
+    return failures != 0;
+}
+
+/* ---- Out of memory under an address-space limit (run by c-api.sh under `ulimit -v`) ---- */
+
+/* The model loads; a working size of 16384x16384 then needs tensors the limit cannot hold: tf_run must
+ * return TF_ENOMEM with a message, the context must close, and a context at a small size must work. */
+static int address_space(const char *model) {
+    TFSettings *s = quick_settings(model);
+    set(s, "threads", "1");
+    set(s, "size", "16384x16384");
+    TFContext *ctx = NULL;
+    check_ok("enomem open", tf_open(&ctx, s), NULL);
+    if (!ctx) return 1;
+    /* Frames are encoded as they are sent, so the first frame already needs the tensors. */
+    check_code_mentions("enomem send at 16384x16384 is TF_ENOMEM", send_clip(ctx, 1), TF_ENOMEM, ctx, "out of memory");
+    tf_close(&ctx);
+    set(s, "size", "input");
+    check_ok("enomem open after the failure", tf_open(&ctx, s), NULL);
+    if (!ctx) return 1;
+    send_clip(ctx, 2);
+    check_ok("enomem a small edit still works", tf_run(ctx, NULL, NULL), ctx);
+    tf_close(&ctx);
+    tf_settings_free(&s);
     return failures != 0;
 }
 
@@ -1967,6 +2003,7 @@ int main(int argc, char **argv) {
     if (argc == 3 && strcmp(argv[1], "threads") == 0) return threads(argv[2]);
     if (argc == 4 && strcmp(argv[1], "leaks") == 0) return leaks(argv[2], argv[3]);
     if (argc == 3 && strcmp(argv[1], "dump") == 0) return dump(argv[2]);
+    if (argc == 3 && strcmp(argv[1], "enomem") == 0) return address_space(argv[2]);
     if (argc == 5 && strcmp(argv[1], "open-error") == 0) {
         TFSettings *s = quick_settings(strcmp(argv[3], "-") == 0 ? NULL : argv[3]);
         open_fails(argv[4], s, code_named(argv[2]));

@@ -1,0 +1,55 @@
+import Tensors
+import XCTest
+
+/// Tensor allocation never traps: sizes that overflow, a run's memory budget and a refused allocation
+/// are thrown `TensorAllocationError`s (TF_ENOMEM at the C API).
+final class MemoryBudgetTests: XCTestCase {
+    func testOverflowingShapeIsAnError() {
+        for shape in [[Int.max, 2], [1 << 40, 1 << 40], [-1, 4]] {
+            XCTAssertThrowsError(try Tensor(uninitializedShape: shape)) { error in
+                XCTAssertEqual((error as? TensorAllocationError)?.reason, .sizeOverflow, "\(shape)")
+                XCTAssertTrue("\(error)".contains("larger than the address space"), "\(error)")
+            }
+        }
+    }
+
+    func testBudgetChargesLiveTensorsAndRefusesBeyondItsLimit() throws {
+        let budget = MemoryBudget(limitBytes: 1 << 20)
+        let weight = try Tensor(zeros: [128, 128, 3, 3])  // made outside the budget: not charged
+        try budget.withCurrent {
+            var kept: Tensor? = try Tensor(zeros: [128, 1024])          // 512 KiB
+            XCTAssertEqual(budget.inUseBytes, 512 << 10)
+            XCTAssertThrowsError(try Tensor(zeros: [160, 1024])) { error in  // 640 KiB more: beyond 1 MiB
+                XCTAssertEqual((error as? TensorAllocationError)?.reason, .overBudget(limitBytes: 1 << 20, inUseBytes: 512 << 10))
+                XCTAssertTrue("\(error)".contains("would exceed the memory_limit of 1 MiB"), "\(error)")
+            }
+            XCTAssertEqual(budget.inUseBytes, 512 << 10, "a refused tensor is not charged")
+            // Kernels allocate their outputs and scratch under the same budget: the output (512 KiB) fits
+            // exactly, the unfolded input it needs next does not.
+            XCTAssertThrowsError(try conv2d(kept!.reshaped([1, 128, 32, 32]), weight: weight, bias: nil, stride: 1,
+                                            padding: .uniform(1))) { error in
+                XCTAssertEqual((error as? TensorAllocationError)?.reason, .overBudget(limitBytes: 1 << 20, inUseBytes: 1 << 20))
+            }
+            kept = nil
+            XCTAssertEqual(budget.inUseBytes, 0, "freed tensors are released from the budget")
+            _ = try Tensor(zeros: [200, 1024])                              // fits once the first is gone
+        }
+        XCTAssertEqual(budget.peakBytes, 1 << 20)
+        XCTAssertEqual(budget.inUseBytes, 0)
+    }
+
+    func testTensorsOutsideTheBudgetAreNotCharged() throws {
+        let budget = MemoryBudget(limitBytes: 1024)
+        let outside = try Tensor(zeros: [1024])
+        budget.withCurrent { XCTAssertEqual(outside.count, 1024) }
+        XCTAssertEqual(budget.inUseBytes, 0)
+    }
+
+    func testRefusedSystemAllocationIsAnError() {
+        // 2^61 bytes: a valid size that no system grants.
+        XCTAssertThrowsError(try Tensor(uninitializedShape: [1 << 59])) { error in
+            XCTAssertEqual((error as? TensorAllocationError)?.reason, .systemRefused)
+            XCTAssertTrue("\(error)".contains("the system refused"), "\(error)")
+        }
+    }
+}
