@@ -91,6 +91,7 @@ final class Context {
         }
         try require([.streaming], "tf_send_frame after the end of the stream (tf_end_of_stream or tf_run): open a new context for another stream")
         // Copy row by row: the host's rows may be padded (stride > 3 * width).
+        try requireAllocatable(bytes: rowBytes * h, for: "a \(w)x\(h) RGB24 frame")
         let pixels = [UInt8](unsafeUninitializedCapacity: rowBytes * h) { buffer, count in
             for y in 0..<h {
                 (buffer.baseAddress! + y * rowBytes).initialize(from: rgb + y * stride, count: rowBytes)
@@ -188,6 +189,7 @@ final class Context {
         guard let output = try engine({ try stream.nextFrame(progress: progressHandler) }) else {
             throw CError(TF_EAGAIN, state == .ended ? "every edited frame has been returned" : "no edited frame yet: send more frames, or end the stream")
         }
+        if outputBuffer == nil { try requireAllocatable(bytes: output.pixels.count, for: "the output frame") }
         let buffer = outputBuffer ?? UnsafeMutableBufferPointer<UInt8>.allocate(capacity: output.pixels.count)
         outputBuffer = buffer
         _ = buffer.update(fromContentsOf: output.pixels)

@@ -3,36 +3,49 @@ import Glibc
 #endif
 import Synchronization
 
-/// A tensor allocation that failed: the system refused the memory, the run's memory budget would be
-/// exceeded, or the size does not fit in the address space. Thrown, never trapped: the engine runs
-/// inside other people's processes.
+/// An allocation that failed: the system refused the memory, the run's memory budget would be exceeded,
+/// or the size does not fit in the address space. Thrown, never trapped: the engine runs inside other
+/// people's processes.
 public struct TensorAllocationError: Error, CustomStringConvertible, Equatable {
     public enum Reason: Equatable, Sendable {
-        /// `posix_memalign` failed (address-space limit, no memory left).
+        /// `posix_memalign` / `malloc` failed (address-space limit, no memory left).
         case systemRefused
         /// The run's `MemoryBudget` would be exceeded.
         case overBudget(limitBytes: Int, inUseBytes: Int)
-        /// The element count overflows or is negative.
+        /// The size overflows or is negative.
         case sizeOverflow
         /// The address space left cannot hold OpenBLAS's GEMM buffers (`Threading.prepareBLASBuffers`).
-        case blasBuffers(threads: Int, bytes: Int)
+        case blasBuffers(threads: Int)
     }
-    public let shape: [Int]
+    /// What was being allocated ("a tensor of shape [1, 4, 64, 64]", "a 1920x1080 RGB24 frame").
+    public let subject: String
+    /// Its size, when it is known (nil when it overflows).
+    public let bytes: Int?
     public let reason: Reason
 
+    public init(subject: String, bytes: Int?, reason: Reason) {
+        self.subject = subject
+        self.bytes = bytes
+        self.reason = reason
+    }
+
+    init(shape: [Int], reason: Reason) {
+        self.init(subject: "a tensor of shape \(shape)", bytes: Tensor.byteCount(shape), reason: reason)
+    }
+
     public var description: String {
-        let size = TensorAllocationError.describe(bytes: Tensor.byteCount(shape) ?? Int.max)
+        let size = bytes.map { TensorAllocationError.describe(bytes: $0) } ?? "more than the address space"
         switch reason {
         case .systemRefused:
-            return "out of memory: the system refused \(size) for a tensor of shape \(shape)"
+            return "out of memory: the system refused \(size) for \(subject)"
         case .overBudget(let limit, let inUse):
-            return "out of memory: a tensor of shape \(shape) (\(size)) would exceed the memory_limit of "
+            return "out of memory: \(subject) (\(size)) would exceed the memory_limit of "
                 + "\(TensorAllocationError.describe(bytes: limit)) (\(TensorAllocationError.describe(bytes: inUse)) in use)"
         case .sizeOverflow:
-            return "out of memory: a tensor of shape \(shape) is larger than the address space"
-        case .blasBuffers(let threads, let bytes):
+            return "out of memory: \(subject) is larger than the address space"
+        case .blasBuffers(let threads):
             return "out of memory: the address-space limit (ulimit -v) leaves no room for OpenBLAS's GEMM buffers "
-                + "(\(TensorAllocationError.describe(bytes: bytes)) for \(threads) threads); raise the limit or lower threads"
+                + "(\(size) for \(threads) threads); raise the limit or lower threads"
         }
     }
 
@@ -40,6 +53,16 @@ public struct TensorAllocationError: Error, CustomStringConvertible, Equatable {
         let mib = Double(bytes) / 1_048_576
         return mib >= 1024 ? "\(Int((mib / 1024).rounded())) GiB" : "\(Int(mib.rounded(.up))) MiB"
     }
+}
+
+/// Swift arrays trap when their allocation fails. Before making one whose size comes from input (a host's
+/// frame), this asks the system for that much once: a refused size becomes a thrown error instead.
+public func requireAllocatable(bytes: Int, for subject: String) throws {
+    guard bytes >= 0 else { throw TensorAllocationError(subject: subject, bytes: nil, reason: .sizeOverflow) }
+    guard let probe = malloc(max(bytes, 1)) else {
+        throw TensorAllocationError(subject: subject, bytes: bytes, reason: .systemRefused)
+    }
+    free(probe)
 }
 
 /// Bounds the tensor memory one run holds at once (the `memory_limit` setting). Tensors allocated

@@ -103,7 +103,7 @@ extension Threading {
             let bytes = threads * blasBufferBytes
             let probe = mmap(nil, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
             guard let probe, probe != MAP_FAILED else {
-                throw TensorAllocationError(shape: [], reason: .blasBuffers(threads: threads, bytes: bytes))
+                throw TensorAllocationError(subject: "OpenBLAS's buffers", bytes: bytes, reason: .blasBuffers(threads: threads))
             }
             munmap(probe, bytes)
             let size = 256

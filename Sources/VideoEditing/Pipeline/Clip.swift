@@ -49,6 +49,7 @@ func imageTensor(_ frame: Frame, width: Int, height: Int) throws -> Tensor {
 func frame(from image: Tensor, width: Int, height: Int) throws -> Frame {
     let sized = image.shape[3] == width && image.shape[2] == height ? image : try resize(image, width: width, height: height)
     let plane = width * height
+    try requireAllocatable(bytes: plane * 3, for: "a \(width)x\(height) RGB24 frame")
     var pixels = [UInt8](repeating: 0, count: plane * 3)
     for i in 0..<plane {
         for c in 0..<3 {
