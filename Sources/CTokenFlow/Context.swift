@@ -39,7 +39,7 @@ final class Context {
         let model = try ModelCache.shared.model(at: modelPath)
         // EditPipeline reports scheduler problems as invalid settings; check the model's own scheduler
         // config first so that an unsupported one is reported as such (TF_ENOTSUP).
-        _ = try DDIMScheduler(config: model.schedulerConfig, file: "\(modelPath)/scheduler/scheduler_config.json")
+        _ = try DDIMScheduler(config: model.schedulerConfig, file: model.schedulerConfigFile)
         stream = StreamEdit(try EditPipeline(model: model, settings: settings))
         Threading.configure(threads: settings.threads)
     }

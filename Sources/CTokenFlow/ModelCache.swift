@@ -7,8 +7,8 @@ import Synchronization
 /// (seconds, gigabytes) once instead of once per window. A loaded model is read-only, so contexts
 /// running in parallel can share it.
 ///
-/// The entry is keyed by the model folder and the modification times of its files, so a model
-/// replaced on disk is loaded again.
+/// The entry is keyed by the model folder and the modification times of its files (or by a checkpoint
+/// file and its modification time), so a model replaced on disk is loaded again.
 final class ModelCache: Sendable {
     static let shared = ModelCache()
 
@@ -18,19 +18,25 @@ final class ModelCache: Sendable {
     }
     private let entry = Mutex<Entry?>(nil)
 
+    /// The model at `directory`: a diffusers folder or a single-file checkpoint.
     func model(at directory: String) throws -> StableDiffusionModel {
         let key = Self.key(for: directory)
         if let cached = entry.withLock({ $0?.key == key ? $0?.model : nil }) { return cached }
         // Loaded outside the lock: a second thread asking for another model is not held up.
-        let model = try StableDiffusionModel(directory: directory)
+        let model = try StableDiffusionModel(path: directory)
         entry.withLock { $0 = Entry(key: key, model: model) }
         return model
     }
 
-    /// The folder plus each component file's modification time.
+    /// The folder plus each component file's modification time; a single-file checkpoint's own.
     private static func key(for directory: String) -> String {
         let manager = FileManager.default
         var parts = [directory]
+        var isDirectory = false
+        if manager.fileExists(atPath: directory, isDirectory: &isDirectory), !isDirectory {
+            let date = (try? manager.attributesOfItem(atPath: directory))?[.modificationDate] as? Date
+            return "\(directory)@\(date?.timeIntervalSince1970 ?? -1)"
+        }
         for component in ["model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler"] {
             let path = "\(directory)/\(component)"
             let names = (try? manager.contentsOfDirectory(atPath: path))?.sorted().map { "\(path)/\($0)" } ?? [path]

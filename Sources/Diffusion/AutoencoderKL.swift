@@ -23,13 +23,20 @@ public final class AutoencoderKL: Sendable {
 
     /// Loads a diffusers `vae/` folder: config.json and diffusion_pytorch_model.safetensors (or the
     /// `.fp16.safetensors` variant), F32/F16/BF16.
-    public init(directory: String) throws {
-        let configPath = "\(directory)/config.json"
-        config = try loadConfig(VAEConfig.self, directory: directory)
-        try refuseUnsupported(config.unsupported, file: configPath)
-        try Self.validate(config, file: configPath)
+    public convenience init(directory: String) throws {
+        let config = try loadConfig(VAEConfig.self, directory: directory)
+        try self.init(config: config, configFile: "\(directory)/config.json") {
+            try WeightStore(directory: directory, baseName: "diffusion_pytorch_model")
+        }
+    }
 
-        let store = try WeightStore(directory: directory, baseName: "diffusion_pytorch_model")
+    /// Checks `config` (named `configFile` in errors), then opens the weights and takes every tensor of them.
+    init(config: VAEConfig, configFile: String, weights openStore: () throws -> WeightStore) throws {
+        self.config = config
+        try refuseUnsupported(config.unsupported, file: configFile)
+        try Self.validate(config, file: configFile)
+
+        let store = try openStore()
         let moments = 2 * config.latentChannels
         encoder = try VAEEncoder(store, config: config)
         quantConv = config.useQuantConv

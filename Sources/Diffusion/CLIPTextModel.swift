@@ -12,19 +12,24 @@ public final class CLIPTextModel: Sendable {
 
     /// Loads a diffusers `text_encoder/` folder: config.json and model.safetensors (or the
     /// model.fp16.safetensors variant), weights under the `text_model.` prefix.
-    public init(directory: String) throws {
-        let configPath = "\(directory)/config.json"
+    public convenience init(directory: String) throws {
         let config = try loadConfig(CLIPTextConfig.self, directory: directory)
+        try self.init(config: config, configFile: "\(directory)/config.json") {
+            // Older transformers versions saved the position_ids buffer (int64 arange), which the model recomputes.
+            try WeightStore(directory: directory, baseName: "model", ignorable: { $0 == "text_model.embeddings.position_ids" })
+        }
+    }
+
+    /// Checks `config` (named `configFile` in errors), then opens the weights and takes every tensor of them.
+    init(config: CLIPTextConfig, configFile: String, weights openStore: () throws -> WeightStore) throws {
         self.config = config
         guard let activation = CLIPActivation(rawValue: config.hiddenAct) else {
-            throw ModelError.unsupportedConfig(file: configPath, key: "hidden_act", value: config.hiddenAct,
+            throw ModelError.unsupportedConfig(file: configFile, key: "hidden_act", value: config.hiddenAct,
                                                supported: "gelu, quick_gelu")
         }
-        try config.validate(file: configPath)
+        try config.validate(file: configFile)
         let hidden = config.hiddenSize
-        // Older transformers versions saved the position_ids buffer (int64 arange), which the model recomputes.
-        let store = try WeightStore(directory: directory, baseName: "model",
-                                    ignorable: { $0 == "text_model.embeddings.position_ids" })
+        let store = try openStore()
         tokenEmbedding = try store.take("text_model.embeddings.token_embedding.weight", shape: [config.vocabSize, hidden])
         positionEmbedding = try store.take("text_model.embeddings.position_embedding.weight",
                                            shape: [config.maxPositionEmbeddings, hidden])

@@ -228,7 +228,7 @@ extension CLIPTokenizer {
     /// CLIP's byte-to-symbol table: BPE works on printable characters, so the printable Latin-1 bytes stand
     /// for themselves and the other 68 bytes (controls, space, soft hyphen, ...) map to U+0100 onwards in
     /// byte order.
-    private static let byteSymbols: [String] = {
+    static let byteSymbols: [String] = {
         var nextUnprintable: UInt32 = 256
         return (0...255).map { (byte: UInt32) -> String in
             let printable = (0x21...0x7E).contains(byte) || (0xA1...0xAC).contains(byte) || (0xAE...0xFF).contains(byte)
@@ -414,7 +414,7 @@ extension CLIPTokenizer {
         }
     }
 
-    private enum TokenizerFiles {
+    enum TokenizerFiles {
         static func decodeJSON<T: Decodable>(_ type: T.Type, at path: String) throws -> T {
             let data = try read(path)
             do {
@@ -438,6 +438,11 @@ extension CLIPTokenizer {
             guard let text = String(validating: try read(path), as: UTF8.self) else {
                 throw CLIPTokenizerError.badFile(path: path, problem: "is not valid UTF-8")
             }
+            return try parseMerges(text, path: path)
+        }
+
+        /// The merges of merges.txt's `text`; `path` names it in errors.
+        static func parseMerges(_ text: String, path: String) throws -> [(String, String)] {
             var lines = text.unicodeScalars.split(separator: "\n", omittingEmptySubsequences: false)
                 .dropFirst().prefix(48_894)
             while let last = lines.last, last.allSatisfy(\.properties.isWhitespace) { lines.removeLast() }

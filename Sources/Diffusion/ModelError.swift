@@ -1,4 +1,4 @@
-/// Errors loading or running a Stable Diffusion model directory. Each names the file or tensor.
+/// Errors loading or running a Stable Diffusion model (folder or single file). Each names the file or tensor.
 public enum ModelError: Error, CustomStringConvertible, Equatable {
     case missingFile(String)
     case invalidConfig(file: String, reason: String)
@@ -9,6 +9,9 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
     case invalidInput(String)
     /// The CPU cannot run this build's kernels.
     case unsupportedCPU(String)
+    /// A file that is not a model this engine runs (a LoRA, an SDXL or inpainting checkpoint, a pickle, a
+    /// partial checkpoint): `what` says what it is, `supported` what would work.
+    case unsupportedCheckpoint(file: String, what: String, supported: String)
 
     public var description: String {
         switch self {
@@ -29,6 +32,8 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
             return "\(file): \(names.count) unexpected tensor(s) the config does not account for: \(shown)\(names.count > 5 ? ", ..." : "")"
         case .invalidInput(let reason):
             return "invalid input: \(reason)"
+        case .unsupportedCheckpoint(let file, let what, let supported):
+            return "unsupported model file \(file): \(what); supported: \(supported)"
         }
     }
 }

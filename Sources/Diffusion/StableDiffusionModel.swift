@@ -2,22 +2,42 @@ import CBLAS
 import FoundationEssentials
 import Tensors
 
-/// A diffusers-format Stable Diffusion folder, loaded: model_index.json, tokenizer/, text_encoder/,
-/// unet/, vae/, scheduler/. Every part's architecture comes from its own config.
+/// A Stable Diffusion model, loaded: from a diffusers folder (model_index.json, tokenizer/, text_encoder/,
+/// unet/, vae/, scheduler/; every part's architecture from its own config), or from a single-file checkpoint
+/// in the original layout (`SingleFileCheckpoint`: architecture recognised from the tensors, the built-in CLIP
+/// vocabulary, Stable Diffusion's DDIM scheduler).
 public final class StableDiffusionModel: @unchecked Sendable {
-    public let directory: String
+    /// The folder or file it was loaded from.
+    public let path: String
     public let tokenizer: CLIPTokenizer
     public let textEncoder: CLIPTextModel
     public let unet: UNet
     public let vae: AutoencoderKL
     public let schedulerConfig: SchedulerConfig
+    /// Names the scheduler configuration in errors (a folder's scheduler_config.json, or the checkpoint).
+    public let schedulerConfigFile: String
+    /// nil when the model says what it predicts (`schedulerConfig.predictionType`); otherwise why it cannot
+    /// (an SD 2.x single file without metadata): the caller must choose epsilon or v.
+    public let unknownPrediction: String?
+    /// The recognised checkpoint, for a single file.
+    public let checkpoint: SingleFileCheckpoint?
+
+    /// A diffusers folder, or a single-file checkpoint when `path` is a file (or, missing, is named like one).
+    public convenience init(path: String) throws {
+        var isDirectory = false
+        let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
+        let fileName = path.lowercased()
+        let namedLikeFile = ([".safetensors"] + SingleFileCheckpoint.pickleExtensions).contains { fileName.hasSuffix($0) }
+        if exists ? !isDirectory : namedLikeFile {
+            try self.init(checkpoint: path)
+        } else {
+            try self.init(directory: path)
+        }
+    }
 
     public init(directory: String) throws {
-        // Loading runs the kernels (weight conversion); they need AVX2/FMA, so check the CPU first.
-        guard tokenflow_cpu_runs_kernels() != 0 else {
-            throw ModelError.unsupportedCPU("the kernels of this build need an x86-64 CPU with AVX2, FMA and F16C (Intel Haswell, AMD Zen or later); this CPU lacks one of them")
-        }
-        self.directory = directory
+        try Self.requireKernelCPU()
+        path = directory
         guard FileManager.default.fileExists(atPath: directory) else {
             throw ModelError.missingFile("\(directory) (the model directory does not exist)")
         }
@@ -27,13 +47,44 @@ public final class StableDiffusionModel: @unchecked Sendable {
         textEncoder = try CLIPTextModel(directory: "\(directory)/text_encoder")
         unet = try UNet(directory: "\(directory)/unet")
         vae = try AutoencoderKL(directory: "\(directory)/vae")
-        let schedulerFile = "\(directory)/scheduler/scheduler_config.json"
+        schedulerConfigFile = "\(directory)/scheduler/scheduler_config.json"
         schedulerConfig = try loadConfig(SchedulerConfig.self, directory: "\(directory)/scheduler", file: "scheduler_config.json")
-        // Builds the schedule once: every scheduler value is checked now, not at the first edit.
-        _ = try DDIMScheduler(config: schedulerConfig, file: schedulerFile)
+        unknownPrediction = nil
+        checkpoint = nil
+        try checkParts(unetConfig: "\(directory)/unet/config.json", tokenizerConfig: "\(directory)/tokenizer/tokenizer_config.json")
+    }
 
-        // The parts must fit each other, or the first forward pass would fail on mismatched shapes.
-        let unetFile = "\(directory)/unet/config.json"
+    /// A single-file checkpoint: each part is built from its recognised config and read tensor by tensor from
+    /// the memory-mapped file, so loading needs no more memory than the same weights in a folder.
+    public init(checkpoint file: String) throws {
+        try Self.requireKernelCPU()
+        path = file
+        let checkpoint = try SingleFileCheckpoint(path: file)
+        self.checkpoint = checkpoint
+        tokenizer = try checkpoint.tokenizer()
+        textEncoder = try CLIPTextModel(config: checkpoint.textEncoderConfig, configFile: checkpoint.configName(.textEncoder)) {
+            checkpoint.store(.textEncoder)
+        }
+        unet = try UNet(config: checkpoint.unetConfig, configFile: checkpoint.configName(.unet)) { checkpoint.store(.unet) }
+        vae = try AutoencoderKL(config: checkpoint.vaeConfig, configFile: checkpoint.configName(.vae)) { checkpoint.store(.vae) }
+        schedulerConfigFile = "\(file) (Stable Diffusion's DDIM scheduler)"
+        schedulerConfig = try SchedulerConfig.stableDiffusionDocument(prediction: checkpoint.predictionType ?? "epsilon")
+            .decode(SchedulerConfig.self, describing: schedulerConfigFile)
+        unknownPrediction = checkpoint.predictionType == nil ? checkpoint.predictionSource : nil
+        try checkParts(unetConfig: checkpoint.configName(.unet), tokenizerConfig: "the built-in CLIP tokenizer")
+    }
+
+    // Loading runs the kernels (weight conversion); they need AVX2/FMA, so check the CPU first.
+    private static func requireKernelCPU() throws {
+        guard tokenflow_cpu_runs_kernels() != 0 else {
+            throw ModelError.unsupportedCPU("the kernels of this build need an x86-64 CPU with AVX2, FMA and F16C (Intel Haswell, AMD Zen or later); this CPU lacks one of them")
+        }
+    }
+
+    /// The parts must fit each other, or the first forward pass would fail on mismatched shapes; the scheduler
+    /// is built once so every value is checked now, not at the first edit.
+    private func checkParts(unetConfig unetFile: String, tokenizerConfig: String) throws {
+        _ = try DDIMScheduler(config: schedulerConfig, file: schedulerConfigFile)
         if unet.config.crossAttentionDim != textEncoder.config.hiddenSize {
             throw ModelError.invalidConfig(file: unetFile,
                                            reason: "cross_attention_dim = \(unet.config.crossAttentionDim) does not match the text encoder's hidden_size = \(textEncoder.config.hiddenSize)")
@@ -44,7 +95,7 @@ public final class StableDiffusionModel: @unchecked Sendable {
                                            reason: "\(key) = \(value) does not match the VAE's latent_channels = \(vae.config.latentChannels)")
         }
         if tokenizer.maxLength > textEncoder.config.maxPositionEmbeddings {
-            throw ModelError.invalidConfig(file: "\(directory)/tokenizer/tokenizer_config.json",
+            throw ModelError.invalidConfig(file: tokenizerConfig,
                                            reason: "model_max_length = \(tokenizer.maxLength) exceeds the text encoder's max_position_embeddings = \(textEncoder.config.maxPositionEmbeddings)")
         }
     }
@@ -52,5 +103,25 @@ public final class StableDiffusionModel: @unchecked Sendable {
     /// Text embeddings [1, 77, D] of `prompt` (tokenized, truncated and padded to 77 tokens).
     public func embed(_ prompt: String) throws -> Tensor {
         try textEncoder([tokenizer.encode(prompt)])
+    }
+}
+
+extension SchedulerConfig {
+    /// The DDIM scheduler Stable Diffusion 1.x and 2.x are run with, as their diffusers folders'
+    /// scheduler_config.json says (the original configs' linear_start 0.00085 / linear_end 0.012 over 1000
+    /// steps; ldm's "linear" schedule is diffusers' scaled_linear), predicting `prediction`.
+    public static func stableDiffusionDocument(prediction: String) -> ConfigDocument {
+        [
+            "_class_name": .string("DDIMScheduler"),
+            "num_train_timesteps": .int(1000),
+            "beta_start": .number(0.00085),
+            "beta_end": .number(0.012),
+            "beta_schedule": .string("scaled_linear"),
+            "clip_sample": .bool(false),
+            "set_alpha_to_one": .bool(false),
+            "steps_offset": .int(1),
+            "timestep_spacing": .string("leading"),
+            "prediction_type": .string(prediction),
+        ]
     }
 }

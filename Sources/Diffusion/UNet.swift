@@ -112,14 +112,15 @@ public final class UNet: @unchecked Sendable {
     /// Loads `<directory>/config.json` and the weights beside it.
     public convenience init(directory: String) throws {
         let config = try loadConfig(UNetConfig.self, directory: directory)
-        try refuseUnsupported(config.unsupported, file: "\(directory)/config.json")
-        let store = try WeightStore(directory: directory, baseName: "diffusion_pytorch_model")
-        try self.init(config: config, store: store, configFile: "\(directory)/config.json")
-        try store.finish()
+        try self.init(config: config, configFile: "\(directory)/config.json") {
+            try WeightStore(directory: directory, baseName: "diffusion_pytorch_model")
+        }
     }
 
-    init(config: UNetConfig, store: WeightStore, configFile: String) throws {
+    /// Checks `config` (named `configFile` in errors), then opens the weights and takes every tensor of them.
+    init(config: UNetConfig, configFile: String, weights openStore: () throws -> WeightStore) throws {
         self.config = config
+        try refuseUnsupported(config.unsupported, file: configFile)
         let channels = config.blockOutChannels, levels = channels.count
         func check(_ condition: Bool, _ key: String, _ value: String, _ supported: String) throws {
             if !condition { throw ModelError.unsupportedConfig(file: configFile, key: key, value: value, supported: supported) }
@@ -139,6 +140,7 @@ public final class UNet: @unchecked Sendable {
                   "UNetMidBlock2DCrossAttn")
         // Ranges and consistency (heads, groups, depths) before any layer is built.
         try config.validate(file: configFile)
+        let store = try openStore()
 
         let timeInput = channels[0], timeDim = channels[0] * 4
         timeLinear1 = try Linear(store, "time_embedding.linear_1", in: timeInput, out: timeDim)
@@ -203,6 +205,7 @@ public final class UNet: @unchecked Sendable {
         self.up = up
         normOut = try GroupNorm(store, "conv_norm_out", channels: channels[0], groups: groups, eps: eps)
         convOut = try Conv2d(store, "conv_out", in: channels[0], out: config.outChannels, kernel: 3)
+        try store.finish()
     }
 
     /// Sinusoidal timestep embedding as diffusers' get_timestep_embedding (max period 10000).

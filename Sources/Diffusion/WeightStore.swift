@@ -1,17 +1,24 @@
 import FoundationEssentials
 import Tensors
 
-/// The weights of one model component (unet/, vae/, text_encoder/), read from its safetensors file.
+/// The weights of one model component (unet/, vae/, text_encoder/): its safetensors file in a diffusers
+/// folder, or its part of a single-file checkpoint, where `LDMLayout` says under which key each tensor is.
 ///
-/// Layers take their tensors by name with the shape the config implies; a missing tensor or a
+/// Layers take their tensors by their diffusers name with the shape the config implies; a missing tensor or a
 /// different shape is an error naming both. `finish()` then rejects tensors nobody took, which
 /// catches a config that does not describe the checkpoint (e.g. wrong layers_per_block).
 public final class WeightStore {
     public let file: String
     private let safetensors: SafetensorsFile
+    /// For a part of a single-file checkpoint: where each tensor is, and the keys of the part.
+    private let checkpoint: (layout: LDMLayout, keys: [String])?
+    /// Keys taken so far (the checkpoint's keys for a single file).
     private var taken: Set<String> = []
-    /// Tensors that may be present without being used (buffers some exporters save).
+    /// Tensors that may be present without being used (buffers some exporters save); file keys.
     private let ignorable: (String) -> Bool
+    /// With `recording`, every tensor taken, by its diffusers name, in the order taken (for conversion).
+    public private(set) var recorded: [(name: String, tensor: Tensor)] = []
+    private let recording: Bool
 
     /// Opens `<directory>/<baseName>.safetensors`, or the `.fp16.safetensors` variant if only that exists.
     public init(directory: String, baseName: String, ignorable: @escaping (String) -> Bool = { _ in false }) throws {
@@ -26,26 +33,71 @@ public final class WeightStore {
         }
         file = path
         safetensors = try SafetensorsFile(path: path)
+        checkpoint = nil
         self.ignorable = ignorable
+        recording = false
     }
 
-    public func contains(_ name: String) -> Bool { safetensors.info(name) != nil }
+    /// The part of an open single-file checkpoint whose keys start with `layout.prefix`.
+    init(checkpoint file: SafetensorsFile, layout: LDMLayout, ignorable: @escaping (String) -> Bool, recording: Bool) {
+        self.file = file.path
+        safetensors = file
+        checkpoint = (layout, file.tensorNames.filter { $0.hasPrefix(layout.prefix) })
+        self.ignorable = ignorable
+        self.recording = recording
+    }
+
+    public func contains(_ name: String) -> Bool {
+        guard let checkpoint else { return safetensors.info(name) != nil }
+        return checkpoint.layout.location(of: name).map { safetensors.info($0.key) != nil } ?? false
+    }
 
     /// The tensor `name`, which must have `shape`.
     public func take(_ name: String, shape: [Int]) throws -> Tensor {
-        guard let info = safetensors.info(name) else {
-            throw ModelError.missingTensor(file: file, tensor: name, expectedShape: shape)
+        let tensor: Tensor
+        if let checkpoint {
+            tensor = try take(name, shape: shape, layout: checkpoint.layout)
+        } else {
+            guard let info = safetensors.info(name) else {
+                throw ModelError.missingTensor(file: file, tensor: name, expectedShape: shape)
+            }
+            guard info.shape == shape else {
+                throw ModelError.wrongShape(file: file, tensor: name, expected: shape, found: info.shape)
+            }
+            taken.insert(name)
+            tensor = try safetensors.tensor(name)
         }
-        guard info.shape == shape else {
-            throw ModelError.wrongShape(file: file, tensor: name, expected: shape, found: info.shape)
-        }
-        taken.insert(name)
-        return try safetensors.tensor(name)
+        if recording { recorded.append((name, tensor)) }
+        return tensor
     }
 
-    /// Fails if the file holds tensors that no layer took.
+    /// A tensor of a single-file checkpoint: errors name the checkpoint's key and the engine's name.
+    private func take(_ name: String, shape: [Int], layout: LDMLayout) throws -> Tensor {
+        guard let location = layout.location(of: name) else {
+            throw ModelError.missingTensor(file: file, tensor: name, expectedShape: shape)
+        }
+        let described = "\(location.key) (\(name))"
+        guard let info = safetensors.info(location.key) else {
+            throw ModelError.missingTensor(file: file, tensor: described, expectedShape: shape)
+        }
+        var stored = shape
+        if let part = location.fusedPart, !shape.isEmpty { stored[0] *= part.count }
+        let convolution = stored + [1, 1]
+        guard info.shape == stored || (location.storedAsConvolution && info.shape == convolution) else {
+            throw ModelError.wrongShape(file: file, tensor: described,
+                                        expected: location.storedAsConvolution ? convolution : stored, found: info.shape)
+        }
+        taken.insert(location.key)
+        if let part = location.fusedPart, let rows = shape.first {
+            return try safetensors.tensor(location.key, rows: part.index * rows..<(part.index + 1) * rows)
+        }
+        return try safetensors.tensor(location.key).reshaped(shape)
+    }
+
+    /// Fails if the file (or the checkpoint's part) holds tensors that no layer took.
     public func finish() throws {
-        let unused = safetensors.tensorNames.filter { !taken.contains($0) && !ignorable($0) }
+        let keys = checkpoint?.keys ?? safetensors.tensorNames
+        let unused = keys.filter { !taken.contains($0) && !ignorable($0) }
         if !unused.isEmpty { throw ModelError.unexpectedTensors(file: file, names: unused) }
     }
 }

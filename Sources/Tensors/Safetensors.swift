@@ -125,19 +125,39 @@ public final class SafetensorsFile: @unchecked Sendable {
     /// The tensor `name` as a new Float32 tensor (F16 and BF16 are converted exactly).
     public func tensor(_ name: String) throws -> Tensor {
         guard let entry = entries[name] else { throw SafetensorsError.tensorNotFound(path: path, tensor: name) }
+        return try read(name, entry, rows: 0..<(entry.info.shape.first ?? 1))
+    }
+
+    /// Rows `rows` (along the first axis) of the tensor `name`, as a new Float32 tensor of shape
+    /// [rows.count, rest of the shape]: one part of a tensor that stores several side by side (a fused
+    /// q/k/v projection), read without reading the rest.
+    public func tensor(_ name: String, rows: Range<Int>) throws -> Tensor {
+        guard let entry = entries[name] else { throw SafetensorsError.tensorNotFound(path: path, tensor: name) }
+        guard let rowCount = entry.info.shape.first, rows.lowerBound >= 0, rows.upperBound <= rowCount else {
+            throw SafetensorsError.invalidTensor(path: path, tensor: name,
+                                                 reason: "rows \(rows) are outside its shape \(entry.info.shape)")
+        }
+        return try read(name, entry, rows: rows)
+    }
+
+    private func read(_ name: String, _ entry: Entry, rows: Range<Int>) throws -> Tensor {
         let dtype = entry.info.dtype
         guard dtype.isFloatConvertible else {
             throw SafetensorsError.unsupportedDType(path: path, tensor: name, dtype: dtype)
         }
-        let result = try Tensor(uninitializedShape: entry.info.shape)
+        let shape = entry.info.shape.isEmpty ? [] : [rows.count] + entry.info.shape.dropFirst()
+        let result = try Tensor(uninitializedShape: shape)
         let count = result.count
         guard count > 0, let base = mapping.baseAddress else { return result }
+        // Elements per row; the header's byte range was checked against the whole shape when the file opened.
+        let rowElements = entry.info.shape.dropFirst().reduce(1, *)
+        let byteCount = count * dtype.byteSize
         // Safetensors does not align tensor data, so every read is a byte copy or an unaligned load.
-        let source = base + dataStart + entry.bytes.lowerBound
+        let source = base + dataStart + entry.bytes.lowerBound + rows.lowerBound * rowElements * dtype.byteSize
         let output = result.mutablePointer
         switch dtype {
         case .f32:
-            UnsafeMutableRawPointer(output).copyMemory(from: source, byteCount: entry.bytes.count)
+            UnsafeMutableRawPointer(output).copyMemory(from: source, byteCount: byteCount)
         case .f16:
             for i in 0..<count {
                 output[i] = Float(Float16(bitPattern: source.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
@@ -149,7 +169,7 @@ public final class SafetensorsFile: @unchecked Sendable {
         default:
             preconditionFailure("dtype \(dtype.rawValue) passed the isFloatConvertible check")
         }
-        releasePages(source, byteCount: entry.bytes.count)
+        releasePages(source, byteCount: byteCount)
         return result
     }
 

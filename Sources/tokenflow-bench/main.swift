@@ -12,6 +12,8 @@ import VideoEditing
 //                                                            of 64x64, 10 inversion + 10 sampling steps, batch 8)
 //   tokenflow-bench seams MODEL_DIR [--frames N] [--window W] [--steps S] [--size WxH]
 //                                                            window joins: anchored vs independent windows
+//   tokenflow-bench load MODEL                               load time and peak RSS of a whole model (a folder
+//                                                            or a single-file checkpoint); run once per process
 let arguments = Array(CommandLine.arguments.dropFirst())
 func option(_ name: String) -> String? {
     guard let i = arguments.firstIndex(of: name), i + 1 < arguments.count else { return nil }
@@ -77,7 +79,7 @@ case "vae":
 case "edit":
     guard arguments.count >= 2 else { print("usage: tokenflow-bench edit MODEL_DIR [--repeats N]"); exit(2) }
     do {
-        let model = try StableDiffusionModel(directory: arguments[1])
+        let model = try StableDiffusionModel(path: arguments[1])
         let frames = try parityClipFrames()
         var settings = EditSettings()
         settings.prompt = "a marble sculpture"
@@ -105,7 +107,7 @@ case "edit":
 case "seams":
     guard arguments.count >= 2 else { print("usage: tokenflow-bench seams MODEL_DIR [--frames N] [--window W] [--steps S] [--size WxH]"); exit(2) }
     do {
-        let model = try StableDiffusionModel(directory: arguments[1])
+        let model = try StableDiffusionModel(path: arguments[1])
         let size = (option("--size") ?? "96x64").split(separator: "x").compactMap { Int($0) }
         var settings = EditSettings()
         settings.prompt = "a watercolor painting"
@@ -116,6 +118,16 @@ case "seams":
         let report = try measureSeams(model: model, settings: settings, frames: Int(option("--frames") ?? "") ?? 32,
                                       window: Int(option("--window") ?? "") ?? 8, width: size[0], height: size[1])
         print(report)
+    } catch { print("error: \(error)"); exit(1) }
+case "load":
+    guard arguments.count >= 2 else { print("usage: tokenflow-bench load MODEL"); exit(2) }
+    do {
+        let start = DispatchTime.now().uptimeNanoseconds
+        let model = try StableDiffusionModel(path: arguments[1])
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        // The peak includes the process itself (~20 MB) besides the Float32 weights.
+        print(String(format: "swift_model_load %@ seconds=%.2f peak_rss_mb=%.0f (%@)", arguments[1], seconds,
+                     peakResidentMegabytes(), model.checkpoint == nil ? "diffusers folder" : "single file"))
     } catch { print("error: \(error)"); exit(1) }
 default:
     print("usage: tokenflow-bench kernels [--threads N] [--python PATH] | memory attention|nn")

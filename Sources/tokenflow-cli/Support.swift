@@ -151,30 +151,48 @@ func saveLatentFile(_ result: EditResult, to path: String) throws {
 
 func describeModel(_ model: StableDiffusionModel) -> String {
     let unet = model.unet.config, vae = model.vae.config, text = model.textEncoder.config
-    var lines = ["model: \(model.directory)"]
+    var lines = ["model: \(model.path)"]
+    if let checkpoint = model.checkpoint {
+        lines.append("format: single-file checkpoint (original layout), \(checkpoint.family.rawValue)")
+    }
     lines.append("unet: block_out_channels \(unet.blockOutChannels), heads per level \(unet.headsPerLevel), layers_per_block \(unet.layersPerBlock), cross_attention_dim \(unet.crossAttentionDim), \(unet.useLinearProjection ? "linear" : "conv") projections, sample_size \(unet.sampleSize)")
     lines.append("vae: block_out_channels \(vae.blockOutChannels), latent_channels \(vae.latentChannels), scaling_factor \(vae.scalingFactor)")
     lines.append("text_encoder: hidden_size \(text.hiddenSize), layers \(text.numHiddenLayers), heads \(text.numAttentionHeads), activation \(text.hiddenAct)")
+    lines.append("tokenizer: pads with token \(model.tokenizer.padID)\(model.checkpoint == nil ? "" : " (the built-in CLIP vocabulary)")")
     let scheduler = model.schedulerConfig
-    lines.append("scheduler: \(scheduler.betaSchedule) betas, prediction_type \(scheduler.predictionType), timestep_spacing \(scheduler.timestepSpacing), steps_offset \(scheduler.stepsOffset)")
+    let prediction = model.unknownPrediction.map { "unknown (\($0)): edits need --prediction epsilon or v" }
+        ?? scheduler.predictionType + (model.checkpoint.map { " (\($0.predictionSource))" } ?? "")
+    lines.append("scheduler: \(scheduler.betaSchedule) betas, prediction_type \(prediction), timestep_spacing \(scheduler.timestepSpacing), steps_offset \(scheduler.stepsOffset)")
+    if let checkpoint = model.checkpoint {
+        for part in SingleFileCheckpoint.Part.allCases {
+            lines.append("\(part.rawValue): \(describeParameters(checkpoint.parameterCounts(part)))")
+        }
+        if !checkpoint.unusedTensors.isEmpty {
+            let shown = checkpoint.unusedTensors.prefix(4).joined(separator: ", ")
+            lines.append("not used: \(checkpoint.unusedTensors.count) tensors (\(shown)\(checkpoint.unusedTensors.count > 4 ? ", ..." : ""))")
+        }
+        return lines.joined(separator: "\n")
+    }
     for component in ["unet", "vae", "text_encoder"] {
-        let directory = "\(model.directory)/\(component)"
+        let directory = "\(model.path)/\(component)"
         let files = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter { $0.hasSuffix(".safetensors") }.sorted()
         for name in files {
             guard let file = try? SafetensorsFile(path: "\(directory)/\(name)") else { continue }
-            var parameters = 0
-            var dtypes: [String: Int] = [:]
+            var counts: [SafetensorsDType: Int] = [:]
             for tensor in file.tensorNames {
                 guard let info = file.info(tensor) else { continue }
-                let count = info.shape.reduce(1, *)
-                parameters += count
-                dtypes[info.dtype.rawValue, default: 0] += count
+                counts[info.dtype, default: 0] += info.shape.reduce(1, *)
             }
-            let dtypeText = dtypes.keys.sorted().map { "\($0)" }.joined(separator: ", ")
-            lines.append("\(component)/\(name): \(formatCount(parameters)) parameters (\(dtypeText))")
+            lines.append("\(component)/\(name): \(describeParameters(counts))")
         }
     }
     return lines.joined(separator: "\n")
+}
+
+/// "1.2M parameters (F16)": the total and the dtypes present.
+func describeParameters(_ counts: [SafetensorsDType: Int]) -> String {
+    let dtypes = counts.keys.map(\.rawValue).sorted().joined(separator: ", ")
+    return "\(formatCount(counts.values.reduce(0, +))) parameters (\(dtypes))"
 }
 
 func formatCount(_ n: Int) -> String {

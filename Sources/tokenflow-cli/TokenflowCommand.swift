@@ -15,15 +15,15 @@ struct TokenflowCommand: ParsableCommand {
         such as frames/%05d.png. Frame count, order, timestamps and frame rate are kept; audio is copied \
         when the output container accepts it.
         """,
-        subcommands: [Edit.self, Invert.self, Reconstruct.self, Info.self, InstallModel.self]
+        subcommands: [Edit.self, Invert.self, Reconstruct.self, Info.self, Convert.self, InstallModel.self]
     )
 }
 
 /// Loads the model the settings name and applies the process-wide thread setting.
 func loadModel(_ settings: EditSettings) throws -> StableDiffusionModel {
     Threading.configure(threads: settings.threads)
-    let directory = try ModelLocation.resolve(settings.model, binary: executablePath())
-    return try StableDiffusionModel(directory: directory)
+    let path = try ModelLocation.resolve(settings.model, binary: executablePath())
+    return try StableDiffusionModel(path: path)
 }
 
 struct Edit: ParsableCommand {
@@ -80,25 +80,56 @@ struct Invert: ParsableCommand {
 }
 
 struct Info: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Describe a model folder: architecture, parameter counts, dtypes.")
-    @Argument(help: "Diffusers model folder.") var model: String
+    static let configuration = CommandConfiguration(
+        abstract: "Describe a model folder or single-file checkpoint: what was recognised, parameter counts, dtypes.")
+    @Argument(help: "Diffusers model folder or single-file .safetensors checkpoint.") var model: String
 
     func run() throws {
-        let loaded = try StableDiffusionModel(directory: model)
+        let loaded = try StableDiffusionModel(path: model)
         print(describeModel(loaded))
+    }
+}
+
+struct Convert: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write a single-file checkpoint as a diffusers folder (safetensors weights, configs, tokenizer, scheduler).",
+        discussion: "The folder loads in this engine and in diffusers (StableDiffusionPipeline.from_pretrained).")
+    @Argument(help: "Single-file .safetensors checkpoint (SD 1.x or 2.x, original layout).") var checkpoint: String
+    @Argument(help: "Folder to write (must not exist).") var directory: String
+    @Option(help: "What the model predicts, for scheduler_config.json: auto, epsilon or v (SD 2.x files without metadata need epsilon or v).")
+    var prediction = "auto"
+
+    func run() throws {
+        var settings = EditSettings()
+        do { try SettingsTable.set("prediction", prediction, in: &settings) } catch let error as EditError {
+            throw ValidationError("--\(error.description.dropFirst("invalid settings: ".count))")
+        }
+        let source = try SingleFileCheckpoint(path: checkpoint)
+        let type: String
+        switch settings.prediction {
+        case "epsilon": type = "epsilon"
+        case "v": type = "v_prediction"
+        default:
+            guard let known = source.predictionType else {
+                throw CommandError("\(checkpoint) does not say what it predicts (\(source.predictionSource)): pass --prediction epsilon (512x512 base models) or --prediction v (768x768 models)")
+            }
+            type = known
+        }
+        try source.convert(to: directory, prediction: type)
+        print("wrote \(directory) (\(source.family.rawValue), prediction_type \(type))")
     }
 }
 
 struct InstallModel: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "install-model",
-        abstract: "Validate a diffusers folder and install it as the default model (<prefix>/share/tokenflow/model).")
-    @Argument(help: "Diffusers model folder.") var directory: String
+        abstract: "Validate a model (diffusers folder or single-file checkpoint) and install it as the default model (<prefix>/share/tokenflow/model).")
+    @Argument(help: "Diffusers model folder or single-file .safetensors checkpoint.") var directory: String
     @Flag(help: "Link to the folder instead of copying it.") var link = false
     @Option(help: "Install here instead of the default model folder.") var destination: String?
 
     func run() throws {
-        _ = try StableDiffusionModel(directory: directory) // refuses anything the engine cannot load
+        _ = try StableDiffusionModel(path: directory) // refuses anything the engine cannot load
         guard let target = destination ?? ModelLocation.installedModel(besideBinary: executablePath()) else {
             throw CommandError("cannot tell where this executable is installed; pass --destination DIR")
         }

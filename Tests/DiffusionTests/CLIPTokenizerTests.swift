@@ -44,9 +44,32 @@ final class CLIPTokenizerTests: XCTestCase {
         try checkParity(variant: "sd15", expected: \.sd15)
     }
 
-    private func checkParity(variant: String, expected: KeyPath<Case, Expected>) throws {
+    /// The tokenizer built into the library (single-file checkpoints have no tokenizer folder), with each
+    /// family's padding, against the same transformers references.
+    func testBuiltInSD2MatchesTransformers() throws {
+        try checkParity(variant: "sd2", expected: \.sd2, tokenizer: CLIPTokenizer.builtIn(padding: .exclamationMark))
+    }
+
+    func testBuiltInSD15MatchesTransformers() throws {
+        try checkParity(variant: "sd15", expected: \.sd15, tokenizer: CLIPTokenizer.builtIn(padding: .endOfText))
+    }
+
+    /// The embedded merges are the fixture's merges.txt byte for byte, and the vocabulary derived from them is
+    /// its vocab.json (derive_clip_vocab.py wrote both from the same merge list).
+    func testBuiltInVocabularyIsTheFixtureFiles() throws {
+        let folder = Self.fixtures.appendingPathComponent("clip-tokenizer")
+        let merges = try String(contentsOf: folder.appendingPathComponent("merges.txt"), encoding: .utf8)
+        XCTAssertEqual(CLIPTokenizer.builtInMergesFile, merges)
+        let vocabulary = try JSONDecoder().decode([String: Int32].self, from: Data(contentsOf: folder.appendingPathComponent("vocab.json")))
+        let builtIn = try CLIPTokenizer.builtInVocabulary()
+        XCTAssertEqual(builtIn.vocabulary.count, 49_408)
+        XCTAssertEqual(builtIn.vocabulary, vocabulary)
+        XCTAssertEqual(builtIn.merges.count, 48_894)
+    }
+
+    private func checkParity(variant: String, expected: KeyPath<Case, Expected>, tokenizer: CLIPTokenizer? = nil) throws {
         let fixture = try loadCases()
-        let tokenizer = try loadTokenizer(variant)
+        let tokenizer = try tokenizer ?? loadTokenizer(variant)
         XCTAssertEqual(tokenizer.maxLength, fixture.maxLength)
         XCTAssertGreaterThanOrEqual(fixture.cases.count, 40)
         for testCase in fixture.cases {

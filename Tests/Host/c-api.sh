@@ -194,6 +194,12 @@ group "c-api bad config" "$work/api_test" open-error EIO "$dir" "c-api malformed
 dir=$(broken bad-scheduler); sed -i 's/"epsilon"/"flow"/' "$dir/scheduler/scheduler_config.json"
 group "c-api unsupported scheduler" "$work/api_test" open-error ENOTSUP "$dir" "c-api unsupported prediction_type -> ENOTSUP"
 
+# Single-file checkpoints: an SD 2.x file that does not say what it predicts needs the prediction setting;
+# pickles are refused unopened.
+group "c-api SD 2.x single file without prediction" "$work/api_test" open-error EINVAL "$model.safetensors" "c-api SD 2.x single file, prediction auto -> EINVAL"
+printf 'not a pickle' > "$work/model.ckpt"
+group "c-api pickle" "$work/api_test" open-error ENOTSUP "$work/model.ckpt" "c-api .ckpt pickle -> ENOTSUP"
+
 # Default model: $TOKENFLOW_MODEL, then <prefix>/share/tokenflow/model beside the library, else a clear error.
 TOKENFLOW_MODEL=$model group "c-api TOKENFLOW_MODEL" "$work/api_test" open-ok - "c-api model from TOKENFLOW_MODEL"
 mkdir -p "$work/bare/lib" "$work/usr/lib" "$work/usr/share/tokenflow"
@@ -220,6 +226,15 @@ mkdir -p "$work/ppm"
 expect "c-api example reads raw RGB24 and writes PPM frames" test "$(ls "$work/ppm" | wc -l)" -eq 5 -a "$(head -c 2 "$work/ppm/frame-0004.ppm")" = P6
 "$work/edit_clip" "$prefix/lib/libtokenflow.so" -n 5 -k 1,3,0,4 -o "$work/keys.rgb" "${quick[@]}" batch_size=3 > "$work/keys.log" 2>&1
 expect "c-api example takes a keyframe schedule" test $? -eq 0 -a "$(stat -c %s "$work/keys.rgb" 2>/dev/null)" = $((5 * 64 * 48 * 3))
+# The same edit from each tiny model's single-file checkpoint and from its folder: the same bytes.
+for name in sd2-tiny sd15-tiny; do
+    for source in "$name" "$name.safetensors"; do
+        "$work/edit_clip" "$prefix/lib/libtokenflow.so" -n 5 -o "$work/$source.rgb" "${quick[@]}" model="$PWD/Tests/Fixtures/models/$source" \
+            prediction=epsilon > /dev/null 2>&1
+    done
+    expect "c-api example: $name single file gives the folder's bytes" \
+        bash -c "test -s '$work/$name.rgb' && cmp '$work/$name.rgb' '$work/$name.safetensors.rgb'"
+done
 "$work/edit_clip" "$prefix/lib/libtokenflow.so" --options > "$work/options.txt" 2> /dev/null
 expect "c-api example lists every setting of the library" test "$(grep -c '^[a-z_][a-z_]* ' "$work/options.txt")" -eq "$(grep -c '^option ' "$work/newer.out")"
 expect "c-api example lists the choices with their help" grep -q "^ *2 = reconstruct .*[a-z]" "$work/options.txt"

@@ -61,6 +61,22 @@ expect "cli install-model copies a valid model" test -f "$work/share/model/unet/
 TOKENFLOW_MODEL="$work/share/model" "$cli" edit "$work/in.nut" "$work/env.mp4" --prompt x --steps 2 --inversion-steps 2 --size=input > /dev/null 2>&1
 expect "cli uses TOKENFLOW_MODEL" test -s "$work/env.mp4"
 
+# Single-file checkpoints (original layout): recognised, edited exactly as the folder, converted to a folder.
+checkpoint=$PWD/Tests/Fixtures/models/sd15-tiny.safetensors
+"$cli" info "$checkpoint" > "$work/info-file.log" 2>&1
+expect "cli info recognises a single-file checkpoint" grep -q "format: single-file checkpoint (original layout), Stable Diffusion 1.x" "$work/info-file.log"
+expect "cli info counts a checkpoint's parameters" grep -q "^unet: .* parameters (F16)" "$work/info-file.log"
+mkdir -p "$work/from-folder" "$work/from-file" "$work/from-converted"
+"$cli" edit "$work/in.nut" "$work/from-folder/%03d.png" --prompt "lava" "${quick[@]}" --model "${model%sd2-tiny}sd15-tiny" > /dev/null 2>&1
+"$cli" edit "$work/in.nut" "$work/from-file/%03d.png" --prompt "lava" "${quick[@]}" --model "$checkpoint" > /dev/null 2>&1
+expect "cli edit from a single file writes every frame" test "$(ls "$work/from-file" | wc -l)" -eq 10
+expect "cli edit from a single file equals the folder's edit" diff -r "$work/from-folder" "$work/from-file"
+"$cli" convert "$model.safetensors" "$work/converted" --prediction epsilon > /dev/null 2>&1
+expect "cli convert writes a diffusers folder" test -f "$work/converted/unet/diffusion_pytorch_model.safetensors" -a -f "$work/converted/tokenizer/vocab.json"
+"$cli" edit "$work/in.nut" "$work/from-converted/%03d.png" --prompt "lava" "${quick[@]}" --model "$work/converted" > /dev/null 2>&1
+# $work/direct holds the folder's edit with these settings (the inversion-cache check above).
+expect "cli edit from a converted folder equals the original folder's edit" diff -r "$work/direct" "$work/from-converted"
+
 # Bad input: clear message, non-zero exit, no output file.
 bad() { # NAME EXPECTED-MESSAGE ARGS...
     local name=$1 message=$2; shift 2
@@ -78,6 +94,10 @@ bad "cli bad size" "size: '12x12' is not allowed: expected WxH (multiples of 8" 
 bad "cli unknown setting" "unknown option '--stepz'" edit "$work/in.nut" "$work/bad.mp4" --prompt x --model "$model" --stepz 2
 bad "cli setting without a value" "--steps needs a value" edit "$work/in.nut" "$work/bad.mp4" --prompt x --model "$model" --steps
 bad "cli no model anywhere" "no model given" edit "$work/in.nut" "$work/bad.mp4" --prompt x
+bad "cli SD 2.x single file needs a prediction" "set prediction to epsilon .* or v" edit "$work/in.nut" "$work/bad.mp4" --prompt x "${quick[@]}" --model "$model.safetensors"
+bad "cli convert of an SD 2.x file needs a prediction" "pass --prediction epsilon" convert "$model.safetensors" "$work/bad-convert"
+printf 'not a pickle' > "$work/model.ckpt"
+bad "cli refuses pickles" "never opens pickles" edit "$work/in.nut" "$work/bad.mp4" --prompt x "${quick[@]}" --model "$work/model.ckpt"
 bad "cli edit beyond memory_limit" "out of memory: a tensor of shape .* would exceed the memory_limit of 1 MiB" \
     edit "$work/in.nut" "$work/bad.mp4" --prompt x "${quick[@]}" --size 256x256 --memory_limit 1
 (ulimit -v 1500000; bad "cli edit under ulimit -v" "out of memory: the system refused" \

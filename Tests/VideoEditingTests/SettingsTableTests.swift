@@ -93,6 +93,6 @@ final class SettingsTableTests: XCTestCase {
     func testTextAndNames() {
         XCTAssertEqual(parse("prompt", "a cat: in snow, 'quoted'"), "a cat: in snow, 'quoted'")
         XCTAssertEqual(parse("negative-prompt", "x"), "x", "'-' is accepted for '_'")
-        XCTAssertTrue(parse("stepz", "1").contains("unknown setting 'stepz'; the settings are: model, prompt"))
+        XCTAssertTrue(parse("stepz", "1").contains("unknown setting 'stepz'; the settings are: model, prediction, prompt"))
     }
 }

@@ -43,7 +43,8 @@ public struct Schedules: Sendable {
     public let sampling: DDIMScheduler
     public let inversion: DDIMScheduler
 
-    init(config: SchedulerConfig, settings: EditSettings) throws {
+    init(model: StableDiffusionModel, settings: EditSettings) throws {
+        let config = try Self.schedulerConfig(of: model, prediction: settings.prediction)
         do {
             var sampling = try DDIMScheduler(config: config)
             try sampling.setTimesteps(settings.steps)
@@ -54,6 +55,24 @@ public struct Schedules: Sendable {
         } catch let error as ModelError {
             throw EditError.invalidSettings("\(error)")
         }
+    }
+
+    /// The model's scheduler with the `prediction` setting applied: "auto" keeps what the model says and
+    /// refuses a model that cannot say (an SD 2.x single file without metadata: the wrong choice would not
+    /// fail, it would produce noise), "epsilon" and "v" override it.
+    static func schedulerConfig(of model: StableDiffusionModel, prediction: String) throws -> SchedulerConfig {
+        var config = model.schedulerConfig
+        switch prediction {
+        case "epsilon": config.predictionType = "epsilon"
+        case "v": config.predictionType = "v_prediction"
+        default:
+            if let reason = model.unknownPrediction {
+                throw EditError.invalidSettings("prediction: \(model.path) does not say what it predicts (\(reason)): set "
+                    + "prediction to epsilon (SD 2.x 512x512 base models such as v2-1_512-ema-pruned) or v (768x768 models "
+                    + "such as v2-1_768-ema-pruned)")
+            }
+        }
+        return config
     }
 }
 

@@ -65,7 +65,7 @@ public final class EditPipeline {
         self.model = model
         self.settings = settings
         memoryBudget = MemoryBudget(limitBytes: settings.memoryLimit << 20)
-        schedules = try Schedules(config: model.schedulerConfig, settings: settings)
+        schedules = try Schedules(model: model, settings: settings)
         method = try methodType.init(MethodContext(model: model, settings: settings, schedules: schedules))
     }
 

@@ -3,8 +3,11 @@
 /// help and the methods that use it. The defaults here are the only ones: the table reads them.
 /// Defaults follow the reference TokenFlow implementation.
 public struct EditSettings: Sendable, Equatable {
-    /// Model folder; "" = $TOKENFLOW_MODEL, then the model installed with the library (`ModelLocation`).
+    /// Model folder or single-file checkpoint; "" = $TOKENFLOW_MODEL, then the model installed with the library (`ModelLocation`).
     public var model: String = ""
+    /// What the model predicts: "auto" (what the model says: a folder's scheduler config, a checkpoint's
+    /// metadata or family), "epsilon" (noise) or "v" (velocity, SD 2.x 768 models); the latter two override.
+    public var prediction: String = "auto"
     /// Editing method, by name (`EditMethods`).
     public var method: String = EditMethods.defaultMethod.name
     public var prompt: String = ""

@@ -164,7 +164,12 @@ public enum SettingsTable {
         let propagating = [TokenFlowPnP.name, SDEdit.name]
         return [
             .text("model", \.model,
-                  help: "Stable Diffusion model: a diffusers folder; empty: $TOKENFLOW_MODEL, then the model installed with the library"),
+                  help: "Stable Diffusion model: a diffusers folder or a single-file .safetensors checkpoint (SD 1.x, 2.x); empty: $TOKENFLOW_MODEL, then the model installed with the library"),
+            .choice("prediction", \.prediction, [
+                Setting.Choice(name: "auto", help: "what the model says: a folder's scheduler config, a checkpoint's metadata; SD 1.x checkpoints predict noise, SD 2.x checkpoints without metadata need epsilon or v"),
+                Setting.Choice(name: "epsilon", help: "noise (SD 1.x, SD 2.x 512x512 base models)"),
+                Setting.Choice(name: "v", help: "velocity (SD 2.x 768x768 models)"),
+            ], help: "what the model predicts (the scheduler's prediction type)"),
             .text("prompt", \.prompt, methods: propagating, help: "edit prompt: what the edited video shows"),
             .text("negative_prompt", \.negativePrompt, methods: propagating, help: "negative prompt for classifier-free guidance"),
             .text("inversion_prompt", \.inversionPrompt,

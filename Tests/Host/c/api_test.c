@@ -533,7 +533,7 @@ static void bound_text(char *text, size_t size, const TFOption *o, double value)
 }
 
 static void check_option_table(void) {
-    static const char *const documented[] = {"model", "prompt", "negative_prompt", "inversion_prompt", "method", "steps",
+    static const char *const documented[] = {"model", "prediction", "prompt", "negative_prompt", "inversion_prompt", "method", "steps",
                                              "inversion_steps", "guidance", "pnp_attn_t", "pnp_f_t", "strength",
                                              "batch_size", "seed", "size", "threads", "keyframe_context",
                                              "latent_memory", "temp_dir", "window"};
