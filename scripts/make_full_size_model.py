@@ -8,9 +8,9 @@ Usage (pinned venv of Tests/Fixtures/requirements.txt):
 Writes DIR/folder/ (model_index.json, unet/ vae/ text_encoder/ F32 safetensors with the architectures of
 stabilityai/stable-diffusion-2-1-base, tokenizer/, scheduler/; 5.2 GB) and DIR/sd21-base.safetensors (the
 same tensors under the original LDM names, OpenCLIP q/k/v fused, plus a random 24th resblock as the real
-checkpoints have; 5.2 GB), using the mapping of Tests/Fixtures/generate_single_file_fixtures.py. Components
-are built and saved one at a time, and the single file is streamed tensor by tensor, so the peak memory is
-about one UNet (3.5 GB) plus torch's overhead.
+checkpoints have; 5.2 GB), with the mapping and the writer of Tests/Fixtures/generate_single_file_fixtures.py.
+Components are built and saved one at a time, and the single file is written tensor by tensor, so the peak
+memory is that of building and saving the UNet (~7.3 GB, as scripts/make_full_size_unet.py).
 
     tokenflow-bench load DIR/folder
     tokenflow-bench load DIR/sd21-base.safetensors
@@ -21,7 +21,6 @@ import json
 import math
 import os
 import shutil
-import struct
 import sys
 
 import torch
@@ -46,7 +45,6 @@ TEXT_CONFIG = dict(vocab_size=49408, hidden_size=1024, intermediate_size=4096, n
 SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                         clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
                         timestep_spacing="leading")
-DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.int32: "I32", torch.int64: "I64"}
 
 
 def save_folder(folder, seed):
@@ -74,7 +72,7 @@ def save_folder(folder, seed):
 
 
 def single_file_entries(folder, seed):
-    """(LDM name, function returning the tensor) for every tensor of the single file, read lazily."""
+    """(LDM name, dtype, shape, function returning the tensor) for every tensor of the single file."""
     def config(part):
         with open(os.path.join(folder, part, "config.json")) as f:
             return json.load(f)
@@ -82,17 +80,22 @@ def single_file_entries(folder, seed):
     def reader(part, file):
         return safe_open(os.path.join(folder, part, file), "pt")
 
+    def stored(f, name):
+        return (torch.float32, f.get_slice(name).get_shape(), lambda: f.get_tensor(name))
+
     entries = []
     unet = reader("unet", "diffusion_pytorch_model.safetensors")
     modules = ldm.unet_modules(config("unet"))
     for name in unet.keys():
-        entries.append(("model.diffusion_model." + ldm.rename(name, modules), lambda f=unet, n=name: f.get_tensor(n)))
+        entries.append(("model.diffusion_model." + ldm.rename(name, modules), *stored(unet, name)))
     vae = reader("vae", "diffusion_pytorch_model.safetensors")
     modules = ldm.vae_modules(config("vae"))
     for name in vae.keys():
         key = "first_stage_model." + ldm.rename(name, modules)
-        convolution = ".mid.attn_1." in key and key.endswith(".weight") and len(vae.get_slice(name).get_shape()) == 2
-        entries.append((key, lambda f=vae, n=name, c=convolution: f.get_tensor(n)[:, :, None, None] if c else f.get_tensor(n)))
+        dtype, shape, load = stored(vae, name)
+        if ".mid.attn_1." in key and key.endswith(".weight") and len(shape) == 2:  # 1x1 convolutions in ldm
+            shape, load = shape + [1, 1], (lambda load=load: load()[:, :, None, None])
+        entries.append((key, dtype, shape, load))
     text = reader("text_encoder", "model.safetensors")
     text_config = config("text_encoder")
     modules = ldm.open_clip_modules(text_config)
@@ -102,13 +105,13 @@ def single_file_entries(folder, seed):
             continue
         key = prefix + ("positional_embedding" if name == "text_model.embeddings.position_embedding.weight"
                         else ldm.rename(name, modules))
-        entries.append((key, lambda f=text, n=name: f.get_tensor(n)))
+        entries.append((key, *stored(text, name)))
     layers, width = text_config["num_hidden_layers"], text_config["hidden_size"]
     for layer in range(layers):
-        for kind in ("weight", "bias"):
+        for kind, shape in (("weight", [3 * width, width]), ("bias", [3 * width])):
             names = [f"text_model.encoder.layers.{layer}.self_attn.{p}_proj.{kind}" for p in "qkv"]
-            entries.append((f"{prefix}transformer.resblocks.{layer}.attn.in_proj_{kind}",
-                            lambda f=text, ns=names: torch.cat([f.get_tensor(n) for n in ns])))
+            entries.append((f"{prefix}transformer.resblocks.{layer}.attn.in_proj_{kind}", torch.float32, shape,
+                            lambda names=names: torch.cat([text.get_tensor(n) for n in names])))
     # The 24th resblock (unused by SD 2.x, present in the real files), text_projection and logit_scale.
     generator = torch.Generator().manual_seed(seed + 1)
     shapes = {"ln_1.weight": [width], "ln_1.bias": [width], "attn.in_proj_weight": [3 * width, width],
@@ -116,34 +119,14 @@ def single_file_entries(folder, seed):
               "ln_2.weight": [width], "ln_2.bias": [width], "mlp.c_fc.weight": [4 * width, width],
               "mlp.c_fc.bias": [4 * width], "mlp.c_proj.weight": [width, 4 * width], "mlp.c_proj.bias": [width]}
     for name, shape in shapes.items():
-        entries.append((f"{prefix}transformer.resblocks.{layers}.{name}",
-                        lambda s=shape: torch.randn(s, generator=generator) / math.sqrt(s[-1])))
-    entries.append((prefix + "text_projection", lambda: torch.randn(width, width, generator=generator) / math.sqrt(width)))
-    entries.append((prefix + "logit_scale", lambda: torch.tensor(math.log(1 / 0.07))))
+        entries.append((f"{prefix}transformer.resblocks.{layers}.{name}", torch.float32, shape,
+                        lambda shape=shape: torch.randn(shape, generator=generator) / math.sqrt(shape[-1])))
+    entries.append((prefix + "text_projection", torch.float32, [width, width],
+                    lambda: torch.randn(width, width, generator=generator) / math.sqrt(width)))
+    entries.append((prefix + "logit_scale", torch.float32, [], lambda: torch.tensor(math.log(1 / 0.07))))
     for name, tensor in ldm.ddpm_buffers(torch.float32).items():
-        entries.append((name, lambda t=tensor: t))
+        entries.append((name, tensor.dtype, list(tensor.shape), lambda tensor=tensor: tensor))
     return entries
-
-
-def write_streaming(path, entries):
-    """A safetensors file written one tensor at a time: the header is computed from shapes first."""
-    shapes = []
-    for name, load in entries:
-        tensor = load()
-        shapes.append((name, DTYPES[tensor.dtype], list(tensor.shape), tensor.numel() * tensor.element_size()))
-        del tensor
-    header, offset = {"__metadata__": {"format": "pt"}}, 0
-    for name, dtype, shape, size in shapes:
-        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
-        offset += size
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * ((8 - len(text) % 8) % 8)
-    with open(path + ".tmp", "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for name, load in entries:
-            f.write(load().contiguous().numpy().tobytes())
-    os.replace(path + ".tmp", path)
 
 
 def main():
@@ -156,7 +139,7 @@ def main():
         shutil.rmtree(folder)
     save_folder(folder, args.seed)
     path = os.path.join(args.dir, "sd21-base.safetensors")
-    write_streaming(path, single_file_entries(folder, args.seed))
+    ldm.write_safetensors(path, single_file_entries(folder, args.seed), {"format": "pt"})
     print(f"wrote {folder} and {path} ({os.path.getsize(path) / 1e9:.2f} GB)")
 
 

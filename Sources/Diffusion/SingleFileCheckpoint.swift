@@ -54,9 +54,8 @@ public final class SingleFileCheckpoint: @unchecked Sendable {
         let names = file.tensorNames
         try Self.refuseOtherKinds(path, names)
 
-        let hasUNet = names.contains { $0.hasPrefix(LDMLayout.unetPrefix) }
-        let hasVAE = names.contains { $0.hasPrefix(LDMLayout.vaePrefix) }
-        let hasText = names.contains { $0.hasPrefix("cond_stage_model.") }
+        func has(_ part: Part) -> Bool { names.contains { $0.hasPrefix(Self.keyPrefix(part)) } }
+        let hasUNet = has(.unet), hasVAE = has(.vae), hasText = has(.textEncoder)
         guard hasUNet && hasVAE && hasText else {
             throw Self.partial(path, names, unet: hasUNet, vae: hasVAE, text: hasText)
         }
@@ -81,6 +80,10 @@ public final class SingleFileCheckpoint: @unchecked Sendable {
         for part in Part.allCases {
             try Self.applyMetadata(file.metadata, part: part, to: &configs[part, default: [:]], file: path)
         }
+        try Self.requireHeads(configs[.unet]?["attention_head_dim"], part: .unet, key: "attention_head_dim", file: path,
+                              why: "SD 2.x's heads are 64 channels wide, and an attention level of this UNet is not a multiple of 64")
+        try Self.requireHeads(configs[.textEncoder]?["num_attention_heads"], part: .textEncoder, key: "num_attention_heads",
+                              file: path, why: "CLIP's heads are 64 channels wide, and this text encoder's width is not a multiple of 64")
         self.configs = configs
         unetConfig = try configs[.unet, default: [:]].decode(UNetConfig.self, describing: "\(path) (unet)")
         vaeConfig = try configs[.vae, default: [:]].decode(VAEConfig.self, describing: "\(path) (vae)")
@@ -88,7 +91,7 @@ public final class SingleFileCheckpoint: @unchecked Sendable {
         layouts = [.unet: unet.layout, .vae: vae.layout, .textEncoder: text.layout]
         ignorable = [.unet: { _ in false }, .vae: { _ in false }, .textEncoder: text.ignorable]
 
-        let prefixes = [LDMLayout.unetPrefix, LDMLayout.vaePrefix, "cond_stage_model."]
+        let prefixes = Part.allCases.map(Self.keyPrefix)
         unusedTensors = names.filter { name in
             !prefixes.contains { name.hasPrefix($0) } || text.ignorable(name)
         }
@@ -97,8 +100,17 @@ public final class SingleFileCheckpoint: @unchecked Sendable {
     /// The weights of `part`, read from the mapped file tensor by tensor. With `recording`, the store keeps
     /// every tensor it hands out under its diffusers name (for `convert`).
     public func store(_ part: Part, recording: Bool = false) -> WeightStore {
-        WeightStore(checkpoint: file, layout: layouts[part] ?? LDMLayout(prefix: ""),
+        WeightStore(checkpoint: file, layout: layouts[part] ?? LDMLayout(prefix: ""), owning: Self.keyPrefix(part),
                     ignorable: ignorable[part] ?? { _ in false }, recording: recording)
+    }
+
+    /// Every key starting with this belongs to the part (the text encoder owns all of cond_stage_model.*).
+    static func keyPrefix(_ part: Part) -> String {
+        switch part {
+        case .unet: LDMLayout.unetPrefix
+        case .vae: LDMLayout.vaePrefix
+        case .textEncoder: "cond_stage_model."
+        }
     }
 
     /// "<path> (unet)": how errors name a part's recognised config.
@@ -106,7 +118,7 @@ public final class SingleFileCheckpoint: @unchecked Sendable {
 
     /// Parameters per dtype of `part`'s tensors (for `info`).
     public func parameterCounts(_ part: Part) -> [SafetensorsDType: Int] {
-        let prefix = layouts[part]?.prefix ?? ""
+        let prefix = Self.keyPrefix(part)
         let own = ignorable[part] ?? { _ in false }
         var counts: [SafetensorsDType: Int] = [:]
         for name in file.tensorNames where name.hasPrefix(prefix) && !own(name) {
@@ -190,6 +202,9 @@ public final class SingleFileCheckpoint: @unchecked Sendable {
         if present.isEmpty {
             if names.contains("encoder.conv_in.weight") && names.contains("decoder.conv_in.weight") {
                 what = "it is a standalone VAE (encoder.*, decoder.*), not a whole model"
+            } else if names.contains("conv_in.weight") && names.contains(where: { $0.hasPrefix("down_blocks.") }) {
+                what = "it is one part of a diffusers folder (diffusers' names, such as a UNet's "
+                    + "diffusion_pytorch_model.safetensors): give the folder that holds model_index.json"
             } else {
                 what = "it holds none of a Stable Diffusion checkpoint's parts (first tensors: "
                     + names.prefix(3).map { "'\($0)'" }.joined(separator: ", ") + ")"
@@ -218,7 +233,7 @@ public final class SingleFileCheckpoint: @unchecked Sendable {
         }
         switch family {
         case .sd1: return ("epsilon", "Stable Diffusion 1.x models predict noise")
-        case .sd2: return (nil, "an SD 2.x file without metadata may predict noise (512x512 base models) or velocity (768x768 models)")
+        case .sd2: return (nil, "SD 2.x 512x512 base models predict noise, 768x768 models velocity, and the file has no metadata saying which")
         }
     }
 
@@ -230,7 +245,7 @@ public final class SingleFileCheckpoint: @unchecked Sendable {
 
         func shape(_ key: String, rank: Int) throws -> [Int] {
             guard let info = file.info(key) else {
-                throw ModelError.missingTensor(file: file.path, tensor: key, expectedShape: [])
+                throw ModelError.invalidConfig(file: file.path, reason: "no tensor '\(key)', which recognising the architecture needs")
             }
             guard info.shape.count == rank, info.shape.allSatisfy({ $0 > 0 }) else {
                 throw ModelError.invalidConfig(file: file.path, reason: "tensor '\(key)' has shape \(info.shape), expected \(rank) non-zero dimensions")
@@ -310,10 +325,14 @@ public final class SingleFileCheckpoint: @unchecked Sendable {
         // Heads are not in the weights: the original configs give SD 1.x 8 heads (v1-inference.yaml num_heads)
         // and SD 2.x heads of 64 channels (v2-inference.yaml num_head_channels). diffusers' configs call the
         // head count attention_head_dim.
+        // A level without attention uses no heads (any divisor of its width passes validation); where the
+        // count cannot be told it stays null, and `requireHeads` refuses unless the metadata gives it.
         let heads: ConfigValue
         switch family {
         case .sd1: heads = .int(8)
-        case .sd2: heads = .list(widths.map { .int($0 % 64 == 0 ? $0 / 64 : 1) })
+        case .sd2: heads = .list(zip(widths, downAttention).map { width, attention in
+            width % 64 == 0 ? .int(width / 64) : attention ? .null : .int(1)
+        })
         }
         let depth: ConfigValue = Set(depths).count == 1 ? .int(depths[0]) : .list(depths.map { .int($0) })
         let config: ConfigDocument = [
@@ -424,7 +443,7 @@ public final class SingleFileCheckpoint: @unchecked Sendable {
             "intermediate_size": .int(intermediate),
             "num_hidden_layers": .int(layers),
             // CLIP's heads are 64 channels wide (ViT-L: 12 of 64, ViT-H: 16 of 64).
-            "num_attention_heads": .int(hidden % 64 == 0 ? hidden / 64 : 1),
+            "num_attention_heads": hidden % 64 == 0 ? .int(hidden / 64) : .null,
             "max_position_embeddings": .int(positions[0]),
             "hidden_act": .string(family == .sd1 ? "quick_gelu" : "gelu"),
             "layer_norm_eps": .number(1e-5),
@@ -434,6 +453,21 @@ public final class SingleFileCheckpoint: @unchecked Sendable {
             "pad_token_id": .int(1),
         ]
         return (config, layout, ignorable)
+    }
+
+    /// Heads that could not be told from the family's rule (null) and were not given by the metadata.
+    private static func requireHeads(_ value: ConfigValue?, part: Part, key: String, file: String, why: String) throws {
+        let unknown: Bool
+        switch value {
+        case .null?: unknown = true
+        case .list(let values)?: unknown = values.contains(.null)
+        default: unknown = false
+        }
+        if unknown {
+            throw ModelError.unsupportedCheckpoint(
+                file: file, what: "its \(part.rawValue)'s attention heads cannot be told: \(why) (metadata "
+                    + "tokenflow.\(part.rawValue)_config can give \(key))", supported: supported)
+        }
     }
 
     /// The hyperparameters a file's metadata may give, per part (`tokenflow.<part>_config`, a JSON object of

@@ -38,11 +38,13 @@ public final class WeightStore {
         recording = false
     }
 
-    /// The part of an open single-file checkpoint whose keys start with `layout.prefix`.
-    init(checkpoint file: SafetensorsFile, layout: LDMLayout, ignorable: @escaping (String) -> Bool, recording: Bool) {
+    /// The part of an open single-file checkpoint that owns the keys starting with `owning` (all of them must
+    /// be taken or ignorable), its tensors found through `layout`.
+    init(checkpoint file: SafetensorsFile, layout: LDMLayout, owning prefix: String, ignorable: @escaping (String) -> Bool,
+         recording: Bool) {
         self.file = file.path
         safetensors = file
-        checkpoint = (layout, file.tensorNames.filter { $0.hasPrefix(layout.prefix) })
+        checkpoint = (layout, file.tensorNames.filter { $0.hasPrefix(prefix) })
         self.ignorable = ignorable
         self.recording = recording
     }

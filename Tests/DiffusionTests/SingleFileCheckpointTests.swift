@@ -217,6 +217,13 @@ final class SingleFileCheckpointTests: XCTestCase {
         var unknownText = tensors.filter { !$0.name.hasPrefix("cond_stage_model.") }
         unknownText.append(("cond_stage_model.embedder.weight", try Tensor(zeros: [4, 4])))
         assertRefused(try writeCheckpoint(unknownText), ["neither SD 1.x's CLIP", "cond_stage_model.embedder.weight"])
+        // One file of a diffusers folder given instead of the folder.
+        assertRefused(tinyModelDirectory("sd2-tiny") + "/unet/diffusion_pytorch_model.safetensors",
+                      ["one part of a diffusers folder", "model_index.json"])
+        // SD 2.x heads are 64 channels wide: widths of 8 and 16 with attention leave them unknown unless the
+        // metadata gives them (the tiny files' metadata does).
+        assertRefused(try writeCheckpoint(try floatTensors(checkpointPath("sd2-tiny"))),
+                      ["unet's attention heads cannot be told", "tokenflow.unet_config", "attention_head_dim"])
     }
 
     // MARK: - Errors name the checkpoint's key

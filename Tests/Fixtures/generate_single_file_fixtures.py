@@ -32,7 +32,7 @@ What the weights cannot show. An LDM checkpoint holds weights only; the original
 hyperparameters in a YAML config, fixed per family (v1-inference.yaml: 8 heads, v2-inference.yaml: heads of
 64 channels; 32 groups in every GroupNorm, hard-coded in ldm's `Normalize`). The tiny models use other
 values (4 groups; heads of 4 or 2 channels) that no original config can express, so each file carries
-them in its safetensors metadata, as diffusers config entries the Swift loader merges over what it reads
+them (and the default sample sizes, 8 and 64 instead of SD's 64 and 512) in its safetensors metadata, as diffusers config entries the Swift loader merges over what it reads
 from the shapes: `tokenflow.unet_config`, `tokenflow.vae_config`, `tokenflow.text_encoder_config` (JSON
 objects). Real checkpoints have no such keys and get the families' standard values. Nothing says what the
 SD 2.x file predicts (as with the released v2 files), so it has no `modelspec.prediction_type`.
@@ -51,18 +51,19 @@ The second form checks a folder written by `tokenflow convert FILE DIR`: diffuse
 (`StableDiffusionPipeline.from_pretrained(DIR)`), and its weights, component configs (as diffusers reads
 them), tokenizer ids and scheduler must equal the named tiny folder's.
 
-Deterministic: re-running with the pins rewrites byte-identical files.
+Deterministic: re-running with the pins rewrites byte-identical files (written by `write_safetensors`: tensors
+in name order, metadata keys sorted).
 """
 import argparse
 import json
 import math
 import os
+import struct
 import sys
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the folders hold every config; never ask the hub
 
@@ -74,8 +75,8 @@ MODELS = {
 
 # Config entries the weights cannot show, for the metadata (see the docstring). The values are the folders'.
 HIDDEN_CONFIG_KEYS = {
-    "unet": ["attention_head_dim", "norm_num_groups"],
-    "vae": ["norm_num_groups"],
+    "unet": ["attention_head_dim", "norm_num_groups", "sample_size"],
+    "vae": ["norm_num_groups", "sample_size"],
     "text_encoder": ["num_attention_heads"],
 }
 
@@ -290,6 +291,31 @@ def ddpm_buffers(dtype):
 # Writing and checking
 # ----------------------------------------------------------------------------------------------------
 
+SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64",
+                      torch.int32: "I32"}
+
+
+def write_safetensors(path, entries, metadata):
+    """A safetensors file from (name, dtype, shape, load) entries, tensors in name order, metadata keys sorted,
+    each tensor loaded and written in turn (so a full-size model never needs to be in memory at once).
+    safetensors' own save_file orders `__metadata__` as a Rust HashMap does, which changes between runs."""
+    entries = sorted(entries, key=lambda entry: entry[0])
+    header, offset = {"__metadata__": dict(sorted(metadata.items()))}, 0
+    for name, dtype, shape, _ in entries:
+        size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        header[name] = {"dtype": SAFETENSORS_DTYPES[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    with open(path + ".tmp", "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for name, dtype, shape, load in entries:
+            tensor = load()
+            assert tensor.dtype == dtype and list(tensor.shape) == list(shape), f"{name}: {tensor.dtype}{list(tensor.shape)}"
+            f.write(tensor.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    os.replace(path + ".tmp", path)
+
 
 def read_folder(folder, suffix):
     def component(name, file):
@@ -369,7 +395,7 @@ def write_model(name, models_dir):
     parts = read_folder(folder, suffix)
     checkpoint = to_ldm(parts, text_tower, seed, dtype)
     path = os.path.join(models_dir, f"{name}.safetensors")
-    save_file(checkpoint, path, metadata=metadata_for(parts))
+    write_safetensors(path, [(name, t.dtype, t.shape, lambda t=t: t) for name, t in checkpoint.items()], metadata_for(parts))
     extra = check_with_diffusers_converters(path, parts, text_tower)
     check_with_from_single_file(path, folder, dtype, "fp16" if suffix else None)
     groups = {}
@@ -393,12 +419,15 @@ def check_converted(directory, like, models_dir):
     for component in ("unet", "vae", "text_encoder"):
         assert_same_tensors(f"converted {component}", getattr(converted, component).state_dict(),
                             getattr(reference, component).state_dict())
-        mine, theirs = (dict(getattr(p, component).config) for p in (converted, reference))
+        # diffusers' configs are FrozenDicts, transformers' are PretrainedConfig objects.
+        mine, theirs = (c.to_dict() if hasattr(c, "to_dict") else dict(c)
+                        for c in (getattr(p, component).config for p in (converted, reference)))
         ignored = {"_name_or_path", "_diffusers_version", "transformers_version", "torch_dtype", "_use_default_values",
                    "architectures", "_commit_hash", "_attn_implementation_autoset"}
         differing = sorted(k for k in set(mine) | set(theirs) if k not in ignored and mine.get(k) != theirs.get(k))
         assert not differing, f"{component} config differs in {[(k, mine.get(k), theirs.get(k)) for k in differing]}"
-    assert dict(converted.scheduler.config) == dict(reference.scheduler.config), "scheduler configs differ"
+    schedulers = [{k: v for k, v in p.scheduler.config.items() if not k.startswith("_")} for p in (converted, reference)]
+    assert schedulers[0] == schedulers[1], f"scheduler configs differ: {schedulers}"
     prompts = ["", "a photo of a cat!! it's 4k", "ÄÖÜ 東京 " * 20]
     for prompt in prompts:
         ids = [p.tokenizer(prompt, padding="max_length", truncation=True, max_length=77).input_ids for p in (converted, reference)]

@@ -67,9 +67,8 @@ public struct Schedules: Sendable {
         case "v": config.predictionType = "v_prediction"
         default:
             if let reason = model.unknownPrediction {
-                throw EditError.invalidSettings("prediction: \(model.path) does not say what it predicts (\(reason)): set "
-                    + "prediction to epsilon (SD 2.x 512x512 base models such as v2-1_512-ema-pruned) or v (768x768 models "
-                    + "such as v2-1_768-ema-pruned)")
+                throw EditError.invalidSettings("prediction: \(model.path) does not say what it predicts (\(reason)): "
+                    + "set prediction to epsilon (such as v2-1_512-ema-pruned) or v (such as v2-1_768-ema-pruned)")
             }
         }
         return config
