@@ -127,6 +127,22 @@ public final class SingleFileCheckpoint: @unchecked Sendable {
         return counts
     }
 
+    /// What `tokenflow info` tells about a checkpoint. A loaded model keeps this, not the checkpoint, so the
+    /// file is unmapped once its weights are copied (as a folder's files are).
+    public struct Summary: Sendable {
+        public let family: Family
+        public let predictionType: String?
+        public let predictionSource: String
+        public let parameterCounts: [Part: [SafetensorsDType: Int]]
+        public let unusedTensors: [String]
+    }
+
+    public var summary: Summary {
+        Summary(family: family, predictionType: predictionType, predictionSource: predictionSource,
+                parameterCounts: Dictionary(uniqueKeysWithValues: Part.allCases.map { ($0, parameterCounts($0)) }),
+                unusedTensors: unusedTensors)
+    }
+
     /// The tokenizer SD uses with this family: the built-in CLIP vocabulary, padded as the family's folders pad.
     public func tokenizer() throws -> CLIPTokenizer {
         try CLIPTokenizer.builtIn(padding: family == .sd1 ? .endOfText : .exclamationMark)

@@ -19,8 +19,8 @@ public final class StableDiffusionModel: @unchecked Sendable {
     /// nil when the model says what it predicts (`schedulerConfig.predictionType`); otherwise why it cannot
     /// (an SD 2.x single file without metadata): the caller must choose epsilon or v.
     public let unknownPrediction: String?
-    /// The recognised checkpoint, for a single file.
-    public let checkpoint: SingleFileCheckpoint?
+    /// What was recognised, for a single file.
+    public let checkpoint: SingleFileCheckpoint.Summary?
 
     /// A diffusers folder, or a single-file checkpoint when `path` is a file (or, missing, is named like one).
     public convenience init(path: String) throws {
@@ -60,7 +60,7 @@ public final class StableDiffusionModel: @unchecked Sendable {
         try Self.requireKernelCPU()
         path = file
         let checkpoint = try SingleFileCheckpoint(path: file)
-        self.checkpoint = checkpoint
+        self.checkpoint = checkpoint.summary
         tokenizer = try checkpoint.tokenizer()
         textEncoder = try CLIPTextModel(config: checkpoint.textEncoderConfig, configFile: checkpoint.configName(.textEncoder)) {
             checkpoint.store(.textEncoder)

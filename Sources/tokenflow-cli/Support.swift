@@ -165,7 +165,7 @@ func describeModel(_ model: StableDiffusionModel) -> String {
     lines.append("scheduler: \(scheduler.betaSchedule) betas, prediction_type \(prediction), timestep_spacing \(scheduler.timestepSpacing), steps_offset \(scheduler.stepsOffset)")
     if let checkpoint = model.checkpoint {
         for part in SingleFileCheckpoint.Part.allCases {
-            lines.append("\(part.rawValue): \(describeParameters(checkpoint.parameterCounts(part)))")
+            lines.append("\(part.rawValue): \(describeParameters(checkpoint.parameterCounts[part] ?? [:]))")
         }
         if !checkpoint.unusedTensors.isEmpty {
             let shown = checkpoint.unusedTensors.prefix(4).joined(separator: ", ")

@@ -80,7 +80,7 @@ final class SingleFileCheckpointTests: XCTestCase {
         }
         let file = try writeCheckpoint(tensors, dtype: .bf16, metadata: metadata(of: "sd15-tiny"))
         let model = try StableDiffusionModel(path: file)
-        XCTAssertEqual(model.checkpoint?.parameterCounts(.unet).keys.sorted { $0.rawValue < $1.rawValue }, [.bf16])
+        XCTAssertEqual(model.checkpoint?.parameterCounts[.unet]?.keys.sorted { $0.rawValue < $1.rawValue }, [.bf16])
         let unetSource = tinyModelDirectory("sd15-tiny") + "/unet"
         let folder = try writeComponentCopy(self, config: readComponentConfig(unetSource),
                                             weights: readComponentTensors("\(unetSource)/diffusion_pytorch_model.fp16.safetensors"),
