@@ -180,19 +180,16 @@ final class CoveGroupTests: XCTestCase {
         XCTAssertNotEqual(Array(grouped.frames[4..<8]), secondAlone.frames)
     }
 
-    /// A static clip in groups of 3 (two groups; the second carries anchors), without token merging: the
-    /// frames of each group are identical up to float rounding (at most one 8-bit level). (With merging they
-    /// are not yet: the last frame of a UNet call differs from the others by float rounding, ~3e-8 at the
-    /// first inversion step, and ToMe's discrete choices amplify that; a single group's static frames come
-    /// out bit-identical, CoveParityTests.)
-    func testStaticClipIsIdenticalWithinEachGroupWithoutMerging() throws {
+    /// A static clip of 8 frames in groups of 4 (the second carries 2 anchors): the frames of each group
+    /// are identical. Every UNet call has an even number of frames: with an odd number, OpenBLAS computes
+    /// the last row of the tiny UNet's deepest level (one token per frame) with its 1-row kernel, which
+    /// rounds differently (~2e-6), and ToMe's discrete choices amplify that. At SD sizes every level has
+    /// a multiple of 64 tokens per frame.
+    func testStaticClipIsIdenticalWithinEachGroup() throws {
         let model = try StableDiffusionModel(directory: "\(tokenFlowFixtures)/models/sd2-tiny")
-        var settings = settings(frames: 3)
-        settings.coveMerge = 0
-        let result = try EditPipeline(model: model, settings: settings).run(Array(repeating: CoveParityTests.frames[2], count: 6))
-        for (frame, first) in [(1, 0), (2, 0), (4, 3), (5, 3)] {
-            let levels = zip(result.frames[frame].pixels, result.frames[first].pixels).map { abs(Int($0) - Int($1)) }.max() ?? 0
-            XCTAssertLessThanOrEqual(levels, 1, "frame \(frame) differs from frame \(first)")
+        let result = try EditPipeline(model: model, settings: settings(frames: 4)).run(Array(repeating: CoveParityTests.frames[2], count: 8))
+        for (frame, first) in [(1, 0), (2, 0), (3, 0), (5, 4), (6, 4), (7, 4)] {
+            XCTAssertTrue(result.frames[frame] == result.frames[first], "frame \(frame) differs from frame \(first)")
         }
     }
 }
