@@ -208,6 +208,17 @@ public final class UNet: @unchecked Sendable {
         try store.finish()
     }
 
+    /// The transformer block at a diffusers module path ("up_blocks.3.attentions.2.transformer_blocks.0"),
+    /// for running one layer on its own (tests, inspection).
+    public func transformerBlock(_ path: String) -> TransformerBlock? {
+        for level in down + [mid] + up {
+            for transformer in level.transformers {
+                if let block = transformer.blocks.first(where: { $0.path == path }) { return block }
+            }
+        }
+        return nil
+    }
+
     /// Sinusoidal timestep embedding as diffusers' get_timestep_embedding (max period 10000).
     func timestepFeatures(_ timesteps: [Float]) throws -> Tensor {
         let dim = config.blockOutChannels[0], half = dim / 2
@@ -229,6 +240,18 @@ public final class UNet: @unchecked Sendable {
     /// Noise prediction for `sample` [B, C, H, W] at `timesteps` (one per batch item, or one for all)
     /// with text embeddings `context` [B, 77, D].
     public func callAsFunction(_ sample: Tensor, timesteps: [Float], context: Tensor, hooks: UNetHooks? = nil) throws -> Tensor {
+        try forward(sample, timesteps: timesteps, context: context, hooks: hooks, stopAfterUpBlock: nil)
+    }
+
+    /// The output of decoder level `upBlock` (diffusers' `up_blocks[upBlock]`), the UNet stopped there:
+    /// diffusion features for correspondences (DIFT; COVE uses the last level, at the latent resolution).
+    public func upBlockOutput(_ sample: Tensor, timesteps: [Float], context: Tensor, upBlock: Int) throws -> Tensor {
+        precondition(up.indices.contains(upBlock), "UNet has no up block \(upBlock)")
+        return try forward(sample, timesteps: timesteps, context: context, hooks: nil, stopAfterUpBlock: upBlock)
+    }
+
+    private func forward(_ sample: Tensor, timesteps: [Float], context: Tensor, hooks: UNetHooks?,
+                         stopAfterUpBlock: Int?) throws -> Tensor {
         let batch = sample.shape[0]
         precondition(timesteps.count == 1 || timesteps.count == batch, "UNet: \(timesteps.count) timesteps for batch \(batch)")
         precondition(context.shape[0] == batch, "UNet: context batch \(context.shape[0]) != sample batch \(batch)")
@@ -257,7 +280,7 @@ public final class UNet: @unchecked Sendable {
         h = try resnet(mid.resnets[0], h)
         h = try mid.transformers[0](h, context: context, hooks: hooks)
         h = try resnet(mid.resnets[1], h)
-        for level in up {
+        for (levelIndex, level) in up.enumerated() {
             for (index, block) in level.resnets.enumerated() {
                 h = try resnet(block, try concat([h, skips.removeLast()], axis: 1))
                 if index < level.transformers.count { h = try level.transformers[index](h, context: context, hooks: hooks) }
@@ -266,6 +289,7 @@ public final class UNet: @unchecked Sendable {
                 // Upsample to the matching encoder size: differs from 2x when a level had an odd size.
                 h = try upsample(h, size: (next.shape[2], next.shape[3]))
             }
+            if levelIndex == stopAfterUpBlock { return h }
         }
         return try convOut(try normOut(h, silu: true))
     }

@@ -129,7 +129,7 @@ extension Threading {
 
 /// Lets a non-Sendable closure or pointer cross into Dispatch's workers; callers guarantee that
 /// workers write disjoint memory.
-struct UncheckedBox<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
+public struct UncheckedBox<T>: @unchecked Sendable {
+    public let value: T
+    public init(_ value: T) { self.value = value }
 }

@@ -122,8 +122,12 @@ func writeClip(_ frames: [Frame], like source: DecodedClip, to path: String, aud
 }
 
 func runEdit(input: String, output: String, settings: EditSettings, keyframes: [[Int]]?, inversionFile: String?,
-             saveLatents: String?) throws {
+             saveLatents: String?, saveCorrespondences: String?) throws {
     let pipeline = try EditPipeline(model: try loadModel(settings), settings: settings)
+    let cove = pipeline.method as? Cove
+    if saveCorrespondences != nil && cove == nil {
+        throw CommandError("--save-correspondences is for method \(Cove.name), not \(settings.method)")
+    }
     let clip = try readClip(input)
     let display = ProgressDisplay()
     let result: EditResult
@@ -138,6 +142,12 @@ func runEdit(input: String, output: String, settings: EditSettings, keyframes: [
         result = try pipeline.run(clip.frames, keyframes: keyframes, progress: display.handler)
     }
     if let saveLatents { try saveLatentFile(result, to: saveLatents) }
+    if let saveCorrespondences, let cove {
+        // The edit's clip is gone; encoding the frames again costs far less than the edit did.
+        let frames = pipeline.makeClip()
+        for frame in clip.frames { try frames.append(frame) }
+        try cove.writeCorrespondences(of: frames, to: saveCorrespondences)
+    }
     try writeClip(result.frames, like: clip, to: output, audioFrom: input)
     printErr("wrote \(output) (\(result.frames.count) frames)")
 }

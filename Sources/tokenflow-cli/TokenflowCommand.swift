@@ -36,11 +36,13 @@ struct Edit: ParsableCommand {
     var saveLatents: String?
     @Option(help: "Reuse an inversion saved by `tokenflow invert` instead of inverting INPUT again.")
     var inversion: String?
+    @Option(help: "Method cove: write the token correspondences to this safetensors file (per group: positions [frames, tokens, frames, K], frames).")
+    var saveCorrespondences: String?
     @OptionGroup var settings: SettingOptions
 
     func run() throws {
         try runEdit(input: input, output: output, settings: try settings.settings(), keyframes: try readKeyframes(keyframes),
-                    inversionFile: inversion, saveLatents: saveLatents)
+                    inversionFile: inversion, saveLatents: saveLatents, saveCorrespondences: saveCorrespondences)
     }
 }
 
@@ -57,7 +59,8 @@ struct Reconstruct: ParsableCommand {
     func run() throws {
         var settings = try settings.settings()
         settings.method = Reconstruction.name
-        try runEdit(input: input, output: output, settings: settings, keyframes: nil, inversionFile: nil, saveLatents: saveLatents)
+        try runEdit(input: input, output: output, settings: settings, keyframes: nil, inversionFile: nil, saveLatents: saveLatents,
+                    saveCorrespondences: nil)
     }
 }
 

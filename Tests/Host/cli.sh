@@ -35,6 +35,20 @@ mkdir -p "$work/frames"
 expect "cli png sequence has every frame" test "$(ls "$work/frames" | wc -l)" -eq 5
 expect "cli png sequence keeps the odd size" grep -q "frames=5 width=70 height=45" <("$tool" probe "$work/frames/%05d.png")
 
+# COVE in groups of 4 (10 frames: 4 + 3 + 3), with its correspondences saved.
+"$cli" edit "$work/in.nut" "$work/cove.mp4" --prompt "a marble statue" "${quick[@]}" --method cove --cove_frames 4 \
+    --save-correspondences "$work/corr.safetensors" > "$work/cove.log" 2>&1
+expect "cli cove edit keeps count, size and timestamps" bash -c "
+    \"$tool\" probe '$work/cove.mp4' | grep -q 'frames=10 width=64 height=48' &&
+    test \"\$(\"$tool\" probe '$work/cove.mp4' | sed -n 's/^times=//p')\" = '$input_times'"
+expect "cli cove saves every group's correspondences" python3 -c "
+import json, struct, sys
+f = open('$work/corr.safetensors', 'rb'); header = json.loads(f.read(struct.unpack('<Q', f.read(8))[0]))
+shapes = {name: entry['shape'] for name, entry in header.items() if name != '__metadata__'}
+expected = {'group0.positions': [4, 48, 4, 3], 'group0.frames': [4], 'group1.positions': [4, 48, 4, 3], 'group1.frames': [4],
+            'group2.positions': [4, 48, 4, 3], 'group2.frames': [4]}
+sys.exit(0 if shapes == expected and header['group1.positions']['dtype'] == 'I32' else 1)"
+
 # Invert once, edit twice from the cache: same frames as a direct edit with the same settings.
 "$cli" invert "$work/in.nut" "$work/inv.safetensors" "${quick[@]}" > /dev/null 2>&1
 expect "cli invert writes the cache" test -s "$work/inv.safetensors"
@@ -88,12 +102,16 @@ bad() { # NAME EXPECTED-MESSAGE ARGS...
 bad "cli missing model" "missing model file" edit "$work/in.nut" "$work/bad.mp4" --prompt x --model "$work/nope"
 bad "cli steps 0" "steps: '0' is not allowed: expected an integer from 1 to 1000" edit "$work/in.nut" "$work/bad.mp4" --prompt x --model "$model" --steps 0
 bad "cli threshold out of range" "pnp_attn_t: '2' is not allowed: expected a number from 0 to 1" edit "$work/in.nut" "$work/bad.mp4" --prompt x --model "$model" --pnp-attn-t 2
-bad "cli unknown method" "method: 'bogus' is not allowed: expected one of tokenflow, sdedit, reconstruct" edit "$work/in.nut" "$work/bad.mp4" --prompt x --model "$model" --method bogus
+bad "cli unknown method" "method: 'bogus' is not allowed: expected one of tokenflow, sdedit, reconstruct, cove" edit "$work/in.nut" "$work/bad.mp4" --prompt x --model "$model" --method bogus
 bad "cli missing input" "cannot open input" edit "$work/none.nut" "$work/bad.mp4" --prompt x "${quick[@]}"
 bad "cli bad size" "size: '12x12' is not allowed: expected WxH (multiples of 8" edit "$work/in.nut" "$work/bad.mp4" --prompt x --model "$model" --size 12x12
 bad "cli unknown setting" "unknown option '--stepz'" edit "$work/in.nut" "$work/bad.mp4" --prompt x --model "$model" --stepz 2
 bad "cli setting without a value" "--steps needs a value" edit "$work/in.nut" "$work/bad.mp4" --prompt x --model "$model" --steps
 bad "cli no model anywhere" "no model given" edit "$work/in.nut" "$work/bad.mp4" --prompt x
+bad "cli correspondences are for cove" "--save-correspondences is for method cove, not tokenflow" \
+    edit "$work/in.nut" "$work/bad.mp4" --prompt x "${quick[@]}" --save-correspondences "$work/bad-corr.safetensors"
+bad "cli cove_merge above 0.5" "cove_merge: '0.7' is not allowed: expected a number from 0 to 0.5" \
+    edit "$work/in.nut" "$work/bad.mp4" --prompt x "${quick[@]}" --method cove --cove_merge 0.7
 bad "cli SD 2.x single file needs a prediction" "set prediction to epsilon .* or v" edit "$work/in.nut" "$work/bad.mp4" --prompt x "${quick[@]}" --model "$model.safetensors"
 bad "cli convert of an SD 2.x file needs a prediction" "pass --prediction epsilon" convert "$model.safetensors" "$work/bad-convert"
 printf 'not a pickle' > "$work/model.ckpt"

@@ -74,6 +74,11 @@ ff "${raw_in[@]}" -vf "tokenflow=$quick" -f rawvideo "$work/filter-all.rgb" 2> /
 expect "ffmpeg-filter window=0 (whole stream) is byte-identical to one C API run" \
     bash -c "test -s '$work/capi-all.rgb' && cmp -s '$work/filter-all.rgb' '$work/capi-all.rgb'"
 expect "ffmpeg-filter windows change the result (window=8 differs from window=0)" bash -c "! cmp -s '$work/filter.rgb' '$work/filter-all.rgb'"
+# COVE through the filter: 20 frames in groups of at most 8 (7 + 7 + 6), the same bytes as the C API's.
+ff "${raw_in[@]}" -vf "tokenflow=$quick:method=cove:cove_frames=8" -f rawvideo "$work/filter-cove.rgb" 2> "$work/filter-cove.log"
+"$reference" "$work/in.rgb" "$work/capi-cove.rgb" 64 48 "${quick_settings[@]}" method=cove cove_frames=8 > /dev/null 2>&1
+expect "ffmpeg-filter method=cove is byte-identical to the C API's" \
+    bash -c "test -s '$work/capi-cove.rgb' && test \$(stat -c %s '$work/filter-cove.rgb') -eq $((20 * frame_bytes)) && cmp -s '$work/filter-cove.rgb' '$work/capi-cove.rgb'"
 # Values of every AVOption type off their defaults: a choice (passed on by name), doubles (which the
 # filter passes as 17 digits, 0.55000000000000004, and the reference as typed), the largest seed (an
 # int64 option), a string; batches of 3 in windows of 7.

@@ -123,7 +123,7 @@ final class EditPipelineTests: XCTestCase {
         rejects({ $0.strength = 2 }, "strength")
         rejects({ $0.guidanceScale = .nan }, "guidance: 'nan' is not allowed (not a finite decimal number)")
         rejects({ $0.workingSize = .exact(width: 30, height: 32) }, "size: '30x32' is not allowed: expected WxH (multiples of 8")
-        rejects({ $0.method = "bogus" }, "method: 'bogus' is not allowed: expected one of tokenflow, sdedit, reconstruct")
+        rejects({ $0.method = "bogus" }, "method: 'bogus' is not allowed: expected one of tokenflow, sdedit, reconstruct, cove")
         rejects({ $0.steps = 3; $0.inversionSteps = 2 }, "not among the inversion timesteps")
         rejects({ $0.method = SDEdit.name; $0.strength = 0.1 }, "leaves no sampling step")
 

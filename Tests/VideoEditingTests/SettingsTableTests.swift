@@ -30,7 +30,7 @@ final class SettingsTableTests: XCTestCase {
 
     func testMethodChoicesAreTheRegisteredMethods() {
         guard case .choice(let choices)? = SettingsTable.named("method")?.kind else { return XCTFail("method is not a choice") }
-        XCTAssertEqual(choices.map(\.name), [TokenFlowPnP.name, SDEdit.name, Reconstruction.name])
+        XCTAssertEqual(choices.map(\.name), [TokenFlowPnP.name, SDEdit.name, Reconstruction.name, Cove.name])
         XCTAssertEqual(choices.map(\.help), EditMethods.all.map { $0.summary })
     }
 
@@ -74,7 +74,7 @@ final class SettingsTableTests: XCTestCase {
     func testChoiceGrammar() {
         XCTAssertEqual(parse("method", "sdedit"), "sdedit")
         XCTAssertEqual(parse("method", "2"), "reconstruct", "a choice may be given by its index, as FFmpeg's constants")
-        XCTAssertEqual(parse("method", "3"), "invalid settings: method: '3' is not allowed: expected one of tokenflow, sdedit, reconstruct")
+        XCTAssertEqual(parse("method", "4"), "invalid settings: method: '4' is not allowed: expected one of tokenflow, sdedit, reconstruct, cove")
         XCTAssertTrue(parse("method", "SDEdit").contains("is not allowed"), "names are exact")
     }
 

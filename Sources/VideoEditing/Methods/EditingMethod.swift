@@ -14,15 +14,26 @@ public protocol EditingMethod: SendableMetatype {
     init(_ context: MethodContext) throws
     /// Checks the per-clip inputs before the long run starts (throws `EditError.invalidSettings`).
     func checkClip(frameCount: Int, keyframes: [[Int]]?) throws
+    /// DDIM inversion of the clip's clean latents (`LatentStore.clean`) with the inversion prompt: the
+    /// latents at every sampling timestep (`store.inverted(t)`) and the last ones (`LatentStore.last`),
+    /// reporting every UNet call. The default inverts batch by batch with the plain UNet.
+    func invert(_ clip: ClipEdit, store: LatentStore, progress: ProgressReporter) throws
     /// Samples the edit from the clip's inversion in `store` (`LatentStore.last`, the inverted latents)
     /// into `store.current`, batch by batch, reporting every UNet call.
     func sample(_ clip: ClipEdit, store: LatentStore, keyframes: [[Int]]?, progress: ProgressReporter) throws
 }
 
+extension EditingMethod {
+    public func invert(_ clip: ClipEdit, store: LatentStore, progress: ProgressReporter) throws {
+        try clip.invertInBatches(store: store, progress: progress)
+    }
+}
+
 /// The registered methods.
 public enum EditMethods {
-    /// Every method, in the order hosts list them; the first is the default.
-    public static let all: [any EditingMethod.Type] = [TokenFlowPnP.self, SDEdit.self, Reconstruction.self]
+    /// Every method, in the order hosts list them; the first is the default. New methods go at the end: hosts
+    /// may select a choice by its index (as FFmpeg constants), so indices never change.
+    public static let all: [any EditingMethod.Type] = [TokenFlowPnP.self, SDEdit.self, Reconstruction.self, Cove.self]
 
     static var defaultMethod: any EditingMethod.Type { all[0] }
 
@@ -72,6 +83,30 @@ public struct Schedules: Sendable {
             }
         }
         return config
+    }
+
+    /// The latents sampling starts from at `firstTimestep`: the clean latents noised with the noise the
+    /// inversion found (x_T = sqrt(a_T) x_0 + sqrt(1 - a_T) eps, solved for eps from the last latents).
+    func samplingStart(clean: Tensor, last: Tensor, lastTimestep: Int, firstTimestep: Int) throws -> Tensor {
+        let alphaLast = sampling.alphasCumprod[lastTimestep]
+        let eps = try linearCombination(last, 1 / (1 - alphaLast).squareRoot(), clean, -alphaLast.squareRoot() / (1 - alphaLast).squareRoot())
+        return try sampling.addNoise(original: clean, noise: eps, timestep: firstTimestep)
+    }
+
+    /// The inversion timesteps in the order inversion runs them (least noisy first).
+    var inversionAscending: [Int] { Array(inversion.timesteps.reversed()) }
+
+    /// Step `step` of DDIM inversion (the reference's ddim_inversion): eps at timestep t from the current
+    /// (less noisy) latents `x`, x0 from the previous level, then forward to level t.
+    func inversionStep(_ x: Tensor, modelOutput: Tensor, step: Int) throws -> Tensor {
+        let ascending = inversionAscending, alphas = inversion.alphasCumprod
+        let alphaT = alphas[ascending[step]]
+        let alphaPrevious = step > 0 ? alphas[ascending[step - 1]] : inversion.finalAlphaCumprod
+        // v-prediction models give v; eps = sqrt(alpha) v + sqrt(1 - alpha) x at the sample's own level.
+        let eps = sampling.prediction == .vPrediction
+            ? try linearCombination(modelOutput, alphaT.squareRoot(), x, (1 - alphaT).squareRoot()) : modelOutput
+        let x0 = try linearCombination(x, 1 / alphaPrevious.squareRoot(), eps, -(1 - alphaPrevious).squareRoot() / alphaPrevious.squareRoot())
+        return try linearCombination(x0, alphaT.squareRoot(), eps, (1 - alphaT).squareRoot())
     }
 }
 

@@ -71,10 +71,7 @@ public struct KeyframePropagation {
     }
 
     func initialLatents(clean: Tensor, last: Tensor, lastTimestep: Int) throws -> Tensor {
-        let scheduler = context.schedules.sampling
-        let alphaLast = scheduler.alphasCumprod[lastTimestep]
-        let eps = try linearCombination(last, 1 / (1 - alphaLast).squareRoot(), clean, -alphaLast.squareRoot() / (1 - alphaLast).squareRoot())
-        return try scheduler.addNoise(original: clean, noise: eps, timestep: timesteps[0])
+        try context.schedules.samplingStart(clean: clean, last: last, lastTimestep: lastTimestep, firstTimestep: timesteps[0])
     }
 
     /// The keyframe passes of a step over `count` keyframes: the batches each covers (`members`) and

@@ -207,44 +207,36 @@ public final class ClipEdit {
         }
     }
 
-    /// DDIM inversion of every frame with the inversion prompt, batch by batch (each batch through every
-    /// timestep, so only one batch is in memory), keeping the latents at the sampling timesteps.
+    /// The method's DDIM inversion of every frame with the inversion prompt (`EditingMethod.invert`).
     func invert(progress: ProgressReporter) throws {
         try computing {
             guard let store, state == .collecting else { throw EditError.invalidClip("the clip has no frames") }
-            let model = pipeline.model, scheduler = pipeline.schedules.inversion
-            let condition = try model.embed(inversionPrompt)
-            let ascending = Array(scheduler.timesteps.reversed())
-            let alphas = scheduler.alphasCumprod
-            let batches = batchRanges(count: store.frameCount, size: settings.batchSize)
-            let calls = ascending.count * batches.count
-            for (b, range) in batches.enumerated() {
-                var x = try store.read(LatentStore.clean, range)
-                let context = try repeated(condition, range.count)
-                for (i, t) in ascending.enumerated() {
-                    // DDIM run backwards: eps at t from the current (less noisy) latents, x0 from the previous
-                    // level, then forward to level t (the reference's ddim_inversion).
-                    let alphaT = alphas[t]
-                    let alphaPrevious = i > 0 ? alphas[ascending[i - 1]] : scheduler.finalAlphaCumprod
-                    let eps = try noisePrediction(x, timestep: t, context: context, alpha: alphaT)
-                    let x0 = try linearCombination(x, 1 / alphaPrevious.squareRoot(), eps, -(1 - alphaPrevious).squareRoot() / alphaPrevious.squareRoot())
-                    x = try linearCombination(x0, alphaT.squareRoot(), eps, (1 - alphaT).squareRoot())
-                    try requireFinite(x, "in inversion step \(i + 1)/\(ascending.count) (timestep \(t)), frames \(range.lowerBound)-\(range.upperBound - 1)")
-                    if let slot = store.inverted(t) { try store.write(slot, range, x) }
-                    try progress.unetCall(.inversion, b * ascending.count + i + 1, of: calls, steps: ascending.count)
-                }
-                try store.write(LatentStore.last, range, x)
-            }
-            lastTimestep = ascending.last!
+            try pipeline.method.invert(self, store: store, progress: progress)
+            lastTimestep = pipeline.schedules.inversionAscending.last!
             state = .inverted
         }
     }
 
-    /// UNet output as epsilon (v-prediction models are converted with the sample's alpha).
-    private func noisePrediction(_ x: Tensor, timestep: Int, context: Tensor, alpha: Float) throws -> Tensor {
-        let output = try pipeline.model.unet(x, timesteps: [Float(timestep)], context: context)
-        guard pipeline.schedules.sampling.prediction == .vPrediction else { return output }
-        return try linearCombination(output, alpha.squareRoot(), x, (1 - alpha).squareRoot())
+    /// Batch by batch (each batch through every timestep, so only one batch is in memory) with the plain
+    /// UNet, keeping the latents at the sampling timesteps and the last ones: every method's inversion but
+    /// COVE's.
+    func invertInBatches(store: LatentStore, progress: ProgressReporter) throws {
+        let schedules = pipeline.schedules, ascending = schedules.inversionAscending
+        let condition = try pipeline.model.embed(inversionPrompt)
+        let batches = batchRanges(count: store.frameCount, size: settings.batchSize)
+        let calls = ascending.count * batches.count
+        for (b, range) in batches.enumerated() {
+            var x = try store.read(LatentStore.clean, range)
+            let context = try repeated(condition, range.count)
+            for (i, t) in ascending.enumerated() {
+                let output = try pipeline.model.unet(x, timesteps: [Float(t)], context: context)
+                x = try schedules.inversionStep(x, modelOutput: output, step: i)
+                try requireFinite(x, "in inversion step \(i + 1)/\(ascending.count) (timestep \(t)), frames \(range.lowerBound)-\(range.upperBound - 1)")
+                if let slot = store.inverted(t) { try store.write(slot, range, x) }
+                try progress.unetCall(.inversion, b * ascending.count + i + 1, of: calls, steps: ascending.count)
+            }
+            try store.write(LatentStore.last, range, x)
+        }
     }
 
     /// Inversion (if not done) and the method's sampling of the whole clip; then `decode` gives the frames.

@@ -38,6 +38,13 @@ public struct EditSettings: Sendable, Equatable {
     /// Keyframes a keyframe's extended attention covers at most (`KeyframePropagation`): up to this many
     /// keyframes the edit is exactly the reference's; beyond, the cost per frame stays constant.
     public var keyframeContext: Int = 8
+    /// COVE (Tests/Fixtures/COVE-DECISIONS.md §1): correspondences per token and other frame (K), the
+    /// correspondence window (l x l latent tokens), the token-merge ratio, the DIFT timestep, frames per group.
+    public var coveK: Int = 3
+    public var coveWindow: Int = 9
+    public var coveMerge: Float = 0.5
+    public var coveTimestep: Int = 261
+    public var coveFrames: Int = 32
     /// MiB of latents kept in memory; the rest of a long clip's latents go to a temporary file.
     public var latentMemory: Int = 1024
     /// MiB of working tensors one edit may hold at once, 0 = no limit (`MemoryBudget`). The model's
