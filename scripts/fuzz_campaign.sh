@@ -60,7 +60,7 @@ campaign() {
         # The Swift runtime's backtracer would take the trap signals from libFuzzer, which then could not
         # save the input. libFuzzer adds the target's seeds and regressions itself (-seed_inputs).
         SWIFT_BACKTRACE=enable=no TOKENFLOW_FUZZ_TARGET=$target TOKENFLOW_FUZZ_WORK=$scratch TOKENFLOW_FUZZ_REPOSITORY=$PWD \
-            "$fuzz" "$out/corpus/$target" -runs="$runs" -timeout="$timeout" -max_len=65536 -seed="$seed" \
+            "$fuzz" "$out/corpus/$target" -runs="$runs" -timeout="$timeout" -seed="$seed" \
             -artifact_prefix="$crashes/" -print_final_stats=1 > "$log" 2>&1
         status=$?
         local executions coverage

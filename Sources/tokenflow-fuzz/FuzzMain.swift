@@ -30,6 +30,10 @@ struct FuzzMain {
             // A hang ends the process by SIGALRM's default action, even if the caller ignored the signal.
             signal(SIGALRM, SIG_DFL)
             let session = try Session(target: target, work: options.work, repository: options.repository)
+            if options.listCorpus {
+                for entry in session.corpus { say(entry.path) }
+                return
+            }
             say("\(target.name): input file \(session.workspace.input)")
             if let files = options.replay {
                 try replay(session, files, timeout: options.timeout)
@@ -143,10 +147,13 @@ struct Options {
     var list = false
     /// Prints each outcome (acceptance, or a kind of refusal) with its count after a campaign.
     var showOutcomes = false
+    /// Prints the paths of the target's seeds and regressions instead of running.
+    var listCorpus = false
 
     static let usage = """
         usage: tokenflow-fuzz --target NAME [--runs N] [--seconds S] [--seed N] [--timeout S] [--work DIR]
                               [--repository DIR] [--max-length BYTES] [--outcomes] [--replay FILE...]
+               tokenflow-fuzz --target NAME --corpus     (the seed and regression files)
                tokenflow-fuzz --list
         """
 
@@ -176,6 +183,7 @@ struct Options {
                 remaining = []
             case "--list": list = true
             case "--outcomes": showOutcomes = true
+            case "--corpus": listCorpus = true
             default: throw FuzzError("unknown option '\(option)'\n\(Self.usage)")
             }
         }

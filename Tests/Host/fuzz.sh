@@ -43,9 +43,12 @@ report() {
         mkdir -p "$crashes"
         kept=$crashes/$target-$(sha256sum "$work/$target/input" | cut -c1-16)
         cp "$work/$target/input" "$kept"
-        local what="killed by SIG$signal"
+        cp "$log" "$kept.log"
+        local what="killed by SIG$signal" detail
         [ "$signal" = ALRM ] && what="hang: an execution took over $timeout s"
-        fail "fuzz $target" "$what; input kept in $kept (add it to Tests/Fuzz/regressions/$target/ with the fix); last lines: $(tail -n 3 "$log" | tr '\n' ' ' | cut -c1-400)"
+        # The runtime's message names the trap; the Swift backtrace after it is in the kept log.
+        detail=$(grep -m1 -i 'fatal error' "$log" || tail -n 3 "$log" | tr '\n' ' ')
+        fail "fuzz $target" "$what; input kept in $kept (add it to Tests/Fuzz/regressions/$target/ with the fix): ${detail:0:400}"
     else
         fail "fuzz $target" "exit $status: $(tail -n 3 "$log" | tr '\n' ' ' | cut -c1-400)"
     fi
