@@ -167,10 +167,16 @@ enum JSONMutations {
                 let inner = Array(input[range])
                 replace(range, random.chance(50) ? token("[") + inner + token("]") : token("{\"a\":") + inner + token("}"))
             }
-        case 9:  // deep nesting, below and above every depth limit (64 for safetensors, 512 for JSONDecoder)
+        case 9:  // deep nesting around every depth limit (64: safetensors, JSONFile; 512: JSONDecoder), closed
+                 // or left open at the end of the input
             if let range = anyValue {
-                let depth = random.pick([63, 65, 511, 513, 20_000])
-                replace(range, Array(repeating: UInt8(ascii: "["), count: depth) + Array(repeating: UInt8(ascii: "]"), count: depth))
+                let depth = random.pick([63, 64, 65, 512, 513, 20_000])
+                let open = Array(repeating: UInt8(ascii: "["), count: depth)
+                if random.chance(50) {
+                    replace(range, open + Array(repeating: UInt8(ascii: "]"), count: depth))
+                } else {
+                    data.replaceSubrange(range.lowerBound..., with: open)
+                }
             }
         case 10:  // one value replaced by another of the document
             if let range = anyValue, let source = layout.values.isEmpty ? nil : random.pick(layout.values).range {

@@ -1,3 +1,4 @@
+import Diffusion
 import FoundationEssentials
 import Tensors
 
@@ -16,7 +17,7 @@ public enum KeyframeFile {
         case .failure(let error): throw EditError.invalidSettings("cannot read keyframe file '\(path)': \(error)")
         }
         do {
-            return try JSONDecoder().decode([[Int]].self, from: Data(bytes))
+            return try JSONFile.decode([[Int]].self, from: Data(bytes))
         } catch {
             throw EditError.invalidSettings("keyframe file '\(path)' must be JSON like [[3, 10], [5, 12]] (one list per step): \(error)")
         }
