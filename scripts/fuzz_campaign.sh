@@ -11,9 +11,9 @@
 # Defaults: 1,000,000 executions per target, every target, as many targets at a time as there are cores,
 # 10 s per execution before it counts as a hang.
 #
-# Crashing and hanging inputs go to .build/fuzz/crashes/<target>/; logs to .build/fuzz/logs/. Fix the
-# parser so the input is refused with an error, then add the input to Tests/Fuzz/regressions/<target>/ (the
-# short run replays it). Prints executions, time and (libfuzzer) coverage per target; exits non-zero if any
+# Crashing and hanging inputs go to .build/fuzz/crashes/<target>/; logs to .build/fuzz/logs/<engine>/.
+# Fix the parser so the input is refused with an error, then add the input to
+# Tests/Fuzz/regressions/<target>/ (the short run replays it). Prints executions, time and (libfuzzer) coverage per target; exits non-zero if any
 # target crashed or hung.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +33,7 @@ while [ $# -gt 0 ]; do
 done
 
 out=$PWD/.build/fuzz
-mkdir -p "$out/logs" "$out/crashes" "$out/corpus"
+mkdir -p "$out/logs/$engine" "$out/crashes" "$out/corpus"
 # The targets write their input file once per execution: a memory file system keeps that off the disk.
 scratch=$(mktemp -d "$( [ -w /dev/shm ] && echo /dev/shm || echo "${TMPDIR:-/tmp}" )/tokenflow-fuzz-campaign.XXXXXX")
 trap 'rm -rf "$scratch"' EXIT
@@ -53,7 +53,7 @@ esac
 
 # campaign TARGET: one target's run; its summary line in $scratch/TARGET.summary.
 campaign() {
-    local target=$1 log=$out/logs/$1.log crashes=$out/crashes/$1 start status summary
+    local target=$1 log=$out/logs/$engine/$1.log crashes=$out/crashes/$1 start status summary
     mkdir -p "$crashes" "$out/corpus/$target"
     start=$(date +%s)
     if [ "$engine" = libfuzzer ]; then
