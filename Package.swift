@@ -13,6 +13,7 @@ let package = Package(
         // (libtokenflow.so) owns the product name "tokenflow"; the install step installs it as bin/tokenflow.
         .executable(name: "tokenflow-cli", targets: ["tokenflow-cli"]),
         .executable(name: "tokenflow-bench", targets: ["tokenflow-bench"]),
+        .executable(name: "tokenflow-fuzz", targets: ["tokenflow-fuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -64,6 +65,11 @@ let package = Package(
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(name: "tokenflow-bench", dependencies: ["Tensors", "Diffusion", "VideoEditing"]),
+        // The fuzzing driver (Tests/Fuzz/README.md): deterministic as built here (Tests/Host/fuzz.sh); under
+        // libFuzzer when built with -sanitize=fuzzer -DLIBFUZZER (scripts/fuzz_campaign.sh). CLibFuzzer only
+        // declares libFuzzer's entry points, which the toolchain's fuzzer runtime defines in that build.
+        .systemLibrary(name: "CLibFuzzer"),
+        .executableTarget(name: "tokenflow-fuzz", dependencies: ["Tensors", "Diffusion", "VideoEditing", "CLibFuzzer"]),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),
         .testTarget(name: "DiffusionTests", dependencies: ["Diffusion", "Tensors"]),
         .testTarget(name: "VideoEditingTests", dependencies: ["VideoEditing", "Diffusion", "Tensors"]),

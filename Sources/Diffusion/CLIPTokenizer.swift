@@ -418,7 +418,7 @@ extension CLIPTokenizer {
         static func decodeJSON<T: Decodable>(_ type: T.Type, at path: String) throws -> T {
             let data = try read(path)
             do {
-                return try JSONDecoder().decode(T.self, from: data)
+                return try JSONFile.decode(T.self, from: data)
             } catch let DecodingError.dataCorrupted(context), let DecodingError.keyNotFound(_, context),
                 let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context)
             {

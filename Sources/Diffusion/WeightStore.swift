@@ -114,7 +114,7 @@ func loadConfig<T: Decodable>(_ type: T.Type, directory: String, file: String = 
     case .failure(let error): throw ModelError.invalidConfig(file: path, reason: "cannot be read: \(error)")
     }
     do {
-        return try JSONDecoder().decode(T.self, from: data)
+        return try JSONFile.decode(T.self, from: data)
     } catch let error as DecodingError {
         throw ModelError.invalidConfig(file: path, reason: describe(error))
     } catch {

@@ -25,13 +25,10 @@ func executablePath() -> String {
     (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
 }
 
-/// --keyframes FILE: JSON, one list of keyframe indices per sampling step.
+/// --keyframes FILE: JSON, one list of keyframe indices per sampling step (`KeyframeFile`).
 func readKeyframes(_ path: String?) throws -> [[Int]]? {
     guard let path else { return nil }
-    guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("cannot read keyframe file '\(path)'") }
-    do { return try JSONDecoder().decode([[Int]].self, from: data) } catch {
-        throw ValidationError("keyframe file '\(path)' must be JSON like [[3, 10], [5, 12]] (one list per step): \(error)")
-    }
+    do { return try KeyframeFile.read(path) } catch EditError.invalidSettings(let message) { throw ValidationError(message) }
 }
 
 func installModel(from source: String, to target: String, link: Bool) throws {
