@@ -48,8 +48,8 @@ struct FuzzTarget: Sendable {
             // A loaded UNet must also run: config values the load accepts are used by the forward pass.
             // 5x3 latents (a 40x24 frame): odd sizes take the padding paths of every level.
             let config = unet.config
-            _ = unet(Tensor(zeros: [1, config.inChannels, 5, 3]), timesteps: [981],
-                     context: Tensor(zeros: [1, 4, config.crossAttentionDim]))
+            _ = try unet(try Tensor(zeros: [1, config.inChannels, 5, 3]), timesteps: [981],
+                     context: try Tensor(zeros: [1, 4, config.crossAttentionDim]))
         },
         componentConfig("vae-config", component: "vae") { folder in
             let vae = try AutoencoderKL(directory: folder)
@@ -66,13 +66,13 @@ struct FuzzTarget: Sendable {
         },
         componentConfig("scheduler-config", component: "scheduler", file: "scheduler_config.json") { folder in
             var scheduler = try DDIMScheduler(directory: folder)
-            let sample = Tensor(shape: [1, 1, 2, 2], repeating: 0.5)
+            let sample = try Tensor(shape: [1, 1, 2, 2], repeating: 0.5)
             // Step counts hosts use, each through every step as sampling and inversion do.
             for steps in [1, 2, 50, 1000] where steps <= scheduler.config.numTrainTimesteps {
                 try scheduler.setTimesteps(steps)
                 for t in scheduler.timesteps {
-                    _ = scheduler.step(modelOutput: sample, timestep: t, sample: sample)
-                    _ = scheduler.addNoise(original: sample, noise: sample, timestep: t)
+                    _ = try scheduler.step(modelOutput: sample, timestep: t, sample: sample)
+                    _ = try scheduler.addNoise(original: sample, noise: sample, timestep: t)
                 }
             }
         },
