@@ -10,7 +10,7 @@
 public func bipartiteSoftMatching(_ tokens: Tensor, ratio: Float) throws -> Tensor {
     precondition(tokens.rank == 3, "bipartiteSoftMatching expects [sets, tokens, channels], got \(tokens.shape)")
     let (sets, count, width) = (tokens.shape[0], tokens.shape[1], tokens.shape[2])
-    let merged = min(mergeCount(count, ratio: ratio), count / 2)
+    let merged = min(countOfFraction(count, ratio), count / 2)
     if merged == 0 { return tokens }
     let aCount = (count + 1) / 2, bCount = count / 2
     let kept = count - merged
@@ -65,8 +65,9 @@ public func bipartiteSoftMatching(_ tokens: Tensor, ratio: Float) throws -> Tens
     return out
 }
 
-/// floor(ratio * count), with products within 1e-4 of an integer rounded up to it (a Float ratio such as
-/// 0.7 is stored as 0.69999999; the engine's step fractions round the same way).
-func mergeCount(_ count: Int, ratio: Float) -> Int {
-    Int((Double(count) * Double(ratio) + 1e-4).rounded(.down))
+/// floor(count * fraction), with products within 1e-4 of an integer rounded up to it: a Float fraction
+/// such as 0.7 is stored as 0.69999999, and 10 x that must still give 7 (as the reference computes it from
+/// a decimal). Step fractions and merge ratios both count this way.
+public func countOfFraction(_ count: Int, _ fraction: Float) -> Int {
+    Int((Double(count) * Double(fraction) + 1e-4).rounded(.down))
 }

@@ -72,8 +72,8 @@ case "vae":
         let size = (option("--size") ?? "512x512").split(separator: "x").compactMap { Int($0) }
         let image = try Tensor(shape: [1, 3, size[1], size[0]], repeating: 0.1)
         var latents = image
-        let encode = try medianSeconds(repeats: 1) { latents = try! vae.encodeMean(image) }
-        let decode = try medianSeconds(repeats: 1) { _ = try! vae.decode(latents) }
+        let encode = try medianSeconds(repeats: 1) { latents = try vae.encodeMean(image) }
+        let decode = try medianSeconds(repeats: 1) { _ = try vae.decode(latents) }
         print(String(format: "swift_vae size=%dx%d encode_seconds=%.2f decode_seconds=%.2f", size[0], size[1], encode, decode))
     } catch { print("error: \(error)"); exit(1) }
 case "edit":

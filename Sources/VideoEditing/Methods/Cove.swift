@@ -22,10 +22,7 @@ public struct Cove: EditingMethod {
     public init(_ context: MethodContext) throws {
         self.context = context
         let settings = context.settings
-        let inverted = Set(context.schedules.inversion.timesteps)
-        if let missing = context.schedules.sampling.timesteps.first(where: { !inverted.contains($0) }) {
-            throw EditError.invalidSettings("sampling timestep \(missing) (steps \(settings.steps)) is not among the inversion timesteps (inversion_steps \(settings.inversionSteps)); use inversion_steps that are a multiple of steps")
-        }
+        try context.schedules.requireSamplingTimestepsInverted(settings)
         guard context.schedules.sampling.alphasCumprod.indices.contains(settings.coveTimestep) else {
             throw EditError.invalidSettings("cove_timestep \(settings.coveTimestep) is outside the model's training schedule (0 to \(context.schedules.sampling.alphasCumprod.count - 1))")
         }
@@ -157,6 +154,8 @@ public struct Cove: EditingMethod {
     }
 
     /// The frames of `group` that later groups carry as anchors: the clip's first frame, each group's last.
+    /// Group g's anchors (frame 0, the last frame of group g-1) are recorded by earlier groups at every step
+    /// before group g runs, so the trajectory lookups of inversion and sampling always find them.
     private func anchorFrames(of group: Group, in groups: [Group]) -> [Int] {
         guard groups.count > 1 else { return [] }
         return Array(Set([0, group.frames.upperBound - 1].filter { group.frames.contains($0) })).sorted()
@@ -171,8 +170,15 @@ public struct Cove: EditingMethod {
         let timesteps = scheduler.timesteps
         let groups = groups(frameCount: store.frameCount)
         let correspondences = try self.correspondences(of: clip)
-        let texts = [Branch.source: try model.embed(clip.inversionPrompt), .uncond: try model.embed(settings.negativePrompt),
-                     .cond: try model.embed(settings.prompt)]
+        let sourceText = try model.embed(clip.inversionPrompt), uncondText = try model.embed(settings.negativePrompt)
+        let condText = try model.embed(settings.prompt)
+        func text(_ branch: Branch) -> Tensor {
+            switch branch {
+            case .source: return sourceText
+            case .uncond: return uncondText
+            case .cond: return condText
+            }
+        }
         // The edited latents entering each sampling step, for the frames later groups use as anchors.
         var trajectories: [Int: [Tensor]] = [:]
         let hooks = CoveHooks()
@@ -185,7 +191,7 @@ public struct Cove: EditingMethod {
             hooks.correspondences = correspondences[g].correspondences
             hooks.correspondenceRows = group.correspondenceRows
             let recorded = anchorFrames(of: group, in: groups)
-            let textContext = try branches.stack { try repeated(texts[$0]!, rows.count) }
+            let textContext = try branches.stack { try repeated(text($0), rows.count) }
             var x = try context.schedules.samplingStart(
                 clean: try store.read(LatentStore.clean, group.frames), last: try store.read(LatentStore.last, group.frames),
                 lastTimestep: clip.lastTimestep, firstTimestep: timesteps[0])

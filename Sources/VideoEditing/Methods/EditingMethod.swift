@@ -93,6 +93,14 @@ public struct Schedules: Sendable {
         return try sampling.addNoise(original: clean, noise: eps, timestep: firstTimestep)
     }
 
+    /// Methods that start sampling from inverted latents need every sampling timestep among the inversion's.
+    func requireSamplingTimestepsInverted(_ settings: EditSettings) throws {
+        let inverted = Set(inversion.timesteps)
+        if let missing = sampling.timesteps.first(where: { !inverted.contains($0) }) {
+            throw EditError.invalidSettings("sampling timestep \(missing) (steps \(settings.steps)) is not among the inversion timesteps (inversion_steps \(settings.inversionSteps)); use inversion_steps that are a multiple of steps")
+        }
+    }
+
     /// The inversion timesteps in the order inversion runs them (least noisy first).
     var inversionAscending: [Int] { Array(inversion.timesteps.reversed()) }
 
@@ -115,11 +123,8 @@ func batchRanges(count: Int, size: Int) -> [Range<Int>] {
     stride(from: 0, to: count, by: size).map { $0..<min($0 + size, count) }
 }
 
-/// int(steps * fraction) as the reference computes it from a decimal: a Float like 0.7 is stored as
-/// 0.69999999, and 10 x that must still give 7 steps, so products within 1e-4 of an integer round up to it.
-public func scheduleStepCount(_ steps: Int, fraction: Float) -> Int {
-    Int((Double(steps) * Double(fraction) + 1e-4).rounded(.down))
-}
+/// int(steps * fraction) as the reference computes it (`Tensors.countOfFraction`).
+public func scheduleStepCount(_ steps: Int, fraction: Float) -> Int { countOfFraction(steps, fraction) }
 
 /// `x` [1, ...] repeated n times along the first dimension.
 func repeated(_ x: Tensor, _ n: Int) throws -> Tensor { try concat(Array(repeating: x, count: n), axis: 0) }

@@ -56,10 +56,7 @@ public struct KeyframePropagation {
         self.featureInjection = featureInjection
         self.queryKeyInjection = queryKeyInjection
         let settings = context.settings
-        let inverted = Set(context.schedules.inversion.timesteps)
-        if let missing = context.schedules.sampling.timesteps.first(where: { !inverted.contains($0) }) {
-            throw EditError.invalidSettings("sampling timestep \(missing) (steps \(settings.steps)) is not among the inversion timesteps (inversion_steps \(settings.inversionSteps)); use inversion_steps that are a multiple of steps")
-        }
+        try context.schedules.requireSamplingTimestepsInverted(settings)
     }
 
     var batchSize: Int { context.settings.batchSize }
