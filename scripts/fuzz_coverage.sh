@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 files=(
     Sources/Tensors/Safetensors.swift
     Sources/Diffusion/Configs.swift Sources/Diffusion/ConfigValidation.swift Sources/Diffusion/WeightStore.swift
-    Sources/Diffusion/CLIPTokenizer.swift Sources/Diffusion/DDIMScheduler.swift
+    Sources/Diffusion/JSONFile.swift Sources/Diffusion/CLIPTokenizer.swift Sources/Diffusion/DDIMScheduler.swift
     Sources/VideoEditing/Pipeline/InversionFile.swift Sources/VideoEditing/Pipeline/KeyframeFile.swift
 )
 toolchain=$(dirname "$(readlink -f "$(command -v swift)")")
@@ -34,3 +34,7 @@ for target in "${targets[@]}"; do
 done
 "$toolchain/llvm-profdata" merge -o "$profiles/all.profdata" "$profiles"/*.profraw || exit 1
 "$toolchain/llvm-cov" report "$fuzz" -instr-profile "$profiles/all.profdata" "${files[@]}"
+# Lines never run, per file, to see what the corpora miss: TOKENFLOW_FUZZ_COVERAGE_SHOW=1.
+if [ -n "${TOKENFLOW_FUZZ_COVERAGE_SHOW:-}" ]; then
+    "$toolchain/llvm-cov" show "$fuzz" -instr-profile "$profiles/all.profdata" "${files[@]}" | grep -E '^\S|^ +[0-9]+\| +0\|'
+fi

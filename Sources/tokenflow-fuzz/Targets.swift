@@ -64,7 +64,8 @@ struct FuzzTarget: Sendable {
             let ids = (0..<min(77, config.maxPositionEmbeddings)).map { Int32($0 % config.vocabSize) }
             _ = try encoder([ids])
         },
-        componentConfig("scheduler-config", component: "scheduler", file: "scheduler_config.json") { folder in
+        componentConfig("scheduler-config", component: "scheduler", file: "scheduler_config.json",
+                        extraSeeds: ["Tests/Fuzz/seeds/scheduler-config"]) { folder in
             var scheduler = try DDIMScheduler(directory: folder)
             let sample = try Tensor(shape: [1, 1, 2, 2], repeating: 0.5)
             // Step counts hosts use, each through every step as sampling and inversion do.
@@ -110,10 +111,12 @@ struct FuzzTarget: Sendable {
     static let tinyInversion = "Tests/Fuzz/seeds/inversion/sd2-tiny-10x16x16.safetensors"
 
     /// A component folder of the sd2-tiny model whose config is the input (weights linked from the fixture).
+    /// Seeds: both tiny models' configs, and `extraSeeds`.
     private static func componentConfig(_ name: String, component: String, file: String = "config.json",
+                                        extraSeeds: [String] = [],
                                         load: @escaping @Sendable (String) throws -> Void) -> FuzzTarget {
         let fixture = "Tests/Fixtures/models/sd2-tiny/\(component)"
-        let seeds = ["sd2-tiny", "sd15-tiny"].map { "Tests/Fixtures/models/\($0)/\(component)/\(file)" }
+        let seeds = ["sd2-tiny", "sd15-tiny"].map { "Tests/Fixtures/models/\($0)/\(component)/\(file)" } + extraSeeds
         return FuzzTarget(name: name, format: .json, seeds: seeds) { workspace in
             let folder = try workspace.linkedFolder(component, from: fixture, inputAs: file)
             return { try load(folder) }

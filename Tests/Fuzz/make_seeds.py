@@ -8,6 +8,8 @@
 - Tests/Fuzz/seeds/safetensors/*.safetensors: small files covering every dtype, empty and scalar tensors,
   metadata, escaped names and an empty header, laid out as safetensors' own writer does (header padded with
   spaces to a multiple of 8).
+- Tests/Fuzz/seeds/scheduler-config/*.json: the fixtures' scheduler config with the beta schedules, timestep
+  spacings and prediction types it does not use.
 - Tests/Fuzz/seeds/keyframes/*.json: keyframe schedules for the fuzzer's 10-frame clip (2 steps, batches of
   4, 4 and 2 frames), valid and not.
 
@@ -93,6 +95,25 @@ def safetensors_seeds():
     write(os.path.join(out, "empty-header.safetensors"), safetensors([]))
 
 
+def scheduler_seeds():
+    """The fixtures' scheduler uses one value of each choice; these use the others, so that every beta
+    schedule, timestep spacing and prediction type is in the corpus (the mutator draws its strings from it)."""
+    with open(os.path.join(ROOT, "Tests", "Fixtures", "models", "sd2-tiny", "scheduler", "scheduler_config.json")) as f:
+        base = json.load(f)
+    out = os.path.join(FUZZ, "seeds", "scheduler-config")
+    variants = {
+        "trailing-v-prediction-cosine.json": {"timestep_spacing": "trailing", "prediction_type": "v_prediction",
+                                              "beta_schedule": "squaredcos_cap_v2", "steps_offset": 0},
+        "linspace-sample-linear.json": {"timestep_spacing": "linspace", "prediction_type": "sample",
+                                        "beta_schedule": "linear", "clip_sample": True, "set_alpha_to_one": True},
+        "trained-betas.json": {"num_train_timesteps": 10, "steps_offset": 0,
+                               "trained_betas": [0.0001 * (i + 1) for i in range(10)]},
+    }
+    for name, changes in variants.items():
+        config = dict(base, **changes)
+        write(os.path.join(out, name), (json.dumps(config, indent=2) + "\n").encode())
+
+
 def keyframe_seeds():
     out = os.path.join(FUZZ, "seeds", "keyframes")
     seeds = {
@@ -109,4 +130,5 @@ def keyframe_seeds():
 if __name__ == "__main__":
     small_tokenizer()
     safetensors_seeds()
+    scheduler_seeds()
     keyframe_seeds()
