@@ -1,4 +1,3 @@
-import CBLAS
 import FoundationEssentials
 import Tensors
 
@@ -36,7 +35,7 @@ public final class StableDiffusionModel: @unchecked Sendable {
     }
 
     public init(directory: String) throws {
-        try Self.requireKernelCPU()
+        try KernelCPU.require()
         path = directory
         guard FileManager.default.fileExists(atPath: directory) else {
             throw ModelError.missingFile("\(directory) (the model directory does not exist)")
@@ -57,7 +56,7 @@ public final class StableDiffusionModel: @unchecked Sendable {
     /// A single-file checkpoint: each part is built from its recognised config and read tensor by tensor from
     /// the memory-mapped file, so loading needs no more memory than the same weights in a folder.
     public init(checkpoint file: String) throws {
-        try Self.requireKernelCPU()
+        try KernelCPU.require()
         path = file
         let checkpoint = try SingleFileCheckpoint(path: file)
         self.checkpoint = checkpoint.summary
@@ -72,13 +71,6 @@ public final class StableDiffusionModel: @unchecked Sendable {
             .decode(SchedulerConfig.self, describing: schedulerConfigFile)
         unknownPrediction = checkpoint.predictionType == nil ? checkpoint.predictionSource : nil
         try checkParts(unetConfig: checkpoint.configName(.unet), tokenizerConfig: "the built-in CLIP tokenizer")
-    }
-
-    // Loading runs the kernels (weight conversion); they need AVX2/FMA, so check the CPU first.
-    private static func requireKernelCPU() throws {
-        guard tokenflow_cpu_runs_kernels() != 0 else {
-            throw ModelError.unsupportedCPU("the kernels of this build need an x86-64 CPU with AVX2, FMA and F16C (Intel Haswell, AMD Zen or later); this CPU lacks one of them")
-        }
     }
 
     /// The parts must fit each other, or the first forward pass would fail on mismatched shapes; the scheduler

@@ -122,4 +122,21 @@ bad "cli edit beyond memory_limit" "out of memory: a tensor of shape .* would ex
     edit "$work/in.nut" "$work/bad.mp4" --prompt x "${quick[@]}" --size 16384x16384)
 cp -rL "$model" "$work/corrupt"; truncate -s 100 "$work/corrupt/unet/diffusion_pytorch_model.safetensors"
 bad "cli corrupt weights" "diffusion_pytorch_model.safetensors" edit "$work/in.nut" "$work/bad.mp4" --prompt x --model "$work/corrupt"
+# An older CPU (emulated: a Nehalem has no AVX, a Sandy Bridge AVX only): every command that reads a
+# model, a checkpoint or an inversion file with the kernels ends in the unsupported-CPU error and writes
+# nothing, never SIGILL.
+native_cli=$cli
+for cpu in Nehalem SandyBridge; do
+    printf '#!/bin/sh\nexec timeout 300 qemu-x86_64 -cpu %s "%s" "$@"\n' "$cpu" "$native_cli" > "$work/cli-$cpu"
+    chmod +x "$work/cli-$cpu"; cli=$work/cli-$cpu
+    old_cpu="unsupported CPU: the kernels of this build need an x86-64 CPU with AVX2, FMA and F16C"
+    bad "cli on $cpu: info of a folder" "$old_cpu" info "$model"
+    bad "cli on $cpu: info of a single file" "$old_cpu" info "$model.safetensors"
+    bad "cli on $cpu: convert" "$old_cpu" convert "$model.safetensors" "$work/bad-convert-$cpu" --prediction epsilon
+    expect "cli on $cpu: convert leaves no folder" test ! -e "$work/bad-convert-$cpu"
+    bad "cli on $cpu: edit" "$old_cpu" edit "$work/in.nut" "$work/bad.mp4" --prompt x "${quick[@]}"
+    bad "cli on $cpu: edit from an inversion file" "$old_cpu" \
+        edit "$work/in.nut" "$work/bad.mp4" --prompt x "${quick[@]}" --inversion "$work/inv.safetensors"
+done
+cli=$native_cli
 finish

@@ -1,3 +1,4 @@
+import Diffusion
 import Tensors
 
 /// Saving an inversion lets a clip be inverted once and edited with many prompts
@@ -21,6 +22,7 @@ extension Inversion {
     }
 
     public static func load(from path: String) throws -> Inversion {
+        try KernelCPU.require()
         let file = try SafetensorsFile(path: path)
         let meta = file.metadata
         guard meta["format"] == "tokenflow-inversion" else {
