@@ -329,7 +329,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "edit_clip: writing %s failed\n", output);
         code = REPORTED;
     }
-    if (code != TF_EAGAIN) return 1;
+    if (code != TF_EAGAIN) {
+        /* A failed edit leaves no partial output file behind (frames already written to a folder are
+         * complete files and stay). */
+        if (out.file) remove(output);
+        return 1;
+    }
     fprintf(stderr, "wrote %d frames to %s\n", out.written, output);
     return 0;
 }

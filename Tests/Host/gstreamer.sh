@@ -200,6 +200,16 @@ if [ $status -ne 0 ] && ! crashed $status \
 else
     cat "$work/size.log"; fail gst-launch-bad-size-error "exit $status"
 fi
+# A number outside its property's range never reaches the element: GObject refuses it with a warning
+# naming the property and keeps the default, and the edit runs (the same in any element).
+gst-launch-1.0 --no-fault videotestsrc num-buffers=2 ! "$source_caps" ! videoconvert ! video/x-raw,format=RGB \
+    ! tokenflow "${settings[@]}" guidance=3e38 ! fakesink >"$work/range.log" 2>&1
+status=$?
+if [ $status -eq 0 ] && grep -q "out of range for property 'guidance'" "$work/range.log"; then
+    pass gst-launch-out-of-range-number-refused-by-gobject
+else
+    cat "$work/range.log"; fail gst-launch-out-of-range-number-refused-by-gobject "exit $status"
+fi
 # No temporary folder for a stream beyond the memory budget: an error naming the folder, not a crash.
 gst-launch-1.0 --no-fault videotestsrc num-buffers=2 ! "$source_caps" ! videoconvert ! video/x-raw,format=RGB \
     ! tokenflow "${settings[@]}" latent-memory=0 temp-dir=/nonexistent/tokenflow-tmp ! fakesink >"$work/tempdir.log" 2>&1

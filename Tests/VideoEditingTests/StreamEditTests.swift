@@ -47,6 +47,28 @@ final class StreamEditTests: XCTestCase {
         XCTAssertTrue(streamed.frames.allSatisfy { $0.width == 32 && $0.height == 24 })
     }
 
+    /// COVE's windows carry the stream's first frame and the previous window's last into their groups,
+    /// as the groups of one clip carry them (COVE-DECISIONS.md §9): windows of W frames give exactly the
+    /// frames of the whole clip edited in groups of W (the same UNet calls, batch for batch). With W = 1
+    /// the stream's first frame is also window 0's last, carried once.
+    func testCoveWindowsEditAsGroupsOfOneClip() throws {
+        for (frames, window) in [(12, 4), (3, 1)] {
+            let clip = patternClip(frames: frames, width: 32, height: 24)
+            var settings = quickSettings(Cove.name)
+            settings.coveWindow = 5
+            settings.coveFrames = window
+            let grouped = try EditPipeline(model: tinyModel, settings: settings).run(clip).frames
+            settings.coveFrames = 32
+            settings.window = window
+            let streamed = try stream(clip, settings)
+            XCTAssertEqual(streamed.outAfterSending, (0..<frames).map { ($0 / window + 1) * window }, "window \(window)")
+            XCTAssertTrue(streamed.frames == grouped, "window \(window): the windows differ from the groups")
+            // Later windows follow their anchors: not the edit of their frames alone.
+            let alone = try EditPipeline(model: tinyModel, settings: settings).run(Array(clip[window..<(2 * window)])).frames
+            XCTAssertNotEqual(Array(streamed.frames[window..<(2 * window)]), alone, "window \(window)")
+        }
+    }
+
     func testStreamsRefuseWhatTheyCannotDo() throws {
         var settings = quickSettings()
         settings.window = 2

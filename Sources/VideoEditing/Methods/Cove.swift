@@ -10,7 +10,9 @@ import Tensors
 /// at the latent resolution (`CoveHooks`, §4-7), the source's features injected PnP-style in the early
 /// steps (§8). Longer clips are split into balanced groups; each group after the first also carries two
 /// anchor frames (the clip's first frame and the previous group's last), whose per-step latents are kept,
-/// so every group follows the same look and joins the previous one.
+/// so every group follows the same look and joins the previous one. A stream edited window by window
+/// (`window` W) continues the same way: each window's groups carry the stream's first frame and the
+/// previous window's last (`CoveAnchor`), so windows of W frames edit exactly as groups of W frames.
 public struct Cove: EditingMethod {
     public static let name = "cove"
     public static let summary = "COVE: spatio-temporal attention plus attention along diffusion-feature correspondences (Wang et al. 2024)"
@@ -36,32 +38,62 @@ public struct Cove: EditingMethod {
 
     // MARK: Groups
 
+    /// A frame a group's calls carry as an anchor: one of this clip's (an earlier group's), or one of an
+    /// earlier window of the stream (`ClipEdit.coveCarried[index]`).
+    enum AnchorFrame: Hashable {
+        case clip(Int)
+        case carried(Int)
+    }
+
     /// A group's frames and the anchors its calls carry (§9).
     struct Group {
         let frames: Range<Int>
-        /// Clip frames prepended to every call of the group, never updated by it: the clip's first frame and
-        /// the previous group's last (one anchor when they are the same frame), none for the first group.
-        let anchors: [Int]
-        /// Rows of a branch: the anchors, then the group's frames.
-        var rows: [Int] { anchors + Array(frames) }
-        /// The frames the group's correspondences are computed on: the previous group's last frame (adjacent
-        /// to the group, so chains stay valid), then the group's frames; the clip's first frame has none.
-        var correspondenceFrames: [Int] { (anchors.last.map { [$0] } ?? []) + Array(frames) }
-        /// Row (within a branch) of each correspondence frame.
-        var correspondenceRows: [Int] { correspondenceFrames.map { rows.firstIndex(of: $0)! } }
+        /// Frames prepended to every call of the group, never updated by it: the first frame (of the clip, or
+        /// of the stream) and the frame just before the group (one anchor when they are the same frame); none
+        /// for the first group of a clip edited on its own.
+        let anchors: [AnchorFrame]
+        var rowCount: Int { anchors.count + frames.count }
+        /// The frames the group's correspondences are computed on: the frame just before the group (adjacent
+        /// to it, so chains stay valid), then the group's frames; the first frame of a stream has none.
+        var correspondenceFrames: [AnchorFrame] { (anchors.last.map { [$0] } ?? []) + frames.map { .clip($0) } }
+        /// Row (within a branch) of each correspondence frame: anchors come first, the group's frames after.
+        var correspondenceRows: [Int] { (anchors.isEmpty ? [] : [anchors.count - 1]) + Array(anchors.count..<rowCount) }
     }
 
-    /// ceil(N / cove_frames) consecutive groups of balanced sizes (no short remainder group).
-    func groups(frameCount: Int) -> [Group] {
+    /// ceil(N / cove_frames) consecutive groups of balanced sizes (no short remainder group). `carried`
+    /// anchors of earlier windows (0, 1 or 2) are the first group's and replace the clip's first frame.
+    func groups(frameCount: Int, carried: Int = 0) -> [Group] {
         let count = (frameCount + context.settings.coveFrames - 1) / context.settings.coveFrames
         var groups: [Group] = [], start = 0
         for g in 0..<count {
             let size = frameCount / count + (g < frameCount % count ? 1 : 0)
-            let anchors = g == 0 ? [] : Array(Set([0, start - 1])).sorted()
+            let anchors: [AnchorFrame]
+            if g == 0 {
+                anchors = (0..<carried).map { .carried($0) }
+            } else {
+                let first: AnchorFrame = carried > 0 ? .carried(0) : .clip(0), previous = AnchorFrame.clip(start - 1)
+                anchors = first == previous ? [first] : [first, previous]
+            }
             groups.append(Group(frames: start..<(start + size), anchors: anchors))
             start += size
         }
         return groups
+    }
+
+    /// The groups of `clip`, with the anchors it carries from earlier windows.
+    func groups(of clip: ClipEdit, frameCount: Int) -> [Group] { groups(frameCount: frameCount, carried: clip.coveCarried.count) }
+
+    /// The clip frames whose per-step latents are recorded: the anchors of later groups, and, in a windowed
+    /// stream, the frames later windows carry (the stream's first frame in window 0, every window's last).
+    private func recordedFrames(_ groups: [Group], of clip: ClipEdit, frameCount: Int) -> Set<Int> {
+        var frames = Set(groups.flatMap { $0.anchors.compactMap { anchor -> Int? in
+            if case .clip(let frame) = anchor { return frame } else { return nil }
+        } })
+        if clip.leavesCoveAnchors {
+            frames.insert(frameCount - 1)
+            if clip.coveCarried.isEmpty { frames.insert(0) }
+        }
+        return frames
     }
 
     // MARK: Correspondences
@@ -69,13 +101,23 @@ public struct Cove: EditingMethod {
     /// The correspondences of every group (§2-3): DIFT features of each frame (plain UNet on the clean
     /// latents noised to `cove_timestep` with one seeded noise, empty prompt, output of the last decoder
     /// level), then the windowed top-K chains per group.
+    /// The frames of each group are clip frames; a frame carried from an earlier window is -1 (§9).
     public func correspondences(of clip: ClipEdit) throws -> [(frames: [Int], correspondences: Correspondences)] {
-        guard let store = clip.store else { throw EditError.invalidClip("the clip has no frames") }
-        let features = try diffusionFeatures(store)
+        try correspondences(of: clip, features: try diffusionFeatures(of: clip))
+    }
+
+    private func correspondences(of clip: ClipEdit, features: Tensor) throws -> [(frames: [Int], correspondences: Correspondences)] {
         let settings = context.settings
-        return try groups(frameCount: store.frameCount).map { group in
-            let frames = group.correspondenceFrames
-            let groupFeatures = try gatherFrames(features, frames)
+        return try groups(of: clip, frameCount: features.shape[0]).map { group in
+            let groupFeatures = try concat(group.correspondenceFrames.map { frame in
+                switch frame {
+                case .clip(let f): return try features.slice(f..<(f + 1))
+                case .carried(let index): return clip.coveCarried[index].features
+                }
+            }, axis: 0)
+            let frames = group.correspondenceFrames.map { frame -> Int in
+                if case .clip(let f) = frame { return f } else { return -1 }
+            }
             return (frames, try Correspondences(features: groupFeatures, window: settings.coveWindow, count: settings.coveK))
         }
     }
@@ -125,40 +167,48 @@ public struct Cove: EditingMethod {
     /// Per group, DDIM inversion with the inversion prompt, every UNet call with COVE's attention (§8.1).
     public func invert(_ clip: ClipEdit, store: LatentStore, progress: ProgressReporter) throws {
         let schedules = context.schedules, ascending = schedules.inversionAscending
-        let groups = groups(frameCount: store.frameCount)
-        let correspondences = try self.correspondences(of: clip)
+        let groups = groups(of: clip, frameCount: store.frameCount)
+        let features = try diffusionFeatures(store)
+        let correspondences = try self.correspondences(of: clip, features: features)
         let condition = try context.model.embed(clip.inversionPrompt)
-        // The latents entering each inversion step, for the frames later groups use as anchors.
+        let recorded = recordedFrames(groups, of: clip, frameCount: store.frameCount)
+        // The latents entering each inversion step, for the frames later groups and windows use as anchors.
         var trajectories: [Int: [Tensor]] = [:]
         let hooks = CoveHooks()
         hooks.mergeRatio = context.settings.coveMerge
         for (g, group) in groups.enumerated() {
-            let rows = group.rows, anchorCount = group.anchors.count
-            hooks.rowsPerBranch = rows.count
+            let anchorCount = group.anchors.count, first = group.frames.lowerBound
+            hooks.rowsPerBranch = group.rowCount
             hooks.correspondences = correspondences[g].correspondences
             hooks.correspondenceRows = group.correspondenceRows
-            let recorded = anchorFrames(of: group, in: groups)
             var x = try store.read(LatentStore.clean, group.frames)
-            let textContext = try repeated(condition, rows.count)
+            let textContext = try repeated(condition, group.rowCount)
             for (i, t) in ascending.enumerated() {
-                for frame in recorded { trajectories[frame, default: []].append(try x.slice((frame - group.frames.lowerBound)..<(frame - group.frames.lowerBound + 1)).copy()) }
-                let input = anchorCount == 0 ? x : try concat(group.anchors.map { trajectories[$0]![i] } + [x], axis: 0)
+                for frame in recorded where group.frames.contains(frame) {
+                    trajectories[frame, default: []].append(try x.slice((frame - first)..<(frame - first + 1)).copy())
+                }
+                let input = anchorCount == 0 ? x : try concat(group.anchors.map { anchor in
+                    switch anchor {
+                    case .clip(let frame): return trajectories[frame]![i]
+                    case .carried(let index): return clip.coveCarried[index].inversionInputs[i]
+                    }
+                } + [x], axis: 0)
                 let output = try context.model.unet(input, timesteps: [Float(t)], context: textContext, hooks: hooks)
-                x = try schedules.inversionStep(x, modelOutput: output.slice(anchorCount..<rows.count), step: i)
-                try requireFinite(x, "in inversion step \(i + 1)/\(ascending.count) (timestep \(t)), frames \(group.frames.lowerBound)-\(group.frames.upperBound - 1)")
+                x = try schedules.inversionStep(x, modelOutput: output.slice(anchorCount..<group.rowCount), step: i)
+                try requireFinite(x, "in inversion step \(i + 1)/\(ascending.count) (timestep \(t)), frames \(first)-\(group.frames.upperBound - 1)")
                 if let slot = store.inverted(t) { try store.write(slot, group.frames, x) }
                 try progress.unetCall(.inversion, g * ascending.count + i + 1, of: groups.count * ascending.count, steps: ascending.count)
             }
             try store.write(LatentStore.last, group.frames, x)
         }
-    }
-
-    /// The frames of `group` that later groups carry as anchors: the clip's first frame, each group's last.
-    /// Group g's anchors (frame 0, the last frame of group g-1) are recorded by earlier groups at every step
-    /// before group g runs, so the trajectory lookups of inversion and sampling always find them.
-    private func anchorFrames(of group: Group, in groups: [Group]) -> [Int] {
-        guard groups.count > 1 else { return [] }
-        return Array(Set([0, group.frames.upperBound - 1].filter { group.frames.contains($0) })).sorted()
+        if clip.leavesCoveAnchors {
+            for frame in recorded where frame == 0 || frame == store.frameCount - 1 {
+                var source: [Int: Tensor] = [:]
+                for t in store.invertedTimesteps { source[t] = try store.read(store.inverted(t)!, frame..<(frame + 1)) }
+                clip.coveAnchorsLeft[frame] = CoveAnchor(features: try features.slice(frame..<(frame + 1)).copy(),
+                                                         inversionInputs: trajectories[frame]!, source: source)
+            }
+        }
     }
 
     // MARK: Sampling
@@ -168,8 +218,9 @@ public struct Cove: EditingMethod {
     public func sample(_ clip: ClipEdit, store: LatentStore, keyframes: [[Int]]?, progress: ProgressReporter) throws {
         let model = context.model, settings = context.settings, scheduler = context.schedules.sampling
         let timesteps = scheduler.timesteps
-        let groups = groups(frameCount: store.frameCount)
+        let groups = groups(of: clip, frameCount: store.frameCount)
         let correspondences = try self.correspondences(of: clip)
+        let recorded = recordedFrames(groups, of: clip, frameCount: store.frameCount)
         let sourceText = try model.embed(clip.inversionPrompt), uncondText = try model.embed(settings.negativePrompt)
         let condText = try model.embed(settings.prompt)
         func text(_ branch: Branch) -> Tensor {
@@ -179,39 +230,66 @@ public struct Cove: EditingMethod {
             case .cond: return condText
             }
         }
-        // The edited latents entering each sampling step, for the frames later groups use as anchors.
+        // The edited latents entering each sampling step, for the frames later groups and windows use as anchors.
         var trajectories: [Int: [Tensor]] = [:]
         let hooks = CoveHooks()
         hooks.branchCount = Branch.allCases.count
         hooks.mergeRatio = settings.coveMerge
         for (g, group) in groups.enumerated() {
-            let rows = group.rows, anchorCount = group.anchors.count
-            let branches = BranchStack(framesPerBranch: rows.count)
-            hooks.rowsPerBranch = rows.count
+            let anchorCount = group.anchors.count, first = group.frames.lowerBound
+            let branches = BranchStack(framesPerBranch: group.rowCount)
+            hooks.rowsPerBranch = group.rowCount
             hooks.correspondences = correspondences[g].correspondences
             hooks.correspondenceRows = group.correspondenceRows
-            let recorded = anchorFrames(of: group, in: groups)
-            let textContext = try branches.stack { try repeated(text($0), rows.count) }
+            let textContext = try branches.stack { try repeated(text($0), group.rowCount) }
             var x = try context.schedules.samplingStart(
                 clean: try store.read(LatentStore.clean, group.frames), last: try store.read(LatentStore.last, group.frames),
                 lastTimestep: clip.lastTimestep, firstTimestep: timesteps[0])
             for (step, t) in timesteps.enumerated() {
-                for frame in recorded { trajectories[frame, default: []].append(try x.slice((frame - group.frames.lowerBound)..<(frame - group.frames.lowerBound + 1)).copy()) }
-                let edited = anchorCount == 0 ? x : try concat(group.anchors.map { trajectories[$0]![step] } + [x], axis: 0)
+                for frame in recorded where group.frames.contains(frame) {
+                    trajectories[frame, default: []].append(try x.slice((frame - first)..<(frame - first + 1)).copy())
+                }
                 // Not reachable without a slot: sampling timesteps are checked to be inversion timesteps.
-                let source = try store.read(store.inverted(t)!, rows)
+                let slot = store.inverted(t)!
+                var edited: [Tensor] = [], source: [Tensor] = []
+                for anchor in group.anchors {
+                    switch anchor {
+                    case .clip(let frame):
+                        edited.append(trajectories[frame]![step])
+                        source.append(try store.read(slot, frame..<(frame + 1)))
+                    case .carried(let index):
+                        edited.append(clip.coveCarried[index].samplingInputs[step])
+                        source.append(clip.coveCarried[index].source[t]!)
+                    }
+                }
+                let editedRows = anchorCount == 0 ? x : try concat(edited + [x], axis: 0)
+                let sourceRows = try concat(source + [try store.read(slot, group.frames)], axis: 0)
                 hooks.injectFeatures = step < featureInjectionSteps
                 hooks.injectQueryKey = step < queryKeyInjectionSteps
-                let output = try model.unet(try branches.stack { $0 == .source ? source : edited }, timesteps: [Float(t)],
+                let output = try model.unet(try branches.stack { $0 == .source ? sourceRows : editedRows }, timesteps: [Float(t)],
                                             context: textContext, hooks: hooks)
-                let groupRows = anchorCount..<rows.count
+                let groupRows = anchorCount..<group.rowCount
                 let uncond = branches.slice(output, .uncond).slice(groupRows), cond = branches.slice(output, .cond).slice(groupRows)
                 let guided = try linearCombination(uncond, 1 - settings.guidanceScale, cond, settings.guidanceScale)
                 x = try scheduler.step(modelOutput: guided, timestep: t, sample: x).prevSample
-                try requireFinite(x, "in sampling step \(step + 1)/\(timesteps.count) (timestep \(t)), frames \(group.frames.lowerBound)-\(group.frames.upperBound - 1)")
+                try requireFinite(x, "in sampling step \(step + 1)/\(timesteps.count) (timestep \(t)), frames \(first)-\(group.frames.upperBound - 1)")
                 try progress.unetCall(.sampling, g * timesteps.count + step + 1, of: groups.count * timesteps.count, steps: timesteps.count)
             }
             try store.write(store.current, group.frames, x)
         }
+        for frame in clip.coveAnchorsLeft.keys { clip.coveAnchorsLeft[frame]?.samplingInputs = trajectories[frame] ?? [] }
     }
+}
+
+/// A frame of an earlier window that a window's COVE groups carry as an anchor (§9): what its own window
+/// computed for it, so nothing else of that window is kept.
+struct CoveAnchor {
+    /// DIFT features [1, C0, h, w] (the previous window's last frame joins the first group's correspondences).
+    let features: Tensor
+    /// The latents entering every inversion step.
+    let inversionInputs: [Tensor]
+    /// The inverted latents at every sampling timestep (the source branch's rows).
+    let source: [Int: Tensor]
+    /// The edited latents entering every sampling step.
+    var samplingInputs: [Tensor] = []
 }

@@ -101,8 +101,9 @@ public final class EditPipeline {
     }
 
     /// An inversion from a file (or a caller) fits this model and these settings: latents [N >= 1, the VAE's
-    /// latent channels, h >= 1, w >= 1] everywhere, a last timestep inside the training schedule, sizes that
-    /// are real frame sizes.
+    /// latent channels, h >= 1, w >= 1] everywhere, of the working size's latent size; a last timestep that is
+    /// the last of this model's inversion schedule (any other would start sampling from the wrong noise
+    /// level); sizes that are real frame sizes.
     private func check(_ inversion: Inversion) throws {
         func refuse(_ problem: String) -> EditError { .invalidSettings("the inversion does not fit this model: \(problem)") }
         let shape = inversion.latents.shape, channels = model.vae.config.latentChannels
@@ -112,8 +113,13 @@ public final class EditPipeline {
         if let other = ([inversion.last] + Array(inversion.kept.values)).first(where: { $0.shape != shape }) {
             throw refuse("latents of shapes \(shape) and \(other.shape)")
         }
-        guard schedules.sampling.alphasCumprod.indices.contains(inversion.lastTimestep) else {
-            throw refuse("last timestep \(inversion.lastTimestep) is outside the model's 0..<\(schedules.sampling.alphasCumprod.count)")
+        let factor = model.vae.downsamplingFactor
+        guard shape[2] * factor == inversion.workingHeight, shape[3] * factor == inversion.workingWidth else {
+            throw refuse("latents of \(shape[3])x\(shape[2]) for a working size of \(inversion.workingWidth)x\(inversion.workingHeight) (expected 1/\(factor) of it)")
+        }
+        let last = schedules.inversionAscending.last ?? 0
+        guard inversion.lastTimestep == last else {
+            throw refuse("last timestep \(inversion.lastTimestep), but this model's \(settings.inversionSteps)-step inversion ends at \(last)")
         }
         let sides = 1...WorkingSize.maxSide * 2
         guard sides.contains(inversion.inputWidth), sides.contains(inversion.inputHeight) else {
@@ -157,6 +163,13 @@ public final class ClipEdit {
     var anchors: [AnchorLatents]?
     /// Per sampling step, this clip's first and last keyframe's latents (the anchors of later windows).
     var keyframeLatents: (first: [AnchorLatents], last: [AnchorLatents])?
+    /// COVE in a windowed stream: the frames of earlier windows this clip's groups carry (the stream's first
+    /// frame, then the previous window's last; one when they are the same frame).
+    var coveCarried: [CoveAnchor] = []
+    /// Whether this clip is a window that later windows follow, so COVE keeps what they carry of it...
+    var leavesCoveAnchors = false
+    /// ... by clip frame: its first frame (window 0 only) and its last, once edited.
+    var coveAnchorsLeft: [Int: CoveAnchor] = [:]
     private var state = State.collecting
     private enum State { case collecting, inverted, edited }
 

@@ -7,7 +7,8 @@
 /// FRESCO anchor chunks to the first frame) and the last keyframe of window w - 1 (continuity at the join).
 /// Their latents per step are small (2 x 64 KiB per step at 512x512) and their keys/values are recomputed in
 /// the pass, so nothing of an earlier window but those latents is kept. Window 0 is edited exactly as a
-/// clip of its own.
+/// clip of its own. COVE's windows carry the same two frames into their groups (`CoveAnchor`: their
+/// per-step latents and features), so windows of W frames edit as one clip in groups of W frames.
 public final class StreamEdit {
     public let pipeline: EditPipeline
     /// Frames being collected (the window being filled).
@@ -19,6 +20,9 @@ public final class StreamEdit {
     /// Window 0's first keyframe and the latest edited window's last keyframe, per step.
     private var firstKeyframe: [AnchorLatents]?
     private var previousLastKeyframe: [AnchorLatents]?
+    /// COVE: window 0's first frame and the latest edited window's last frame.
+    private var coveFirstFrame: CoveAnchor?
+    private var covePreviousLastFrame: CoveAnchor?
     /// Windows edited so far (the index of the next one).
     public private(set) var windowsEdited = 0
     /// An explicit keyframe schedule for a whole-stream edit (window 0 only).
@@ -85,6 +89,11 @@ public final class StreamEdit {
         if windowsEdited > 0, let first = firstKeyframe, let last = previousLastKeyframe {
             clip.anchors = try zip(first, last).map { try AnchorLatents.stacked([$0, $1]) }
         }
+        if windowsEdited > 0, let first = coveFirstFrame, let last = covePreviousLastFrame {
+            // With 1-frame windows, window 0's last frame is the stream's first: carried once.
+            clip.coveCarried = window == 1 && windowsEdited == 1 ? [first] : [first, last]
+        }
+        clip.leavesCoveAnchors = window > 0
         let index = windowsEdited
         try clip.edit(keyframes: keyframes, progress: progress.map { handler in { report in
             var numbered = report
@@ -95,6 +104,8 @@ public final class StreamEdit {
             if windowsEdited == 0 { firstKeyframe = recorded.first }
             previousLastKeyframe = recorded.last
         }
+        if windowsEdited == 0 { coveFirstFrame = clip.coveAnchorsLeft[0] }
+        covePreviousLastFrame = clip.coveAnchorsLeft[clip.frameCount - 1]
         windowsEdited += 1
     }
 }
