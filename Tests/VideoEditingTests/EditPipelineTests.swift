@@ -224,7 +224,9 @@ final class InversionCheckTests: XCTestCase {
             (variant(latents: try Tensor(zeros: [2, 8, 2, 2])), "latents of shape [2, 8, 2, 2], expected [frames >= 1, 4,"),
             (variant(latents: try Tensor(zeros: [2, 4, 0, 0])), "latents of shape [2, 4, 0, 0]"),
             (variant(latents: try Tensor(zeros: [0, 4, 2, 2])), "latents of shape [0, 4, 2, 2]"),
-            (variant(lastTimestep: 5000), "last timestep 5000 is outside the model's 0..<1000"),
+            (variant(latents: try Tensor(zeros: [2, 4, 3, 2])), "latents of 2x3 for a working size of 16x16 (expected 1/8 of it)"),
+            (variant(lastTimestep: 5000), "last timestep 5000, but this model's 2-step inversion ends at 501"),
+            (variant(lastTimestep: 5), "last timestep 5, but this model's 2-step inversion ends at 501"),
             (variant(lastTimestep: -1), "last timestep -1"),
             (variant(width: 0), "input size 0x16 is not a frame size"),
         ]
