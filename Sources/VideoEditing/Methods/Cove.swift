@@ -98,28 +98,41 @@ public struct Cove: EditingMethod {
 
     // MARK: Correspondences
 
-    /// The correspondences of every group (§2-3): DIFT features of each frame (plain UNet on the clean
-    /// latents noised to `cove_timestep` with one seeded noise, empty prompt, output of the last decoder
-    /// level), then the windowed top-K chains per group.
-    /// The frames of each group are clip frames; a frame carried from an earlier window is -1 (§9).
-    public func correspondences(of clip: ClipEdit) throws -> [(frames: [Int], correspondences: Correspondences)] {
-        try correspondences(of: clip, features: try diffusionFeatures(of: clip))
+    /// Runs `body` on each group with its correspondences (§2-3), computed group by group so memory stays
+    /// bounded by a group whatever the clip's length: DIFT features of the group's frames (plain UNet on the
+    /// clean latents noised to `cove_timestep` with one seeded noise, empty prompt, output of the last
+    /// decoder level, in batches within the group), plus those of the frame before the group, kept from the
+    /// previous group (or carried from the previous window), then the windowed top-K chains. `body` also gets
+    /// the group's own features.
+    private func forEachGroup(of clip: ClipEdit, _ groups: [Group], store: LatentStore,
+                              _ body: (Int, Group, Correspondences, Tensor) throws -> Void) throws {
+        let settings = context.settings
+        var previous = clip.coveCarried.last?.features
+        for (g, group) in groups.enumerated() {
+            let features = try diffusionFeatures(store, frames: group.frames)
+            var withPrevious = features
+            if !group.anchors.isEmpty {
+                // Not reachable: a group with anchors follows a group, or a window that carried its last frame.
+                guard let previous else { throw EditError.invalidClip("COVE: no features of the frame before frames \(group.frames)") }
+                withPrevious = try concat([previous, features], axis: 0)
+            }
+            try body(g, group, try Correspondences(features: withPrevious, window: settings.coveWindow, count: settings.coveK), features)
+            previous = try features.slice((group.frames.count - 1)..<group.frames.count).copy()
+        }
     }
 
-    private func correspondences(of clip: ClipEdit, features: Tensor) throws -> [(frames: [Int], correspondences: Correspondences)] {
-        let settings = context.settings
-        return try groups(of: clip, frameCount: features.shape[0]).map { group in
-            let groupFeatures = try concat(group.correspondenceFrames.map { frame in
-                switch frame {
-                case .clip(let f): return try features.slice(f..<(f + 1))
-                case .carried(let index): return clip.coveCarried[index].features
-                }
-            }, axis: 0)
+    /// Every group's correspondences (§3) and the frames they are on: clip frames, and -1 for the frame
+    /// carried from the previous window.
+    public func correspondences(of clip: ClipEdit) throws -> [(frames: [Int], correspondences: Correspondences)] {
+        guard let store = clip.store else { throw EditError.invalidClip("the clip has no frames") }
+        var result: [(frames: [Int], correspondences: Correspondences)] = []
+        try forEachGroup(of: clip, groups(of: clip, frameCount: store.frameCount), store: store) { _, group, correspondences, _ in
             let frames = group.correspondenceFrames.map { frame -> Int in
                 if case .clip(let f) = frame { return f } else { return -1 }
             }
-            return (frames, try Correspondences(features: groupFeatures, window: settings.coveWindow, count: settings.coveK))
+            result.append((frames, correspondences))
         }
+        return result
     }
 
     /// Writes the correspondences of every group as safetensors (§9): `group<g>.positions` I32
@@ -143,16 +156,17 @@ public struct Cove: EditingMethod {
     /// The DIFT features of every frame of the clip [N, C0, h, w] (§2).
     public func diffusionFeatures(of clip: ClipEdit) throws -> Tensor {
         guard let store = clip.store else { throw EditError.invalidClip("the clip has no frames") }
-        return try diffusionFeatures(store)
+        return try diffusionFeatures(store, frames: 0..<store.frameCount)
     }
 
-    private func diffusionFeatures(_ store: LatentStore) throws -> Tensor {
+    private func diffusionFeatures(_ store: LatentStore, frames: Range<Int>) throws -> Tensor {
         let model = context.model, settings = context.settings
         let t = settings.coveTimestep, alpha = context.schedules.sampling.alphasCumprod[t]
         let noise = try gaussianNoise(shape: store.latentShape, seed: settings.seed)
         let empty = try model.embed("")
-        let batches = batchRanges(count: store.frameCount, size: settings.batchSize)
-        return try concat(batches.map { range in
+        let batches = batchRanges(count: frames.count, size: settings.batchSize)
+        return try concat(batches.map { batch in
+            let range = (frames.lowerBound + batch.lowerBound)..<(frames.lowerBound + batch.upperBound)
             let clean = try store.read(LatentStore.clean, range)
             let noisy = try concat((0..<range.count).map { f in
                 try linearCombination(clean.slice(f..<(f + 1)), alpha.squareRoot(), noise.reshaped([1] + noise.shape), (1 - alpha).squareRoot())
@@ -168,19 +182,24 @@ public struct Cove: EditingMethod {
     public func invert(_ clip: ClipEdit, store: LatentStore, progress: ProgressReporter) throws {
         let schedules = context.schedules, ascending = schedules.inversionAscending
         let groups = groups(of: clip, frameCount: store.frameCount)
-        let features = try diffusionFeatures(store)
-        let correspondences = try self.correspondences(of: clip, features: features)
         let condition = try context.model.embed(clip.inversionPrompt)
         let recorded = recordedFrames(groups, of: clip, frameCount: store.frameCount)
         // The latents entering each inversion step, for the frames later groups and windows use as anchors.
         var trajectories: [Int: [Tensor]] = [:]
+        // The DIFT features of the frames later windows carry.
+        var leftFeatures: [Int: Tensor] = [:]
         let hooks = CoveHooks()
         hooks.mergeRatio = context.settings.coveMerge
-        for (g, group) in groups.enumerated() {
+        try forEachGroup(of: clip, groups, store: store) { g, group, correspondences, features in
             let anchorCount = group.anchors.count, first = group.frames.lowerBound
             hooks.rowsPerBranch = group.rowCount
-            hooks.correspondences = correspondences[g].correspondences
+            hooks.correspondences = correspondences
             hooks.correspondenceRows = group.correspondenceRows
+            if clip.leavesCoveAnchors {
+                for frame in [0, store.frameCount - 1] where group.frames.contains(frame) {
+                    leftFeatures[frame] = try features.slice((frame - first)..<(frame - first + 1)).copy()
+                }
+            }
             var x = try store.read(LatentStore.clean, group.frames)
             let textContext = try repeated(condition, group.rowCount)
             for (i, t) in ascending.enumerated() {
@@ -201,13 +220,10 @@ public struct Cove: EditingMethod {
             }
             try store.write(LatentStore.last, group.frames, x)
         }
-        if clip.leavesCoveAnchors {
-            for frame in recorded where frame == 0 || frame == store.frameCount - 1 {
-                var source: [Int: Tensor] = [:]
-                for t in store.invertedTimesteps { source[t] = try store.read(store.inverted(t)!, frame..<(frame + 1)) }
-                clip.coveAnchorsLeft[frame] = CoveAnchor(features: try features.slice(frame..<(frame + 1)).copy(),
-                                                         inversionInputs: trajectories[frame]!, source: source)
-            }
+        for (frame, features) in leftFeatures {
+            var source: [Int: Tensor] = [:]
+            for t in store.invertedTimesteps { source[t] = try store.read(store.inverted(t)!, frame..<(frame + 1)) }
+            clip.coveAnchorsLeft[frame] = CoveAnchor(features: features, inversionInputs: trajectories[frame] ?? [], source: source)
         }
     }
 
@@ -219,7 +235,6 @@ public struct Cove: EditingMethod {
         let model = context.model, settings = context.settings, scheduler = context.schedules.sampling
         let timesteps = scheduler.timesteps
         let groups = groups(of: clip, frameCount: store.frameCount)
-        let correspondences = try self.correspondences(of: clip)
         let recorded = recordedFrames(groups, of: clip, frameCount: store.frameCount)
         let sourceText = try model.embed(clip.inversionPrompt), uncondText = try model.embed(settings.negativePrompt)
         let condText = try model.embed(settings.prompt)
@@ -235,11 +250,11 @@ public struct Cove: EditingMethod {
         let hooks = CoveHooks()
         hooks.branchCount = Branch.allCases.count
         hooks.mergeRatio = settings.coveMerge
-        for (g, group) in groups.enumerated() {
+        try forEachGroup(of: clip, groups, store: store) { g, group, correspondences, _ in
             let anchorCount = group.anchors.count, first = group.frames.lowerBound
             let branches = BranchStack(framesPerBranch: group.rowCount)
             hooks.rowsPerBranch = group.rowCount
-            hooks.correspondences = correspondences[g].correspondences
+            hooks.correspondences = correspondences
             hooks.correspondenceRows = group.correspondenceRows
             let textContext = try branches.stack { try repeated(text($0), group.rowCount) }
             var x = try context.schedules.samplingStart(
