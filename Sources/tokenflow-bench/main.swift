@@ -22,6 +22,9 @@ func option(_ name: String) -> String? {
 let threads = Int(option("--threads") ?? "") ?? Threading.onlineCores
 Threading.configure(threads: threads)
 
+// As the engine does before its first kernel (OpenBLAS's core included); every figure names the machine.
+do { try KernelCPU.require() } catch { print("error: \(error)"); exit(1) }
+print(KernelCPU.report)
 switch arguments.first {
 case "kernels":
     let python = option("--python") ?? ProcessInfo.processInfo.environment["TOKENFLOW_TORCH_PYTHON"] ?? "venv/bin/python"

@@ -84,12 +84,13 @@ struct Invert: ParsableCommand {
 
 struct Info: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Describe a model folder or single-file checkpoint: what was recognised, parameter counts, dtypes.")
+        abstract: "Describe a model folder or single-file checkpoint (what was recognised, parameter counts, dtypes) and what runs it here (CPU features, kernels, OpenBLAS).")
     @Argument(help: "Diffusers model folder or single-file .safetensors checkpoint.") var model: String
 
     func run() throws {
         let loaded = try StableDiffusionModel(path: model)
         print(describeModel(loaded))
+        print(KernelCPU.report)
     }
 }
 
