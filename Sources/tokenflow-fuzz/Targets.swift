@@ -105,6 +105,7 @@ struct FuzzTarget: Sendable {
                 try editUntilFirstStep(pipeline, inversion, keyframes: try KeyframeFile.read(workspace.input))
             }
         },
+        SingleFileTarget.target,
     ]
 
     /// The seed inversion: 10 frames of 16x16 (latents [10, 4, 2, 2]), 2 steps, from sd2-tiny.
