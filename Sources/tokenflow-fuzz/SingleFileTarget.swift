@@ -20,7 +20,7 @@ enum SingleFileTarget {
     /// map but each read one is a page fault and a conversion.
     static let maxReadBytes = 64 << 10
 
-    static let target = FuzzTarget(name: "single-file", format: .safetensors, seeds: ["Tests/Fuzz/seeds/single-file"]) { workspace in
+    static let target = FuzzTarget(name: "single-file", format: .checkpoint, seeds: ["Tests/Fuzz/seeds/single-file"]) { workspace in
         {
             try appendDataSection(workspace.input)
             let checkpoint = try SingleFileCheckpoint(path: workspace.input)

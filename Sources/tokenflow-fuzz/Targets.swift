@@ -8,6 +8,9 @@ enum InputFormat {
     case json
     /// 8-byte header length, JSON header, data.
     case safetensors
+    /// A safetensors file whose data section the target supplies (`single-file`): also mutated by shape
+    /// changes whose data is moved past the file's end to match (`ShapeMutations`).
+    case checkpoint
     /// Text by lines (merges.txt).
     case lines
 }
