@@ -14,6 +14,7 @@ files=(
     Sources/Diffusion/Configs.swift Sources/Diffusion/ConfigValidation.swift Sources/Diffusion/WeightStore.swift
     Sources/Diffusion/JSONFile.swift Sources/Diffusion/CLIPTokenizer.swift Sources/Diffusion/DDIMScheduler.swift
     Sources/VideoEditing/Pipeline/InversionFile.swift Sources/VideoEditing/Pipeline/KeyframeFile.swift
+    Sources/Diffusion/SingleFileCheckpoint.swift Sources/Diffusion/LDMLayout.swift
 )
 toolchain=$(dirname "$(readlink -f "$(command -v swift)")")
 

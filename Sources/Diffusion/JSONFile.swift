@@ -1,7 +1,7 @@
 import FoundationEssentials
 
-/// Decoding of the JSON files users supply (model configs, tokenizer files, keyframe schedules): Foundation's
-/// JSONDecoder, after a nesting check of our own.
+/// Decoding of the JSON users supply (model configs, tokenizer files, keyframe schedules, the config metadata of
+/// single-file checkpoints): Foundation's JSONDecoder, after a nesting check of our own.
 ///
 /// JSONDecoder refuses nesting deeper than 512 levels, but when the 513th opening bracket is the last byte
 /// of the input, building that error traps inside FoundationEssentials (swift-foundation as shipped with

@@ -502,7 +502,9 @@ public final class SingleFileCheckpoint: @unchecked Sendable {
         let source = "\(file) (metadata \(key))"
         let values: ConfigDocument
         do {
-            values = try JSONDecoder().decode(ConfigDocument.self, from: Data(text.utf8))
+            // Through JSONFile's nesting check, as every JSON a user supplies: JSONDecoder itself traps on
+            // a 513th bracket at the end of the text (Tests/Fuzz/regressions/single-file/).
+            values = try JSONFile.decode(ConfigDocument.self, from: Data(text.utf8))
         } catch {
             throw ModelError.invalidConfig(file: source, reason: "not a JSON object of config values: \(error)")
         }

@@ -73,7 +73,10 @@ struct FuzzMain {
         var corpus = session.corpus.map(\.bytes)
         guard !corpus.isEmpty else { throw FuzzError("\(session.target.name) has no seed inputs") }
         let seedCount = corpus.count
-        let mutator = Mutator(format: session.target.format, corpus: corpus, maxLength: options.maxLength)
+        // Never below twice the largest seed: a 125 KB checkpoint header cut to 64 KB by every mutation would
+        // no longer be JSON, and its mutations would never get past the header parse.
+        let maxLength = max(options.maxLength, 2 * (corpus.map(\.count).max() ?? 0))
+        let mutator = Mutator(format: session.target.format, corpus: corpus, maxLength: maxLength)
         var outcomes: [String: Int] = [:]
         var accepted = 0, executions = 0
         let start = now()
@@ -141,6 +144,7 @@ struct Options {
     var timeout = 10
     var work = "/tmp/tokenflow-fuzz"
     var repository = "."
+    /// Mutated inputs are cut to this length (at least twice the largest seed).
     var maxLength = 65_536
     /// Files to run once each instead of a campaign (nil: a campaign).
     var replay: [String]?

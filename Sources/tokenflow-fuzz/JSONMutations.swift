@@ -214,12 +214,16 @@ struct SafetensorsFraming {
 
 /// Safetensors mutations: the JSON header's values (dtypes, shapes, offsets, metadata) with the length
 /// field kept consistent, so mutations get past the framing; or the framing itself (length field, data size).
+/// With `movesData` (the target supplies the data section), also shape changes that keep the offsets right.
 enum SafetensorsMutations {
-    static func apply(_ input: [UInt8], dictionary: [[UInt8]], random: inout Random) -> [UInt8] {
+    static func apply(_ input: [UInt8], dictionary: [[UInt8]], movesData: Bool = false, random: inout Random) -> [UInt8] {
         guard var file = SafetensorsFraming(input) else {
             return ByteMutations.apply(input, other: [], dictionary: dictionary, random: &random)
         }
-        switch random.below(10) {
+        // Without movesData the draws are those of before, so the other targets' runs are unchanged.
+        switch random.below(movesData ? 13 : 10) {
+        case 10...:
+            file.header = ShapeMutations.apply(file.header, random: &random)
         case 0:  // a length field that disagrees with the header
             let lengths: [UInt64] = [0, 1, UInt64(file.header.count) &- 1, UInt64(file.header.count) + 1,
                                      UInt64(file.header.count + file.data.count), 100_000_001, 1 << 32, 1 << 63, .max]
@@ -234,5 +238,104 @@ enum SafetensorsMutations {
             file.header = JSONMutations.apply(file.header, dictionary: dictionary, random: &random)
         }
         return file.bytes()
+    }
+}
+
+/// A tensor's shape changed and its data_offsets moved past every other tensor's data to span exactly the new
+/// shape. A shape edited as plain JSON almost never agrees with its offsets, so the safetensors parser
+/// refuses it and the checks of what shapes mean (the single-file recognition) are never reached; with the
+/// data section supplied by the target (a hole), the moved data always exists.
+///
+/// Entries are found as the flat objects around each "data_offsets" key, by a scan as tolerant as
+/// `JSONLayout`'s: an entry it cannot read is left alone.
+enum ShapeMutations {
+    /// New dimensions: zero, small counts, the widths and channel counts of Stable Diffusion, and too large.
+    static let dimensions = [0, 1, 2, 3, 4, 8, 9, 16, 32, 63, 64, 65, 77, 320, 768, 1024, 1 << 20, 1 << 31, Int.max]
+    /// Bytes per element; the other dtypes have one.
+    static let elementSizes: [String: Int] = ["F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4,
+                                              "F16": 2, "BF16": 2, "I16": 2, "U16": 2]
+
+    struct Entry {
+        var shape: Range<Int>
+        var dimensions: [Int]
+        var offsets: Range<Int>
+        var end: Int
+        var elementSize: Int
+    }
+
+    static func apply(_ header: [UInt8], random: inout Random) -> [UInt8] {
+        let entries = Self.entries(header)
+        guard !entries.isEmpty else { return header }
+        let dataEnd = entries.map(\.end).max() ?? 0
+        let entry = random.pick(entries)
+        var shape = entry.dimensions
+        let other = random.pick(entries).dimensions
+        // A dimension from the list or from another tensor (so widths agree or disagree by one step).
+        let value = random.chance(50) || other.isEmpty ? random.pick(dimensions) : random.pick(other)
+        switch random.below(6) {
+        case 0: shape.insert(value, at: random.position(in: shape.count))
+        case 1: if !shape.isEmpty { shape.remove(at: random.below(shape.count)) }
+        default: if shape.isEmpty { shape = [value] } else { shape[random.below(shape.count)] = value }
+        }
+        var replacements = [(entry.shape, "[" + shape.map(String.init).joined(separator: ",") + "]")]
+        // Too large for 64 bits: the offsets stay, and the parser refuses the shape.
+        let size = shape.reduce(Optional(entry.elementSize)) { size, dimension in
+            size.flatMap { let (product, overflow) = $0.multipliedReportingOverflow(by: dimension); return overflow ? nil : product }
+        }
+        if let size {
+            let (end, overflow) = dataEnd.addingReportingOverflow(size)
+            if !overflow { replacements.append((entry.offsets, "[\(dataEnd),\(end)]")) }
+        }
+        var data = header
+        for (range, text) in replacements.sorted(by: { $0.0.lowerBound > $1.0.lowerBound }) {
+            data.replaceSubrange(range, with: Array(text.utf8))
+        }
+        return data
+    }
+
+    static func entries(_ header: [UInt8]) -> [Entry] {
+        let key = Array("\"data_offsets\"".utf8)
+        var entries: [Entry] = [], index = 0
+        while let found = search(key, in: header, from: index) {
+            index = found + key.count
+            guard let open = header[..<found].lastIndex(of: UInt8(ascii: "{")),
+                  let close = header[index...].firstIndex(of: UInt8(ascii: "}")),
+                  let offsets = list(after: found, in: header, before: close), offsets.values.count == 2,
+                  let shapeKey = search(Array("\"shape\"".utf8), in: header, from: open, before: close),
+                  let shape = list(after: shapeKey, in: header, before: close) else { continue }
+            var elementSize = 1
+            if let dtypeKey = search(Array("\"dtype\"".utf8), in: header, from: open, before: close),
+               let start = header[(dtypeKey + 7)..<close].firstIndex(of: UInt8(ascii: "\"")),
+               let end = header[(start + 1)..<close].firstIndex(of: UInt8(ascii: "\"")) {
+                elementSize = elementSizes[String(decoding: header[(start + 1)..<end], as: UTF8.self)] ?? 1
+            }
+            entries.append(Entry(shape: shape.range, dimensions: shape.values, offsets: offsets.range,
+                                 end: offsets.values[1], elementSize: elementSize))
+        }
+        return entries
+    }
+
+    /// The value of the key at `key` ("[...]" and its values), if it is a list of integers.
+    private static func list(after key: Int, in bytes: [UInt8], before limit: Int) -> (range: Range<Int>, values: [Int])? {
+        let whitespace: [UInt8] = [0x20, 0x09, 0x0A, 0x0D]
+        guard let quote = bytes[(key + 1)..<limit].firstIndex(of: UInt8(ascii: "\"")),
+              let open = bytes[(quote + 1)..<limit].firstIndex(where: { !whitespace.contains($0) && $0 != UInt8(ascii: ":") }),
+              bytes[open] == UInt8(ascii: "["), bytes[(quote + 1)..<open].filter({ $0 == UInt8(ascii: ":") }).count == 1,
+              let close = bytes[open..<limit].firstIndex(of: UInt8(ascii: "]")) else { return nil }
+        let items = bytes[(open + 1)..<close].split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false)
+            .map { String(decoding: $0.filter { !whitespace.contains($0) }, as: UTF8.self) }
+        if items == [""] { return (open..<(close + 1), []) }  // []
+        let values = items.compactMap { Int($0) }
+        guard values.count == items.count else { return nil }
+        return (open..<(close + 1), values)
+    }
+
+    private static func search(_ needle: [UInt8], in bytes: [UInt8], from start: Int, before limit: Int? = nil) -> Int? {
+        let end = (limit ?? bytes.count) - needle.count
+        guard start <= end else { return nil }
+        for index in start...end where bytes[index] == needle[0] && bytes[index..<(index + needle.count)].elementsEqual(needle) {
+            return index
+        }
+        return nil
     }
 }

@@ -37,7 +37,7 @@ struct Mutator {
         for input in corpus {
             switch format {
             case .json: tokens.formUnion(JSONLayout(input).tokens(of: input))
-            case .safetensors: tokens.formUnion(SafetensorsFraming(input).map { JSONLayout($0.header).tokens(of: $0.header) } ?? [])
+            case .safetensors, .checkpoint: tokens.formUnion(SafetensorsFraming(input).map { JSONLayout($0.header).tokens(of: $0.header) } ?? [])
             case .lines: tokens.formUnion(input.split(whereSeparator: { $0 == 0x0A || $0 == 0x20 }).map(Array.init))
             }
         }
@@ -54,6 +54,8 @@ struct Mutator {
                 data = JSONMutations.apply(data, dictionary: dictionary, random: &random)
             case .safetensors where random.chance(90):
                 data = SafetensorsMutations.apply(data, dictionary: dictionary, random: &random)
+            case .checkpoint where random.chance(90):
+                data = SafetensorsMutations.apply(data, dictionary: dictionary, movesData: true, random: &random)
             case .lines where random.chance(60):
                 data = LineMutations.apply(data, dictionary: dictionary, random: &random)
             default:

@@ -8,6 +8,9 @@ enum InputFormat {
     case json
     /// 8-byte header length, JSON header, data.
     case safetensors
+    /// A safetensors file whose data section the target supplies (`single-file`): also mutated by shape
+    /// changes whose data is moved past the file's end to match (`ShapeMutations`).
+    case checkpoint
     /// Text by lines (merges.txt).
     case lines
 }
@@ -105,6 +108,7 @@ struct FuzzTarget: Sendable {
                 try editUntilFirstStep(pipeline, inversion, keyframes: try KeyframeFile.read(workspace.input))
             }
         },
+        SingleFileTarget.target,
     ]
 
     /// The seed inversion: 10 frames of 16x16 (latents [10, 4, 2, 2]), 2 steps, from sd2-tiny.

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Fuzzing (the short run; scripts/fuzz_campaign.sh runs long campaigns): every parser target of
-# tokenflow-fuzz (safetensors, model configs, tokenizer files, inversion files, keyframe files) replays its
-# regression inputs (Tests/Fuzz/regressions/<target>/, inputs that once crashed) and then runs a
-# deterministic campaign of mutated inputs. A refused input passes; a signal (a trap) or a hang (one
-# execution over the timeout) fails, and the input is kept in .build/fuzz/crashes/ to be added to the
-# regressions with its fix. Two targets run at a time (about a minute on 2 cores).
+# tokenflow-fuzz (safetensors, model configs, tokenizer files, inversion files, keyframe files, single-file
+# checkpoints) replays its regression inputs (Tests/Fuzz/regressions/<target>/, inputs that once crashed)
+# and then runs a deterministic campaign of mutated inputs. A refused input passes; a signal (a trap) or a
+# hang (one execution over the timeout) fails, and the input is kept in .build/fuzz/crashes/ to be added to
+# the regressions with its fix. Two targets run at a time (about a minute on 2 cores).
 set -u
 cd "$(dirname "$0")/../.."
 source Tests/Host/support/check.sh
