@@ -2,17 +2,19 @@
 # Benchmark (not a test): one SD2.1-base UNet forward at 64x64 latent, batch 1 and 3, in Swift and in
 # PyTorch (diffusers) on the same machine in the same run, with the ratio. The full-size UNet has random
 # weights, generated on demand by scripts/make_full_size_unet.py (3.5 GB, never committed).
-#   scripts/bench_unet.sh [MODEL_DIR]      (default /tmp/tokenflow-sd21-unet; needs venv/ with the pinned tools)
+#   scripts/bench_unet.sh [MODEL_DIR [THREADS]]   (default /tmp/tokenflow-sd21-unet, 2 threads; needs venv/ with
+#                                                 the pinned tools)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-/tmp/tokenflow-sd21-unet}
+threads=${2:-2}
 python=${TOKENFLOW_TORCH_PYTHON:-venv/bin/python}
 [ -x "$python" ] || { echo "bench_unet: no PyTorch venv at $python (python3 -m venv venv && venv/bin/pip install -r Tests/Fixtures/requirements.txt)" >&2; exit 1; }
 [ -f "$dir/unet/diffusion_pytorch_model.safetensors" ] || "$python" scripts/make_full_size_unet.py "$dir"
 swift build -c release --product tokenflow-bench >/dev/null
-torch_lines=$("$python" scripts/make_full_size_unet.py "$dir" --no-save --time 3 | grep '^pytorch_unet_forward')
+torch_lines=$("$python" scripts/make_full_size_unet.py "$dir" --no-save --time 3 --threads "$threads" | grep '^pytorch_unet_forward')
 for batch in 1 3; do
-    swift_line=$(.build/release/tokenflow-bench unet "$dir" --batch "$batch" --repeats 3)
+    swift_line=$(.build/release/tokenflow-bench unet "$dir" --batch "$batch" --repeats 3 --threads "$threads" | grep '^swift_unet_forward')
     torch_line=$(grep "batch=$batch " <<<"$torch_lines")
     echo "$swift_line"
     echo "$torch_line"

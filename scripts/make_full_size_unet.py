@@ -2,7 +2,7 @@
 
 Usage (pinned venv of Tests/Fixtures/requirements.txt):
 
-    venv/bin/python scripts/make_full_size_unet.py DIR [--time N] [--seed S] [--no-save]
+    venv/bin/python scripts/make_full_size_unet.py DIR [--time N] [--seed S] [--no-save] [--threads T]
 
 Writes DIR/unet/config.json and DIR/unet/diffusion_pytorch_model.safetensors (F32, ~3.5 GB, 865M
 parameters): a UNet2DConditionModel with exactly the architecture of stabilityai/stable-diffusion-2-1-base
@@ -10,7 +10,7 @@ parameters): a UNet2DConditionModel with exactly the architecture of stabilityai
 time, memory), never for correctness tests, and must never be committed.
 
 With --time N, also times diffusers' forward pass on CPU as the baseline the Swift engine is compared
-with: fp32, torch.no_grad(), torch.set_num_threads(2), 64x64 latent (512x512 image), 77 text tokens,
+with: fp32, torch.no_grad(), torch.set_num_threads(2) (--threads), 64x64 latent (512x512 image), 77 text tokens,
 batch 1 and batch 3 (TokenFlow runs source/uncond/cond branches stacked), one warm-up run, then the median
 of N runs. Prints one machine-readable line per batch size:
 
@@ -76,10 +76,11 @@ def main():
     ap.add_argument("--time", type=int, default=0, metavar="N", help="time N forward passes per batch size")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-save", action="store_true", help="only build (and time); write nothing")
+    ap.add_argument("--threads", type=int, default=2, help="PyTorch threads (the Swift side takes the same count)")
     args = ap.parse_args()
 
-    # Two threads: the benchmark machine has 2 cores and the Swift engine is measured the same way.
-    torch.set_num_threads(2)
+    # Two threads by default: the benchmark machine has 2 cores and the Swift engine is measured the same way.
+    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)  # diffusers' default (PyTorch) initialisation, seeded
     start = time.perf_counter()
     unet = UNet2DConditionModel(**SD21_BASE_UNET_CONFIG).eval()
