@@ -57,7 +57,9 @@ static inline void tokenflow_cpu_name(char *name) {
  * the one already loaded under the soname this package links (RTLD_NOLOAD: found also when a host loaded
  * libtokenflow with RTLD_LOCAL).
  * Returns 0 when done, -1 when this OpenBLAS cannot (not DYNAMIC_ARCH: it has no dynamic_init). Call it before
- * any GEMM runs. */
+ * any GEMM runs: for a moment OpenBLAS has no kernels, and the variable is in the environment. This library
+ * calls it once, before its first kernel; a host that itself runs GEMMs with the same OpenBLAS on other
+ * threads at that moment should set OPENBLAS_CORETYPE itself, which makes this library leave OpenBLAS alone. */
 static inline int tokenflow_blas_select_core(const char *core) {
     void *library = dlopen("libopenblas.so.0", RTLD_LAZY | RTLD_NOLOAD);
     if (library == NULL) return -1;
