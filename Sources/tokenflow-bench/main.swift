@@ -7,7 +7,7 @@ import VideoEditing
 //   tokenflow-bench kernels [--threads N] [--python PATH]   GFLOP/s table (PyTorch column when PATH runs torch)
 //   tokenflow-bench memory attention|nn                      peak RSS growth of one 4096-token call
 //   tokenflow-bench unet DIR [--batch B] [--repeats N]        one UNet forward at 64x64 latent (DIR/unet)
-//   tokenflow-bench vae MODEL_DIR [--size WxH]               VAE encode and decode of one image (DIR/vae)
+//   tokenflow-bench vae MODEL_DIR [--size WxH] [--repeats N]  VAE encode and decode of one image (DIR/vae)
 //   tokenflow-bench edit MODEL_DIR [--repeats N]              the reference-parity clip end to end (16 frames
 //                                                            of 64x64, 10 inversion + 10 sampling steps, batch 8)
 //   tokenflow-bench seams MODEL_DIR [--frames N] [--window W] [--steps S] [--size WxH]
@@ -69,14 +69,15 @@ case "unet":
     print(String(format: "swift_unet_forward batch=%d latent=%dx%d seconds=%.3f load_seconds=%.2f peak_rss_mb=%.0f",
                  batch, size, size, seconds, loadSeconds, peakResidentMegabytes()))
 case "vae":
-    guard arguments.count >= 2 else { print("usage: tokenflow-bench vae MODEL_DIR [--size WxH]"); exit(2) }
+    guard arguments.count >= 2 else { print("usage: tokenflow-bench vae MODEL_DIR [--size WxH] [--repeats N]"); exit(2) }
     do {
         let vae = try AutoencoderKL(directory: arguments[1] + "/vae")
         let size = (option("--size") ?? "512x512").split(separator: "x").compactMap { Int($0) }
         let image = try Tensor(shape: [1, 3, size[1], size[0]], repeating: 0.1)
         var latents = image
-        let encode = try medianSeconds(repeats: 1) { latents = try vae.encodeMean(image) }
-        let decode = try medianSeconds(repeats: 1) { _ = try vae.decode(latents) }
+        let repeats = Int(option("--repeats") ?? "") ?? 1
+        let encode = try medianSeconds(repeats: repeats) { latents = try vae.encodeMean(image) }
+        let decode = try medianSeconds(repeats: repeats) { _ = try vae.decode(latents) }
         print(String(format: "swift_vae size=%dx%d encode_seconds=%.2f decode_seconds=%.2f", size[0], size[1], encode, decode))
     } catch { print("error: \(error)"); exit(1) }
 case "edit":
