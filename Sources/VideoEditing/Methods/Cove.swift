@@ -106,10 +106,10 @@ public struct Cove: EditingMethod {
     /// the group's own features.
     private func forEachGroup(of clip: ClipEdit, _ groups: [Group], store: LatentStore,
                               _ body: (Int, Group, Correspondences, Tensor) throws -> Void) throws {
-        let settings = context.settings
+        let settings = context.settings, inputs = try diffusionFeatureInputs(store)
         var previous = clip.coveCarried.last?.features
         for (g, group) in groups.enumerated() {
-            let features = try diffusionFeatures(store, frames: group.frames)
+            let features = try diffusionFeatures(store, frames: group.frames, inputs)
             var withPrevious = features
             if !group.anchors.isEmpty {
                 // Not reachable: a group with anchors follows a group, or a window that carried its last frame.
@@ -156,14 +156,18 @@ public struct Cove: EditingMethod {
     /// The DIFT features of every frame of the clip [N, C0, h, w] (§2).
     public func diffusionFeatures(of clip: ClipEdit) throws -> Tensor {
         guard let store = clip.store else { throw EditError.invalidClip("the clip has no frames") }
-        return try diffusionFeatures(store, frames: 0..<store.frameCount)
+        return try diffusionFeatures(store, frames: 0..<store.frameCount, try diffusionFeatureInputs(store))
     }
 
-    private func diffusionFeatures(_ store: LatentStore, frames: Range<Int>) throws -> Tensor {
+    /// What every frame's DIFT pass shares: the one seeded noise and the empty prompt's embedding.
+    private func diffusionFeatureInputs(_ store: LatentStore) throws -> (noise: Tensor, empty: Tensor) {
+        (try gaussianNoise(shape: store.latentShape, seed: context.settings.seed), try context.model.embed(""))
+    }
+
+    private func diffusionFeatures(_ store: LatentStore, frames: Range<Int>, _ inputs: (noise: Tensor, empty: Tensor)) throws -> Tensor {
         let model = context.model, settings = context.settings
         let t = settings.coveTimestep, alpha = context.schedules.sampling.alphasCumprod[t]
-        let noise = try gaussianNoise(shape: store.latentShape, seed: settings.seed)
-        let empty = try model.embed("")
+        let (noise, empty) = inputs
         let batches = batchRanges(count: frames.count, size: settings.batchSize)
         return try concat(batches.map { batch in
             let range = (frames.lowerBound + batch.lowerBound)..<(frames.lowerBound + batch.upperBound)
@@ -174,6 +178,22 @@ public struct Cove: EditingMethod {
             return try model.unet.upBlockOutput(noisy, timesteps: [Float(t)], context: try repeated(empty, range.count),
                                                 upBlock: model.unet.config.blockOutChannels.count - 1)
         }, axis: 0)
+    }
+
+    /// An anchor's latents entering `step` of a pass: recorded while this clip's earlier group ran, or carried
+    /// from an earlier window (`carried` picks the pass). Both exist before the group that needs them runs, so
+    /// a miss is an internal error, thrown rather than trapped inside the host.
+    private func anchorLatents(_ anchor: AnchorFrame, step: Int, recorded: [Int: [Tensor]], in clip: ClipEdit,
+                               carried: KeyPath<CoveAnchor, [Tensor]>) throws -> Tensor {
+        let steps: [Tensor]?
+        switch anchor {
+        case .clip(let frame): steps = recorded[frame]
+        case .carried(let index): steps = clip.coveCarried.indices.contains(index) ? clip.coveCarried[index][keyPath: carried] : nil
+        }
+        guard let steps, steps.indices.contains(step) else {
+            throw EditError.invalidClip("COVE: no latents of anchor \(anchor) at step \(step + 1)")
+        }
+        return steps[step]
     }
 
     // MARK: Inversion
@@ -206,11 +226,8 @@ public struct Cove: EditingMethod {
                 for frame in recorded where group.frames.contains(frame) {
                     trajectories[frame, default: []].append(try x.slice((frame - first)..<(frame - first + 1)).copy())
                 }
-                let input = anchorCount == 0 ? x : try concat(group.anchors.map { anchor in
-                    switch anchor {
-                    case .clip(let frame): return trajectories[frame]![i]
-                    case .carried(let index): return clip.coveCarried[index].inversionInputs[i]
-                    }
+                let input = anchorCount == 0 ? x : try concat(try group.anchors.map { anchor in
+                    try anchorLatents(anchor, step: i, recorded: trajectories, in: clip, carried: \.inversionInputs)
                 } + [x], axis: 0)
                 let output = try context.model.unet(input, timesteps: [Float(t)], context: textContext, hooks: hooks)
                 x = try schedules.inversionStep(x, modelOutput: output.slice(anchorCount..<group.rowCount), step: i)
@@ -268,13 +285,15 @@ public struct Cove: EditingMethod {
                 let slot = store.inverted(t)!
                 var edited: [Tensor] = [], source: [Tensor] = []
                 for anchor in group.anchors {
+                    edited.append(try anchorLatents(anchor, step: step, recorded: trajectories, in: clip, carried: \.samplingInputs))
                     switch anchor {
                     case .clip(let frame):
-                        edited.append(trajectories[frame]![step])
                         source.append(try store.read(slot, frame..<(frame + 1)))
                     case .carried(let index):
-                        edited.append(clip.coveCarried[index].samplingInputs[step])
-                        source.append(clip.coveCarried[index].source[t]!)
+                        guard let carried = clip.coveCarried[index].source[t] else {
+                            throw EditError.invalidClip("COVE: the carried anchor has no source latents at timestep \(t)")
+                        }
+                        source.append(carried)
                     }
                 }
                 let editedRows = anchorCount == 0 ? x : try concat(edited + [x], axis: 0)
