@@ -1,9 +1,11 @@
 import CBLAS
+import CKernels
+import Tensors
 
 /// The kernels (module Tensors) are compiled for x86-64-v3, so the first instruction of any Tensors function
 /// may be one an older CPU lacks. Every public entry that reads a user's file with them (a model folder, a
 /// single-file checkpoint, an inversion file) calls `require()` first: an older CPU gets an error, not SIGILL.
-/// Detection is C compiled for any x86-64 (CBLAS/shim.h), and so is this module.
+/// Detection is C compiled for any x86-64 (CKernels/cpu.c), and so is this module.
 public enum KernelCPU {
     static let features = tokenflow_cpu_features()
 
@@ -55,7 +57,7 @@ public enum KernelCPU {
         let config = String(cString: openblas_get_config()), core = String(cString: openblas_get_corename())
         let chosen = blasCoreChoice == nil ? "" : " (chosen by this library: OpenBLAS does not know this CPU)"
         return "CPU: \(name) (\(present.isEmpty ? "no AVX" : present.joined(separator: ", ")))\n"
-            + "kernels: AVX2/FMA/F16C (x86-64-v3) build\n"
+            + "kernels: Swift built for AVX2/FMA/F16C (x86-64-v3); C kernels on the \(KernelPath.current) path (this CPU runs \(KernelPath.available.map(\.description).joined(separator: ", ")))\n"
             + "OpenBLAS: \(config), core \(core)\(chosen)"
     }
 }

@@ -71,7 +71,7 @@ expect "cli rejects a keyframe schedule of the wrong length" grep -q "keyframe s
 expect "cli info describes the model" grep -q "unet: block_out_channels \[8, 16, 16, 16\]" "$work/info.log"
 expect "cli info counts parameters" grep -q "unet/diffusion_pytorch_model.safetensors: .* parameters (F32)" "$work/info.log"
 expect "cli info names the CPU, the kernels and OpenBLAS's core" \
-    bash -c "grep -q '^CPU: .*AVX2, FMA, F16C' '$work/info.log' && grep -q '^kernels: AVX2/FMA/F16C' '$work/info.log' && grep -q '^OpenBLAS: .*, core ' '$work/info.log'"
+    bash -c "grep -q '^CPU: .*AVX2, FMA, F16C' '$work/info.log' && grep -Eq '^kernels: Swift built for AVX2/FMA/F16C .*; C kernels on the (avx2|avx512) path' '$work/info.log' && grep -q '^OpenBLAS: .*, core ' '$work/info.log'"
 # OpenBLAS picks its kernels by CPU model and falls back to SSE3 ones (Prescott) for a model it does not
 # know: the library then chooses by the CPU's features. An emulated CPU OpenBLAS does not know (QEMU's
 # "max", AVX2 without AVX-512) gets Haswell's; a known one (an emulated Haswell) keeps OpenBLAS's choice,
@@ -82,6 +82,12 @@ expect "cli info: OpenBLAS's fallback core on an unknown CPU is replaced by the 
 timeout 300 qemu-x86_64 -cpu Haswell "$cli" info "$model" > "$work/info-haswell.log" 2>&1
 expect "cli info: OpenBLAS's own choice for a CPU it knows stands" \
     bash -c "grep -q '^OpenBLAS: .*core Haswell$' '$work/info-haswell.log'"
+# The C kernels' path follows the CPU too (AVX2 without AVX-512 on both emulated CPUs), and TOKENFLOW_KERNELS
+# picks a lower one.
+expect "cli info: the C kernels take the AVX2 path on a CPU without AVX-512" \
+    bash -c "grep -q 'C kernels on the avx2 path' '$work/info-max.log' && grep -q 'C kernels on the avx2 path' '$work/info-haswell.log'"
+TOKENFLOW_KERNELS=portable "$cli" info "$model" > "$work/info-portable.log" 2>&1
+expect "cli info: TOKENFLOW_KERNELS=portable forces the portable path" grep -q "C kernels on the portable path" "$work/info-portable.log"
 OPENBLAS_CORETYPE=Prescott "$cli" info "$model" > "$work/info-user.log" 2>&1
 expect "cli info: a user's OPENBLAS_CORETYPE stands" grep -q "^OpenBLAS: .*core Prescott$" "$work/info-user.log"
 "$cli" install-model "$model" --destination "$work/share/model" > /dev/null 2>&1

@@ -90,14 +90,20 @@ final class KernelTests: XCTestCase {
         XCTAssertEqual(x.slice(1..<2).scalars, Array(x.scalars[60...]))
     }
 
-    func testAttention() throws {
-        for (name, heads) in [("attn_self", 4), ("attn_cross", 5)] {
-            let out = try attention(query: t("\(name).q"), key: t("\(name).k"), value: t("\(name).v"), heads: heads)
-            assertClose(out, t("\(name).out"), tolerance: tolerance, name)
+    /// Every instruction-set path this CPU runs (the C kernels' dispatch), against PyTorch's SDPA.
+    func testAttentionOnEveryKernelPath() throws {
+        defer { KernelPath.force(KernelPath.best) }
+        for path in KernelPath.available {
+            XCTAssertTrue(KernelPath.force(path))
+            XCTAssertEqual(KernelPath.current, path)
+            for (name, heads) in [("attn_self", 4), ("attn_cross", 5)] {
+                let out = try attention(query: t("\(name).q"), key: t("\(name).k"), value: t("\(name).v"), heads: heads)
+                assertClose(out, t("\(name).out"), tolerance: tolerance, "\(name), \(path) path")
+            }
+            let causal = try attention(query: t("attn_causal.q"), key: t("attn_causal.k"), value: t("attn_causal.v"),
+                                       heads: 4, causal: true)
+            assertClose(causal, t("attn_causal.out"), tolerance: tolerance, "causal attention, \(path) path")
         }
-        let causal = try attention(query: t("attn_causal.q"), key: t("attn_causal.k"), value: t("attn_causal.v"),
-                               heads: 4, causal: true)
-        assertClose(causal, t("attn_causal.out"), tolerance: tolerance, "causal attention")
     }
 
     func testNearestNeighbourMatchesTorchArgmaxIncludingTies() throws {

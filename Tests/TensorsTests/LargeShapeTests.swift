@@ -13,7 +13,12 @@ final class LargeShapeTests: XCTestCase {
         let q = try randomTensor([1, tokens, heads * dim], seed: 1)
         let k = try randomTensor([1, tokens, heads * dim], seed: 2)
         let v = try randomTensor([1, tokens, heads * dim], seed: 3)
-        let out = try attention(query: q, key: k, value: v, heads: heads)
+        // Every instruction-set path this CPU runs (the C kernels' dispatch).
+        defer { KernelPath.force(KernelPath.best) }
+        let outputs = try KernelPath.available.map { path in
+            XCTAssertTrue(KernelPath.force(path))
+            return (path, try attention(query: q, key: k, value: v, heads: heads))
+        }
         let width = heads * dim
         for row in [0, 1, 127, 128, 2049, 4095] {
             for head in [0, 4] {
@@ -30,8 +35,10 @@ final class LargeShapeTests: XCTestCase {
                     var expected = 0.0
                     for j in 0..<tokens { expected += weights[j] * Double(v[flat: j * width + head * dim + d]) }
                     expected /= total
-                    XCTAssertEqual(Double(out[flat: row * width + head * dim + d]), expected, accuracy: 1e-4,
-                                   "row \(row) head \(head) dim \(d)")
+                    for (path, out) in outputs {
+                        XCTAssertEqual(Double(out[flat: row * width + head * dim + d]), expected, accuracy: 1e-4,
+                                       "row \(row) head \(head) dim \(d), \(path) path")
+                    }
                 }
             }
         }

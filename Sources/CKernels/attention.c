@@ -1,0 +1,56 @@
+// Fused attention (tokenflow_kernels.h), one variant per instruction-set path from attention_tile.inc.
+#include "tokenflow_kernels.h"
+
+// Keys per tile: the score block (keys x 64 query rows) is 64 KB, in L2 beside the tile's keys and values.
+enum { ATTENTION_KEY_TILE = 256 };
+
+#define SUFFIX _portable
+#define VW 4
+#define NVB 2
+#include "attention_tile.inc"
+#undef SUFFIX
+#undef VW
+#undef NVB
+
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#define SUFFIX _avx2
+#define VW 8
+#define NVB 2
+#include "attention_tile.inc"
+#undef SUFFIX
+#undef VW
+#undef NVB
+#pragma clang attribute pop
+
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))), apply_to = function)
+#define SUFFIX _avx512
+#define VW 16
+#define NVB 4
+#include "attention_tile.inc"
+#undef SUFFIX
+#undef VW
+#undef NVB
+#pragma clang attribute pop
+
+size_t tokenflow_attention_scratch_floats(size_t head_dim, size_t value_dim) {
+    return (head_dim + value_dim + ATTENTION_KEY_TILE + 2) * TOKENFLOW_ATTENTION_QUERY_TILE;
+}
+
+void tokenflow_attention_tile(const float *q, size_t q_stride, const float *k, size_t k_stride,
+                              const float *v, size_t v_stride, float *out, size_t out_stride,
+                              size_t rows, size_t keys, size_t head_dim, size_t value_dim, float scale,
+                              int causal, size_t first_query, float *scratch) {
+    switch (tokenflow_current_path()) {
+    case TOKENFLOW_PATH_AVX512:
+        attention_tile_avx512(q, q_stride, k, k_stride, v, v_stride, out, out_stride, rows, keys, head_dim, value_dim,
+                              scale, causal, first_query, scratch);
+        break;
+    case TOKENFLOW_PATH_AVX2:
+        attention_tile_avx2(q, q_stride, k, k_stride, v, v_stride, out, out_stride, rows, keys, head_dim, value_dim,
+                            scale, causal, first_query, scratch);
+        break;
+    default:
+        attention_tile_portable(q, q_stride, k, k_stride, v, v_stride, out, out_stride, rows, keys, head_dim,
+                                value_dim, scale, causal, first_query, scratch);
+    }
+}

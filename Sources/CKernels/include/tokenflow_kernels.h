@@ -1,0 +1,52 @@
+// The engine's own hot kernels in C, compiled for any x86-64 with one variant per instruction set (portable,
+// AVX2/FMA, AVX-512), chosen at run time by what the CPU has. Also the CPU's features and name, which decide
+// that choice, the OpenBLAS core and whether the Swift kernels (x86-64-v3) can run at all.
+#ifndef TOKENFLOW_KERNELS_H
+#define TOKENFLOW_KERNELS_H
+
+#include <stddef.h>
+
+/* What this CPU has, as TOKENFLOW_CPU_* bits (0 on a CPU that is not x86-64). */
+enum {
+    TOKENFLOW_CPU_AVX = 1 << 0, TOKENFLOW_CPU_AVX2 = 1 << 1, TOKENFLOW_CPU_FMA = 1 << 2, TOKENFLOW_CPU_F16C = 1 << 3,
+    TOKENFLOW_CPU_AVX512F = 1 << 4, TOKENFLOW_CPU_AVX512BW = 1 << 5, TOKENFLOW_CPU_AVX512VL = 1 << 6,
+    TOKENFLOW_CPU_AVX512BF16 = 1 << 7,
+    /* What the Swift kernels (module Tensors, compiled for x86-64-v3) need. */
+    TOKENFLOW_CPU_KERNELS = TOKENFLOW_CPU_AVX2 | TOKENFLOW_CPU_FMA | TOKENFLOW_CPU_F16C,
+};
+unsigned tokenflow_cpu_features(void);
+
+/* The CPU's brand string ("Intel(R) Xeon(R) Processor"), or "" when it has none; `name` holds 49 bytes. */
+void tokenflow_cpu_name(char *name);
+
+/* The instruction-set variants of the C kernels. */
+typedef enum {
+    TOKENFLOW_PATH_PORTABLE = 0, /* SSE2: any x86-64 */
+    TOKENFLOW_PATH_AVX2 = 1,     /* AVX2 + FMA (Haswell, Zen and later) */
+    TOKENFLOW_PATH_AVX512 = 2,   /* AVX-512 F/BW/VL */
+} tokenflow_path;
+
+/* The best path this CPU runs. */
+tokenflow_path tokenflow_best_path(void);
+/* The path in use: the best one, unless forced (below or by TOKENFLOW_KERNELS=portable|avx2|avx512, which
+ * is clamped to what the CPU runs). */
+tokenflow_path tokenflow_current_path(void);
+/* Forces a path (tests, benchmarks); -1 when this CPU cannot run it, 0 when set. */
+int tokenflow_force_path(tokenflow_path path);
+/* "portable", "avx2", "avx512". */
+const char *tokenflow_path_name(tokenflow_path path);
+
+/* Scaled dot-product attention of up to TOKENFLOW_ATTENTION_QUERY_TILE query rows of one head, over `keys`
+ * keys, with an online softmax over key tiles (QK^T, softmax and PV fused; nothing of size queries x keys is
+ * made). Rows are strided: query row r is q[r * q_stride + 0 .. head_dim), key j is k[j * k_stride + ...),
+ * value j is v[j * v_stride + 0 .. value_dim), output row r goes to out[r * out_stride + ...).
+ * `causal`: query row r (its index in the sequence is first_query + r) sees keys 0 ... first_query + r only.
+ * `scratch` holds tokenflow_attention_scratch_floats(head_dim, value_dim) floats. */
+enum { TOKENFLOW_ATTENTION_QUERY_TILE = 64 };
+size_t tokenflow_attention_scratch_floats(size_t head_dim, size_t value_dim);
+void tokenflow_attention_tile(const float *q, size_t q_stride, const float *k, size_t k_stride,
+                              const float *v, size_t v_stride, float *out, size_t out_stride,
+                              size_t rows, size_t keys, size_t head_dim, size_t value_dim, float scale,
+                              int causal, size_t first_query, float *scratch);
+
+#endif
