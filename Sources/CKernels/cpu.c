@@ -42,8 +42,8 @@ void tokenflow_cpu_name(char *name) {
 tokenflow_path tokenflow_best_path(void) {
     unsigned has = tokenflow_cpu_features();
     unsigned avx512 = TOKENFLOW_CPU_AVX512F | TOKENFLOW_CPU_AVX512BW | TOKENFLOW_CPU_AVX512VL;
-    if ((has & avx512) == avx512) return TOKENFLOW_PATH_AVX512;
-    if ((has & (TOKENFLOW_CPU_AVX2 | TOKENFLOW_CPU_FMA)) == (TOKENFLOW_CPU_AVX2 | TOKENFLOW_CPU_FMA)) return TOKENFLOW_PATH_AVX2;
+    if ((has & (avx512 | TOKENFLOW_CPU_KERNELS)) == (avx512 | TOKENFLOW_CPU_KERNELS)) return TOKENFLOW_PATH_AVX512;
+    if ((has & TOKENFLOW_CPU_KERNELS) == TOKENFLOW_CPU_KERNELS) return TOKENFLOW_PATH_AVX2;
     return TOKENFLOW_PATH_PORTABLE;
 }
 

@@ -2,35 +2,39 @@ import Tensors
 
 // The parameterised layers shared by the UNet, the VAE and the text encoder, each loaded from a
 // WeightStore under a diffusers/transformers module path ("down_blocks.0.resnets.1.conv1").
+// Linear and convolution weights, nearly all of a model's parameters, stay in the file's precision
+// (`Weights`: F16/BF16 files take half the memory) and are widened for each call; biases and norms are Float32.
 
 public struct Linear: Sendable {
-    public let weight: Tensor
+    public let weight: Weights
     public let bias: Tensor?
 
     init(_ store: WeightStore, _ prefix: String, in inFeatures: Int, out outFeatures: Int, bias hasBias: Bool = true) throws {
-        weight = try store.take("\(prefix).weight", shape: [outFeatures, inFeatures])
+        weight = try store.takeWeights("\(prefix).weight", shape: [outFeatures, inFeatures])
         bias = hasBias ? try store.take("\(prefix).bias", shape: [outFeatures]) : nil
     }
 
-    public func callAsFunction(_ x: Tensor) throws -> Tensor { try linear(x, weight: weight, bias: bias) }
+    public func callAsFunction(_ x: Tensor) throws -> Tensor {
+        try weight.withFloat32 { try linear(x, weight: $0, bias: bias) }
+    }
 }
 
 public struct Conv2d: Sendable {
-    public let weight: Tensor
+    public let weight: Weights
     public let bias: Tensor?
     public let stride: Int
     public let padding: Padding2D
 
     init(_ store: WeightStore, _ prefix: String, in inChannels: Int, out outChannels: Int, kernel: Int,
          stride: Int = 1, padding: Padding2D? = nil) throws {
-        weight = try store.take("\(prefix).weight", shape: [outChannels, inChannels, kernel, kernel])
+        weight = try store.takeWeights("\(prefix).weight", shape: [outChannels, inChannels, kernel, kernel])
         bias = try store.take("\(prefix).bias", shape: [outChannels])
         self.stride = stride
         self.padding = padding ?? .uniform(kernel / 2)
     }
 
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
-        try conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding)
+        try weight.withFloat32 { try conv2d(x, weight: $0, bias: bias, stride: stride, padding: padding) }
     }
 }
 

@@ -54,12 +54,26 @@ public final class WeightStore {
         return checkpoint.layout.location(of: name).map { safetensors.info($0.key) != nil } ?? false
     }
 
-    /// The tensor `name`, which must have `shape`.
+    /// The tensor `name`, which must have `shape`, as Float32.
     public func take(_ name: String, shape: [Int]) throws -> Tensor {
-        let tensor: Tensor
-        if let checkpoint {
-            tensor = try take(name, shape: shape, layout: checkpoint.layout)
-        } else {
+        let tensor = try locate(name, shape: shape) { key, rows in
+            try rows.map { try safetensors.tensor(key, rows: $0) } ?? safetensors.tensor(key)
+        }.reshaped(shape)
+        if recording { recorded.append((name, tensor)) }
+        return tensor
+    }
+
+    /// The weight `name`, which must have `shape`, in the file's precision (F16/BF16 stay 16-bit).
+    public func takeWeights(_ name: String, shape: [Int]) throws -> Weights {
+        let weights = try locate(name, shape: shape) { key, rows in try safetensors.weights(key, rows: rows) }.reshaped(shape)
+        if recording { recorded.append((name, try weights.float32())) }
+        return weights
+    }
+
+    /// Finds `name` (in a single-file checkpoint: through the layout), checks its shape, marks it taken and
+    /// reads it with `read(file key, rows of a fused tensor)`.
+    private func locate<T>(_ name: String, shape: [Int], read: (String, Range<Int>?) throws -> T) throws -> T {
+        guard let checkpoint else {
             guard let info = safetensors.info(name) else {
                 throw ModelError.missingTensor(file: file, tensor: name, expectedShape: shape)
             }
@@ -67,15 +81,10 @@ public final class WeightStore {
                 throw ModelError.wrongShape(file: file, tensor: name, expected: shape, found: info.shape)
             }
             taken.insert(name)
-            tensor = try safetensors.tensor(name)
+            return try read(name, nil)
         }
-        if recording { recorded.append((name, tensor)) }
-        return tensor
-    }
-
-    /// A tensor of a single-file checkpoint: errors name the checkpoint's key and the engine's name.
-    private func take(_ name: String, shape: [Int], layout: LDMLayout) throws -> Tensor {
-        guard let location = layout.location(of: name) else {
+        // A single-file checkpoint: errors name the checkpoint's key and the engine's name.
+        guard let location = checkpoint.layout.location(of: name) else {
             throw ModelError.missingTensor(file: file, tensor: name, expectedShape: shape)
         }
         let described = "\(location.key) (\(name))"
@@ -91,9 +100,9 @@ public final class WeightStore {
         }
         taken.insert(location.key)
         if let part = location.fusedPart, let rows = shape.first {
-            return try safetensors.tensor(location.key, rows: part.index * rows..<(part.index + 1) * rows)
+            return try read(location.key, part.index * rows..<(part.index + 1) * rows)
         }
-        return try safetensors.tensor(location.key).reshaped(shape)
+        return try read(location.key, nil)
     }
 
     /// Fails if the file (or the checkpoint's part) holds tensors that no layer took.

@@ -133,44 +133,59 @@ public final class SafetensorsFile: @unchecked Sendable {
     /// q/k/v projection), read without reading the rest.
     public func tensor(_ name: String, rows: Range<Int>) throws -> Tensor {
         guard let entry = entries[name] else { throw SafetensorsError.tensorNotFound(path: path, tensor: name) }
+        try check(rows, of: name, entry)
+        return try read(name, entry, rows: rows)
+    }
+
+    private func check(_ rows: Range<Int>, of name: String, _ entry: Entry) throws {
         guard let rowCount = entry.info.shape.first, rows.lowerBound >= 0, rows.upperBound <= rowCount else {
             throw SafetensorsError.invalidTensor(path: path, tensor: name,
                                                  reason: "rows \(rows) are outside its shape \(entry.info.shape)")
         }
-        return try read(name, entry, rows: rows)
+    }
+
+    /// Rows `rows` of the tensor `name` in its file's precision (F32 as a tensor, F16/BF16 kept 16-bit):
+    /// a layer's weight, at half the memory when the file is half precision.
+    public func weights(_ name: String, rows: Range<Int>? = nil) throws -> Weights {
+        guard let entry = entries[name] else { throw SafetensorsError.tensorNotFound(path: path, tensor: name) }
+        guard entry.info.dtype == .f16 || entry.info.dtype == .bf16 else {
+            return Weights(try rows.map { try tensor(name, rows: $0) } ?? tensor(name))
+        }
+        if let rows { try check(rows, of: name, entry) }
+        let (shape, source) = try locate(name, entry, rows: rows ?? 0..<(entry.info.shape.first ?? 1))
+        guard let source else { return Weights(try tensor(name)) } // no data: an empty tensor
+        let weights = try Weights(shape: shape, precision: entry.info.dtype, copying: source)
+        releasePages(source, byteCount: weights.count * 2)
+        return weights
     }
 
     private func read(_ name: String, _ entry: Entry, rows: Range<Int>) throws -> Tensor {
+        let (shape, source) = try locate(name, entry, rows: rows)
+        let result = try Tensor(uninitializedShape: shape)
+        let count = result.count, output = result.mutablePointer
+        guard count > 0, let source else { return result }
+        switch entry.info.dtype {
+        case .f32: UnsafeMutableRawPointer(output).copyMemory(from: source, byteCount: 4 * count)
+        case .f16: widenHalfPrecision(source, bfloat16: false, into: output, count: count)
+        default: widenHalfPrecision(source, bfloat16: true, into: output, count: count)
+        }
+        releasePages(source, byteCount: count * entry.info.dtype.byteSize)
+        return result
+    }
+
+    /// The shape of rows `rows` of a float tensor and where its data starts in the mapping (nil: the file
+    /// has no data, so the tensor is empty).
+    private func locate(_ name: String, _ entry: Entry, rows: Range<Int>) throws -> (shape: [Int], source: UnsafeRawPointer?) {
         let dtype = entry.info.dtype
         guard dtype.isFloatConvertible else {
             throw SafetensorsError.unsupportedDType(path: path, tensor: name, dtype: dtype)
         }
         let shape = entry.info.shape.isEmpty ? [] : [rows.count] + entry.info.shape.dropFirst()
-        let result = try Tensor(uninitializedShape: shape)
-        let count = result.count
-        guard count > 0, let base = mapping.baseAddress else { return result }
         // Elements per row; the header's byte range was checked against the whole shape when the file opened.
         let rowElements = entry.info.shape.dropFirst().reduce(1, *)
-        let byteCount = count * dtype.byteSize
-        // Safetensors does not align tensor data, so every read is a byte copy or an unaligned load.
-        let source = base + dataStart + entry.bytes.lowerBound + rows.lowerBound * rowElements * dtype.byteSize
-        let output = result.mutablePointer
-        switch dtype {
-        case .f32:
-            UnsafeMutableRawPointer(output).copyMemory(from: source, byteCount: byteCount)
-        case .f16:
-            for i in 0..<count {
-                output[i] = Float(Float16(bitPattern: source.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
-            }
-        case .bf16:
-            for i in 0..<count {
-                output[i] = floatFromBFloat16(source.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
-            }
-        default:
-            preconditionFailure("dtype \(dtype.rawValue) passed the isFloatConvertible check")
-        }
-        releasePages(source, byteCount: byteCount)
-        return result
+        guard let base = mapping.baseAddress else { return (shape, nil) }
+        // Safetensors does not align tensor data: every read is a byte copy or an unaligned load.
+        return (shape, base + dataStart + entry.bytes.lowerBound + rows.lowerBound * rowElements * dtype.byteSize)
     }
 
     /// The I32 tensor `name` as integers (row-major), with its shape (correspondence files).
@@ -459,9 +474,6 @@ private func jsonString(_ string: String) -> String {
 }
 
 // MARK: - BFloat16
-
-/// BF16 is the upper half of a Float32, so widening is exact.
-private func floatFromBFloat16(_ bits: UInt16) -> Float { Float(bitPattern: UInt32(bits) << 16) }
 
 /// Rounds to nearest, ties to even: adding 0x7FFF plus the lowest kept bit carries into the kept half
 /// exactly when the dropped half is above the midpoint, or at it with an odd kept half. Overflow

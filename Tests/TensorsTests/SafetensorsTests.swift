@@ -150,6 +150,61 @@ final class SafetensorsTests: XCTestCase {
         XCTAssertTrue(scalars[5...].allSatisfy(\.isNaN))
     }
 
+    /// Every one of the 65,536 F16 and BF16 bit patterns, at odd file offsets, widened by the C kernels on
+    /// every path this CPU runs: F16 against Swift's own Float16 conversion (NaN as NaN), BF16 bit for bit
+    /// against the upper half of a Float32. `weights` keeps the 16-bit values and widens them the same way.
+    func testEveryHalfPrecisionValueWidensExactlyOnEveryKernelPath() throws {
+        let patterns = (0...UInt16.max).map { $0 }
+        let halfBytes = patterns.flatMap { withUnsafeBytes(of: $0.littleEndian, Array.init) }
+        let count = patterns.count
+        var header = """
+            {"h":{"dtype":"F16","shape":[256,256],"data_offsets":[1,\(1 + 2 * count)]},\
+            "b":{"dtype":"BF16","shape":[\(count)],"data_offsets":[\(1 + 2 * count),\(1 + 4 * count)]}}
+            """
+        if (8 + header.utf8.count + 1) % 2 == 0 { header += " " }
+        let filePath = try rawFile(header, data: [0xEE] + halfBytes + halfBytes)
+        let file = try SafetensorsFile(path: filePath)
+        defer { KernelPath.force(KernelPath.best) }
+        for path in KernelPath.available {
+            XCTAssertTrue(KernelPath.force(path))
+            let weights = try file.weights("h"), bfloat16 = try file.weights("b")
+            XCTAssertEqual(weights.precision, .f16)
+            XCTAssertEqual(bfloat16.precision, .bf16)
+            let halves = try file.tensor("h").scalars, widenedWeights = try weights.float32().scalars
+            for (i, bits) in patterns.enumerated() {
+                let expected = Float(Float16(bitPattern: bits))
+                if expected.isNaN {
+                    XCTAssertTrue(halves[i].isNaN && widenedWeights[i].isNaN, "F16 \(bits) on \(path)")
+                } else {
+                    XCTAssertEqual(halves[i].bitPattern, expected.bitPattern, "F16 \(bits) on \(path)")
+                    XCTAssertEqual(widenedWeights[i].bitPattern, expected.bitPattern, "F16 \(bits) weights on \(path)")
+                }
+            }
+            let expectedBFloat16 = patterns.map { UInt32($0) << 16 }
+            XCTAssertEqual(try file.tensor("b").scalars.map(\.bitPattern), expectedBFloat16, "BF16 on \(path)")
+            XCTAssertEqual(try bfloat16.float32().scalars.map(\.bitPattern), expectedBFloat16, "BF16 weights on \(path)")
+        }
+    }
+
+    /// Weights stay in the file's precision; rows of a fused tensor and a new shape see the same values.
+    func testWeightsKeepTheFilePrecision() throws {
+        let values: [Float] = (0..<24).map { Float($0) * 0.25 - 2 }
+        for dtype in [SafetensorsDType.f32, .f16, .bf16] {
+            let filePath = path("weights-\(dtype.rawValue).safetensors")
+            try writeSafetensors([("w", Tensor(shape: [6, 4], values: values))], to: filePath, dtype: dtype)
+            let file = try SafetensorsFile(path: filePath)
+            let weights = try file.weights("w")
+            XCTAssertEqual(weights.precision, dtype)
+            XCTAssertEqual(weights.shape, [6, 4])
+            XCTAssertEqual(try weights.float32().scalars, values, "\(dtype.rawValue)")
+            let rows = try file.weights("w", rows: 2..<4)
+            XCTAssertEqual(rows.shape, [2, 4])
+            XCTAssertEqual(try rows.withFloat32 { $0.scalars }, Array(values[8..<16]), "\(dtype.rawValue) rows")
+            XCTAssertEqual(try rows.reshaped([2, 2, 2]).float32().shape, [2, 2, 2])
+            assertError(try file.weights("w", rows: 5..<7), contains: [filePath, "rows 5..<7 are outside its shape [6, 4]"])
+        }
+    }
+
     func testMetadataAndUnusualNamesRoundTrip() throws {
         let metadata = ["format": "pt", "note": "quote \" backslash \\ newline \n tab \t bell \u{7} é 🎬", "": "empty key"]
         let name = "unet.\"odd\"\\name/é🎬"

@@ -22,7 +22,7 @@ void tokenflow_cpu_name(char *name);
 /* The instruction-set variants of the C kernels. */
 typedef enum {
     TOKENFLOW_PATH_PORTABLE = 0, /* SSE2: any x86-64 */
-    TOKENFLOW_PATH_AVX2 = 1,     /* AVX2 + FMA (Haswell, Zen and later) */
+    TOKENFLOW_PATH_AVX2 = 1,     /* AVX2 + FMA + F16C (Haswell, Zen and later) */
     TOKENFLOW_PATH_AVX512 = 2,   /* AVX-512 F/BW/VL */
 } tokenflow_path;
 
@@ -48,5 +48,10 @@ void tokenflow_attention_tile(const float *q, size_t q_stride, const float *k, s
                               const float *v, size_t v_stride, float *out, size_t out_stride,
                               size_t rows, size_t keys, size_t head_dim, size_t value_dim, float scale,
                               int causal, size_t first_query, float *scratch);
+
+/* dst[i] = src[i] widened to float32, exactly: `src` holds `count` IEEE half (binary16) or bfloat16 values
+ * (any alignment). */
+void tokenflow_widen_half(const void *src, float *dst, size_t count);
+void tokenflow_widen_bfloat16(const void *src, float *dst, size_t count);
 
 #endif
