@@ -279,14 +279,14 @@ def new_preprocess(ref, models, sd_version):
     return p
 
 
-def new_editor(module, models, sd_version, n_frames, latents_path, frames, sdedit_start=None):
+def new_editor(module, models, sd_version, n_frames, latents_path, frames, sdedit_start=None, steps=STEPS):
     """run_tokenflow_pnp.TokenFlow / run_tokenflow_sdedit.TokenFlow without __init__; the attributes are
     computed with the class's own methods, in the order its __init__ / get_data compute them."""
     cls = module.TokenFlow
     e = cls.__new__(cls)
     torch.nn.Module.__init__(e)
     e.config = {
-        "device": "cpu", "sd_version": sd_version, "n_timesteps": STEPS, "n_frames": n_frames,
+        "device": "cpu", "sd_version": sd_version, "n_timesteps": steps, "n_frames": n_frames,
         "batch_size": BATCH_SIZE, "guidance_scale": GUIDANCE, "prompt": PROMPT,
         "negative_prompt": NEGATIVE_PROMPT, "pnp_attn_t": PNP_ATTN_T, "pnp_f_t": PNP_F_T,
         "start": sdedit_start, "use_ddim_noise": True,
@@ -298,7 +298,7 @@ def new_editor(module, models, sd_version, n_frames, latents_path, frames, sdedi
     e.text_encoder = models.text_encoder
     e.unet = models.fresh_unet()
     e.scheduler = models.scheduler()
-    e.scheduler.set_timesteps(STEPS, device="cpu")  # __init__: set_timesteps(config["n_timesteps"])
+    e.scheduler.set_timesteps(steps, device="cpu")  # __init__: set_timesteps(config["n_timesteps"])
     if sdedit_start is not None:
         # run_tokenflow_sdedit.TokenFlow.__init__:
         #   self.scheduler.timesteps = self.scheduler.timesteps[int(1 - config["start"] * len(self.scheduler.timesteps)):]
@@ -365,19 +365,20 @@ class MarginRecorder:
 # Running the reference
 # ----------------------------------------------------------------------------------------------------
 
-def invert(ref, models, sd_version, latents, inversion_steps, work_dir, reconstruct=True):
+def invert(ref, models, sd_version, latents, inversion_steps, work_dir, reconstruct=True, steps=STEPS, preprocess=None):
     """preprocess.prep() + Preprocess.extract_latents(), minus the hub/PNG/video parts. Returns the saved
-    latents by timestep, the final inverted latents, the reconstruction and the inversion time."""
+    latents by timestep, the final inverted latents, the reconstruction and the inversion time. `steps`: the
+    sampling steps whose timesteps are saved (prep's save_steps); `preprocess`: a Preprocess to use (else a new one)."""
     save_path = tempfile.mkdtemp(prefix=f"inv{inversion_steps}-", dir=work_dir)
     os.makedirs(os.path.join(save_path, "latents"), exist_ok=True)  # prep()
     with open(os.path.join(save_path, "inversion_prompt.txt"), "w") as f:  # prep()
         f.write(INVERSION_PROMPT)
     # prep(): timesteps to save = the sampling schedule of `save_steps` (= the editing n_timesteps) steps
     toy_scheduler = models.scheduler()
-    toy_scheduler.set_timesteps(STEPS)
-    timesteps_to_save, _ = ref.preprocess.get_timesteps(toy_scheduler, num_inference_steps=STEPS, strength=1.0,
+    toy_scheduler.set_timesteps(steps)
+    timesteps_to_save, _ = ref.preprocess.get_timesteps(toy_scheduler, num_inference_steps=steps, strength=1.0,
                                                         device="cpu")
-    p = new_preprocess(ref, models, sd_version)
+    p = preprocess if preprocess is not None else new_preprocess(ref, models, sd_version)
     t0 = time.perf_counter()
     # extract_latents(): set_timesteps(num_steps); cond = get_text_embeds(inversion_prompt, "")[1]
     p.scheduler.set_timesteps(inversion_steps)
@@ -403,13 +404,13 @@ def invert(ref, models, sd_version, latents, inversion_steps, work_dir, reconstr
 
 
 def edit(ref, module, models, sd_version, frames, n_frames, latents_path, offsets, *, sdedit_start=None,
-         margins=None, teacher=None):
+         margins=None, teacher=None, steps=STEPS):
     """TokenFlow.edit_video() + sample_loop(), recording the latents after every step.
 
     teacher: optional {"init", "step<i>"} latents of another run; step i then starts from the teacher's
     step i-1 (teacher forcing, used by the fp64 report) and the loop stops where the teacher's steps end."""
     t0 = time.perf_counter()
-    e = new_editor(module, models, sd_version, n_frames, latents_path, frames[:n_frames], sdedit_start)
+    e = new_editor(module, models, sd_version, n_frames, latents_path, frames[:n_frames], sdedit_start, steps)
     if sdedit_start is None:
         # run_tokenflow_pnp.TokenFlow.edit_video
         pnp_f_t = int(e.config["n_timesteps"] * e.config["pnp_f_t"])
@@ -622,25 +623,48 @@ def save(tensors, path, info):
 
 
 @torch.no_grad()
+def pnp_edit(ref, models, sd_version, frames, offsets, inversion_steps=INVERSION_STEPS, steps=STEPS):
+    """One whole reference PnP edit of `frames`: encode, DDIM inversion (preprocess.py; its reconstruction is
+    left out), editor set-up, sampling, decode. Returns the decoded frames and the seconds taken (not counting
+    the preprocess UNet's loading). The inversion's Preprocess is dropped before the editor loads its own UNet:
+    the reference runs them as two processes (preprocess.py, run_tokenflow_pnp.py), one UNet at a time."""
+    with tempfile.TemporaryDirectory(prefix="tokenflow-timing-") as work:
+        p = new_preprocess(ref, models, sd_version)
+        t0 = time.perf_counter()
+        latents = p.encode_imgs(frames, deterministic=True)
+        inv = invert(ref, models, sd_version, latents, inversion_steps, work, reconstruct=False, steps=steps,
+                     preprocess=p)
+        del p
+        out, _ = edit(ref, ref.pnp, models, sd_version, frames, len(frames), inv["path"], offsets, steps=steps)
+        return out["decoded"], time.perf_counter() - t0
+
+
+@torch.no_grad()
 def time_reference(ref, name, frames_u8, schedules, repeats):
     """Wall-clock time of the reference PnP edit of the 16-frame clip: encode + inversion + editor set-up
     (its own encode, eps, text embeddings, hooks) + sampling + decode; median of `repeats` runs."""
     variant, sd_version = MODELS[name]
     models = Models(model_folder(name), variant, torch.float32)
     frames = to_reference_frames(frames_u8, torch.float32)
-    totals = []
-    for _ in range(repeats):
-        with tempfile.TemporaryDirectory(prefix="tokenflow-timing-") as work:
-            p = new_preprocess(ref, models, sd_version)
-            t0 = time.perf_counter()
-            latents = p.encode_imgs(frames, deterministic=True)
-            inv = invert(ref, models, sd_version, latents, INVERSION_STEPS, work, reconstruct=False)
-            edit(ref, ref.pnp, models, sd_version, frames, N_FRAMES, inv["path"], schedules["main"])
-            totals.append(time.perf_counter() - t0)
+    totals = [pnp_edit(ref, models, sd_version, frames, schedules["main"])[1] for _ in range(repeats)]
     la = os.getloadavg()
     print(f"    # load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}; runs: " + " ".join(f"{t:.3f}" for t in totals))
     print(f"    reference_pnp_seconds_median model={name} frames={N_FRAMES} threads={torch.get_num_threads()} "
           f"repeats={repeats} median={sorted(totals)[len(totals) // 2]:.3f} min={min(totals):.3f}")
+
+
+def setup_reference(ref_dir, threads):
+    """Torch settings of every run (threads, deterministic algorithms, quiet CPU-only warnings), then the
+    reference's modules imported from `ref_dir`."""
+    if importlib.util.find_spec("ftfy") is not None:
+        raise SystemExit("uninstall ftfy: the tiny models' token ids are defined without it")
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    warnings.filterwarnings("ignore", message=".*CUDA is not available.*")
+    warnings.filterwarnings("ignore", message=".*weights_only=False.*")
+    ref, stubs, sha = import_reference(ref_dir)
+    print(f"reference modules from {os.path.abspath(ref_dir)}; stubbed imports: {', '.join(stubs) or 'none'}")
+    return ref, stubs, sha
 
 
 def main():
@@ -660,14 +684,7 @@ def main():
     if args.time_only and args.time_repeats == 0:
         args.time_repeats = 5
 
-    if importlib.util.find_spec("ftfy") is not None:
-        raise SystemExit("uninstall ftfy: the tiny models' token ids are defined without it")
-    torch.set_num_threads(args.threads)
-    torch.use_deterministic_algorithms(True)
-    warnings.filterwarnings("ignore", message=".*CUDA is not available.*")
-    warnings.filterwarnings("ignore", message=".*weights_only=False.*")
-    ref, stubs, sha = import_reference(args.reference)
-    print(f"reference modules from {os.path.abspath(args.reference)}; stubbed imports: {', '.join(stubs) or 'none'}")
+    ref, stubs, sha = setup_reference(args.reference, args.threads)
     os.makedirs(args.out, exist_ok=True)
 
     frames_u8 = make_frames()

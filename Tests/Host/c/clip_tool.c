@@ -1,6 +1,7 @@
 /* Test helper for the CLI tests, on libavformat/libavcodec directly (independent of the code under test):
  *   clip_tool make OUT.mkv FRAMES WIDTH HEIGHT [audio]   moving RGB pattern as rawvideo at 10 fps (+ PCM sine)
- *   clip_tool probe FILE                                 prints frames/size/rate/audio and each frame's time */
+ *   clip_tool probe FILE [RGB_OUT]                       prints frames/size/rate/audio and each frame's time; with
+ *                                                        RGB_OUT, writes the decoded RGB24 frames there, packed */
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
 #include <math.h>
@@ -78,7 +79,7 @@ static int make(const char *path, int frames, int width, int height, int audio) 
     return 0;
 }
 
-static int probe(const char *path) {
+static int probe(const char *path, const char *rgb_path) {
     AVFormatContext *in = NULL;
     if (avformat_open_input(&in, path, NULL, NULL) < 0 || avformat_find_stream_info(in, NULL) < 0) return die("cannot open input");
     int video = av_find_best_stream(in, AVMEDIA_TYPE_VIDEO, -1, -1, NULL, 0);
@@ -94,6 +95,8 @@ static int probe(const char *path) {
     AVFrame *frame = av_frame_alloc();
     int frames = 0;
     char times[8192] = "";
+    FILE *rgb = rgb_path ? fopen(rgb_path, "wb") : NULL;
+    if (rgb_path && !rgb) return die("cannot create the RGB output");
     for (int eof = 0; !eof;) {
         if (av_read_frame(in, packet) < 0) { eof = 1; avcodec_send_packet(decoder, NULL); }
         else if (packet->stream_index == video) { avcodec_send_packet(decoder, packet); av_packet_unref(packet); }
@@ -103,8 +106,15 @@ static int probe(const char *path) {
             snprintf(item, sizeof item, "%s%.3f", frames ? "," : "", frame->best_effort_timestamp * av_q2d(stream->time_base));
             if (strlen(times) + strlen(item) < sizeof times - 1) strcat(times, item);
             frames++;
+            if (rgb) {
+                if (frame->format != AV_PIX_FMT_RGB24) return die("RGB_OUT needs an RGB24 video");
+                for (int y = 0; y < frame->height; y++)
+                    if (fwrite(frame->data[0] + y * frame->linesize[0], 3, frame->width, rgb) != (size_t)frame->width)
+                        return die("cannot write the RGB output");
+            }
         }
     }
+    if (rgb && fclose(rgb) != 0) return die("cannot write the RGB output");
     printf("frames=%d width=%d height=%d fps=%d/%d audio=%s\ntimes=%s\n", frames, decoder->width, decoder->height, rate.num, rate.den,
            audio >= 0 ? avcodec_get_name(in->streams[audio]->codecpar->codec_id) : "none", times);
     return 0;
@@ -114,6 +124,6 @@ int main(int argc, char **argv) {
     av_log_set_level(AV_LOG_ERROR);
     if (argc >= 6 && strcmp(argv[1], "make") == 0)
         return make(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), argc > 6 && strcmp(argv[6], "audio") == 0);
-    if (argc == 3 && strcmp(argv[1], "probe") == 0) return probe(argv[2]);
-    return die("usage: clip_tool make OUT FRAMES W H [audio] | probe FILE");
+    if ((argc == 3 || argc == 4) && strcmp(argv[1], "probe") == 0) return probe(argv[2], argc == 4 ? argv[3] : NULL);
+    return die("usage: clip_tool make OUT FRAMES W H [audio] | probe FILE [RGB_OUT]");
 }
