@@ -33,7 +33,7 @@ for channels, size in [(320, 64), (640, 32), (1280, 16), (1280, 8)]:
     x, w = torch.rand(1, channels, size, size) - 0.5, torch.rand(channels, channels, 3, 3) - 0.5
     report(f"conv3x3 {channels}ch {size}x{size}", 2.0 * channels * channels * 9 * size * size,
            lambda: F.conv2d(x, w, padding=1))
-for keys, label in [(4096, "self"), (77, "cross")]:
+for keys, label in [(4096, "self"), (3 * 4096, "extended"), (77, "cross")]:
     q, k, v = (torch.rand(1, 5, n, 64) - 0.5 for n in (4096, keys, keys))
     report(f"attention {label} 4096x{keys} 5 heads", 4.0 * 4096 * keys * 320,
            lambda: F.scaled_dot_product_attention(q, k, v))

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import Tensors
 import VideoEditing
@@ -32,8 +33,9 @@ func kernelCases() throws -> [KernelCase] {
             _ = try conv2d(x, weight: w, bias: nil, stride: 1, padding: 1)
         })
     }
-    // Self-attention at 64x64 latent (4096 tokens, 5 heads x 64) and cross-attention to 77 tokens.
-    for (keys, label) in [(4096, "self"), (77, "cross")] {
+    // Self-attention at 64x64 latent (4096 tokens, 5 heads x 64), TokenFlow's extended attention over 3
+    // keyframes' tokens, and cross-attention to 77 tokens.
+    for (keys, label) in [(4096, "self"), (3 * 4096, "extended"), (77, "cross")] {
         let q = try random([1, 4096, 320]), k = try random([1, keys, 320]), v = try random([1, keys, 320])
         cases.append(KernelCase(name: "attention \(label) 4096x\(keys) 5 heads",
                                 flops: 4.0 * Double(4096 * keys * 320)) { _ = try attention(query: q, key: k, value: v, heads: 5) })
@@ -43,6 +45,16 @@ func kernelCases() throws -> [KernelCase] {
         _ = try nearestNeighborIndices(queries: a, candidates: b)
     })
     return cases
+}
+
+/// The float32 FMA peak of `threads` cores on the current kernel path (CKernels' probe on every worker at once).
+func fmaPeakGigaflops(threads: Int) -> Double {
+    let iterations = 20_000_000
+    _ = tokenflow_fma_probe(iterations / 10) // warm-up: clock ramp
+    let start = DispatchTime.now().uptimeNanoseconds
+    Threading.parallelFor(threads) { _ in _ = tokenflow_fma_probe(iterations) }
+    let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+    return Double(threads * iterations * tokenflow_fma_probe_flops_per_iteration()) / seconds / 1e9
 }
 
 func medianSeconds(repeats: Int, _ body: () throws -> Void) throws -> Double {

@@ -31,12 +31,15 @@ case "kernels":
     let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("scripts/bench_kernels_torch.py").path
     let torch = pytorchKernelFigures(python: python, script: script, threads: threads)
+    let peak = fmaPeakGigaflops(threads: threads)
     print("threads=\(threads)  (GFLOP/s, median of 5; PyTorch column from \(torch.isEmpty ? "-- no PyTorch venv found" : python))")
-    print("kernel".padding(toLength: 34, withPad: " ", startingAt: 0) + "   swift  pytorch  swift/pytorch")
+    print(String(format: "float32 FMA peak, %d threads, %@ path: %.1f GFLOP/s", threads, "\(KernelPath.current)", peak))
+    print("kernel".padding(toLength: 38, withPad: " ", startingAt: 0) + "   swift  of peak  pytorch  swift/pytorch")
     for kernel in try kernelCases() {
         let seconds = try medianSeconds(repeats: 5, kernel.run)
         let gflops = kernel.flops / seconds / 1e9
-        var line = kernel.name.padding(toLength: 34, withPad: " ", startingAt: 0) + String(format: " %7.1f", gflops)
+        var line = kernel.name.padding(toLength: 38, withPad: " ", startingAt: 0)
+            + String(format: " %7.1f  %6.0f%%", gflops, 100 * gflops / peak)
         if let reference = torch[kernel.name] {
             line += String(format: "  %7.1f  %6.2f", reference, gflops / reference)
         }

@@ -54,4 +54,9 @@ void tokenflow_attention_tile(const float *q, size_t q_stride, const float *k, s
 void tokenflow_widen_half(const void *src, float *dst, size_t count);
 void tokenflow_widen_bfloat16(const void *src, float *dst, size_t count);
 
+/* The FMA peak probe for benchmarks: `iterations` rounds of independent multiply-adds on the current path
+ * (tokenflow_fma_probe_flops_per_iteration() float32 operations each); the result only defeats folding. */
+float tokenflow_fma_probe(size_t iterations);
+size_t tokenflow_fma_probe_flops_per_iteration(void);
+
 #endif
