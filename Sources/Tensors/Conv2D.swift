@@ -16,9 +16,17 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int
     try conv2d(x, weight: weight, bias: bias, stride: stride, padding: .uniform(padding))
 }
 
-/// `unfoldBudget` bounds the im2col band in elements (tests lower it to exercise several bands).
+/// How a convolution is computed: `automatic` takes Winograd F(2x2, 3x3) (Winograd.swift) for 3x3 stride-1
+/// convolutions of at least 32x32 outputs and im2col + GEMM otherwise; tests force either (`winograd` where it
+/// applies).
+public enum ConvolutionAlgorithm: Sendable {
+    case automatic, im2col, winograd
+}
+
+/// `unfoldBudget` bounds the im2col band, and the Winograd band's transformed input and products, in elements
+/// (tests lower it to exercise several bands).
 public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padding: Padding2D,
-                   unfoldBudget: Int = 4 << 20) throws -> Tensor {
+                   unfoldBudget: Int = 4 << 20, algorithm: ConvolutionAlgorithm = .automatic) throws -> Tensor {
     precondition(x.rank == 4 && weight.rank == 4, "conv2d: input \(x.shape) and weight \(weight.shape) must be 4-D")
     let (batch, inChannels, height, width) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     let (outChannels, kernelH, kernelW) = (weight.shape[0], weight.shape[2], weight.shape[3])
@@ -29,6 +37,12 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
     precondition(outH > 0 && outW > 0, "conv2d: input \(x.shape) too small for kernel \(kernelH)x\(kernelW)")
     let out = try Tensor(uninitializedShape: [batch, outChannels, outH, outW])
     let outPlane = outH * outW
+    let winogradApplies = kernelH == 3 && kernelW == 3 && stride == 1
+    // Below 32x32 outputs the per-call weight transform costs more than Winograd saves (measured at 16x16).
+    if winogradApplies && (algorithm == .winograd || (algorithm == .automatic && outPlane >= 32 * 32)) {
+        try winogradConvolution3x3(x, weight: weight, bias: bias, padding: padding, out: out, bandBudget: unfoldBudget)
+        return out
+    }
     let k = inChannels * kernelH * kernelW
 
     for n in 0..<batch {

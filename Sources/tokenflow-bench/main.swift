@@ -4,7 +4,8 @@ import Tensors
 import VideoEditing
 
 // tokenflow-bench: kernel throughput at Stable Diffusion shapes, side by side with PyTorch.
-//   tokenflow-bench kernels [--threads N] [--python PATH]   GFLOP/s table (PyTorch column when PATH runs torch)
+//   tokenflow-bench kernels [--threads N] [--python PATH] [--only TEXT]   GFLOP/s table (PyTorch column when PATH
+//                                                           runs torch; --only: the kernels whose name contains TEXT)
 //   tokenflow-bench memory attention|nn                      peak RSS growth of one 4096-token call
 //   tokenflow-bench unet DIR [--batch B] [--repeats N]        one UNet forward at 64x64 latent (DIR/unet)
 //   tokenflow-bench vae MODEL_DIR [--size WxH] [--repeats N]  VAE encode and decode of one image (DIR/vae)
@@ -35,7 +36,8 @@ case "kernels":
     print("threads=\(threads)  (GFLOP/s, median of 5; PyTorch column from \(torch.isEmpty ? "-- no PyTorch venv found" : python))")
     print(String(format: "float32 FMA peak, %d threads, %@ path: %.1f GFLOP/s", threads, "\(KernelPath.current)", peak))
     print("kernel".padding(toLength: 38, withPad: " ", startingAt: 0) + "   swift  of peak  pytorch  swift/pytorch")
-    for kernel in try kernelCases() {
+    let only = option("--only") // a part of the kernels' names, e.g. "conv"
+    for kernel in try kernelCases() where only.map(kernel.name.contains) ?? true {
         let seconds = try medianSeconds(repeats: 5, kernel.run)
         let gflops = kernel.flops / seconds / 1e9
         var line = kernel.name.padding(toLength: 38, withPad: " ", startingAt: 0)
@@ -137,6 +139,6 @@ case "load":
                      peakResidentMegabytes(), model.checkpoint == nil ? "diffusers folder" : "single file"))
     } catch { print("error: \(error)"); exit(1) }
 default:
-    print("usage: tokenflow-bench kernels [--threads N] [--python PATH] | memory attention|nn")
+    print("usage: tokenflow-bench kernels [--threads N] [--python PATH] [--only TEXT] | memory attention|nn")
     exit(2)
 }

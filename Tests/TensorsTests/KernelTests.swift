@@ -35,17 +35,37 @@ final class KernelTests: XCTestCase {
                     tolerance: tolerance, "linear")
     }
 
+    /// Both algorithms against PyTorch (`winograd` applies to the 3x3 stride-1 cases; the others stay im2col).
     func testConvolutions() throws {
         for name in ["conv3x3", "conv3x3s2", "conv1x1", "conv3x3_wide"] {
             let w = t("\(name).w")
             let stride = name.contains("s2") ? 2 : 1
             let padding = w.shape[2] == 3 ? 1 : 0
-            assertClose(try conv2d(t("\(name).x"), weight: w, bias: t("\(name).b"), stride: stride, padding: padding),
-                        t("\(name).out"), tolerance: tolerance, name)
+            for algorithm in [ConvolutionAlgorithm.im2col, .winograd] {
+                assertClose(try conv2d(t("\(name).x"), weight: w, bias: t("\(name).b"), stride: stride, padding: .uniform(padding),
+                                       algorithm: algorithm),
+                            t("\(name).out"), tolerance: tolerance, "\(name) \(algorithm)")
+            }
         }
         let asymmetric = try conv2d(t("conv3x3s2_asym.x"), weight: t("conv3x3s2_asym.w"), bias: t("conv3x3s2_asym.b"),
                                 stride: 2, padding: Padding2D(top: 0, left: 0, bottom: 1, right: 1))
         assertClose(asymmetric, t("conv3x3s2_asym.out"), tolerance: tolerance, "conv stride 2, pad right/bottom")
+    }
+
+    /// Winograd F(2x2, 3x3) against im2col at sizes the automatic choice gives it (a UNet level's channels,
+    /// odd output sizes, one-sided padding, several bands of tile rows, a batch). The two differ by rounding only:
+    /// measured max 3.4-4.3e-7 of the output scale; tolerance 1e-5 of the scale, while a wrong transform
+    /// coefficient or tile offset errs by O(1).
+    func testWinogradMatchesIm2col() throws {
+        for (shape, padding, budget) in [([2, 48, 33, 35], Padding2D.uniform(1), 4 << 20),
+                                         ([1, 64, 40, 32], Padding2D(top: 1, left: 0, bottom: 1, right: 2), 16 * 64 * 17 * 3),
+                                         ([1, 16, 7, 5], Padding2D.uniform(1), 4 << 20)] {
+            let x = try gaussianNoise(shape: shape, seed: UInt64(shape[1]))
+            let w = try gaussianNoise(shape: [24, shape[1], 3, 3], seed: 5), b = try gaussianNoise(shape: [24], seed: 6)
+            let expected = try conv2d(x, weight: w, bias: b, stride: 1, padding: padding, algorithm: .im2col)
+            let winograd = try conv2d(x, weight: w, bias: b, stride: 1, padding: padding, unfoldBudget: budget, algorithm: .winograd)
+            assertClose(winograd, expected, tolerance: 1e-5, "Winograd \(shape) \(padding)")
+        }
     }
 
     func testConvolutionInSeveralBandsMatchesOneBand() throws {
@@ -143,9 +163,11 @@ final class SmallConvolutionTests: XCTestCase {
             for (stride, padding) in [(1, Padding2D.uniform(1)), (2, .uniform(1)), (2, Padding2D(top: 0, left: 0, bottom: 1, right: 1))] {
                 let outH = (h + padding.top + padding.bottom - 3) / stride + 1, outW = (wd + padding.left + padding.right - 3) / stride + 1
                 guard outH > 0 && outW > 0 else { continue }
-                let actual = try conv2d(x, weight: w, bias: nil, stride: stride, padding: padding)
-                assertClose(actual, try directConvolution(x, w, stride: stride, padding: padding), tolerance: 1e-5,
-                            "\(h)x\(wd) stride \(stride) padding \(padding)")
+                for algorithm in [ConvolutionAlgorithm.im2col, .winograd] {
+                    let actual = try conv2d(x, weight: w, bias: nil, stride: stride, padding: padding, algorithm: algorithm)
+                    assertClose(actual, try directConvolution(x, w, stride: stride, padding: padding), tolerance: 1e-5,
+                                "\(h)x\(wd) stride \(stride) padding \(padding) \(algorithm)")
+                }
             }
         }
     }
