@@ -1,4 +1,5 @@
 import FoundationEssentials
+import Synchronization
 import Tensors
 
 /// A Stable Diffusion model, loaded: from a diffusers folder (model_index.json, tokenizer/, text_encoder/,
@@ -9,7 +10,15 @@ public final class StableDiffusionModel: @unchecked Sendable {
     /// The folder or file it was loaded from.
     public let path: String
     public let tokenizer: CLIPTokenizer
-    public let textEncoder: CLIPTextModel
+    public let textEncoderConfig: CLIPTextConfig
+    /// The text encoder is needed only to embed prompts, and an edit's prompts are embedded before it starts
+    /// (`prepareEmbeddings`): it is loaded with the model (every weight checked then), freed after that, and
+    /// loaded again only for a prompt not embedded before. SD 2.x's is 1.4 GB in F32, not held through edits.
+    private let textEncoder: Mutex<CLIPTextModel?>
+    private let loadTextEncoder: () throws -> CLIPTextModel
+    /// Embeddings by prompt (77 x D floats each, ~300 KB), at most `embeddingsKept`.
+    private let embeddings = Mutex<[String: Tensor]>([:])
+    private static let embeddingsKept = 64
     public let unet: UNet
     public let vae: AutoencoderKL
     public let schedulerConfig: SchedulerConfig
@@ -43,7 +52,10 @@ public final class StableDiffusionModel: @unchecked Sendable {
         let index = "\(directory)/model_index.json"
         guard FileManager.default.fileExists(atPath: index) else { throw ModelError.missingFile(index) }
         tokenizer = try CLIPTokenizer(directory: "\(directory)/tokenizer")
-        textEncoder = try CLIPTextModel(directory: "\(directory)/text_encoder")
+        loadTextEncoder = { try CLIPTextModel(directory: "\(directory)/text_encoder") }
+        let encoder = try loadTextEncoder()
+        textEncoderConfig = encoder.config
+        textEncoder = Mutex(encoder)
         unet = try UNet(directory: "\(directory)/unet")
         vae = try AutoencoderKL(directory: "\(directory)/vae")
         schedulerConfigFile = "\(directory)/scheduler/scheduler_config.json"
@@ -61,9 +73,14 @@ public final class StableDiffusionModel: @unchecked Sendable {
         let checkpoint = try SingleFileCheckpoint(path: file)
         self.checkpoint = checkpoint.summary
         tokenizer = try checkpoint.tokenizer()
-        textEncoder = try CLIPTextModel(config: checkpoint.textEncoderConfig, configFile: checkpoint.configName(.textEncoder)) {
-            checkpoint.store(.textEncoder)
+        loadTextEncoder = {
+            try CLIPTextModel(config: checkpoint.textEncoderConfig, configFile: checkpoint.configName(.textEncoder)) {
+                checkpoint.store(.textEncoder)
+            }
         }
+        let encoder = try loadTextEncoder()
+        textEncoderConfig = encoder.config
+        textEncoder = Mutex(encoder)
         unet = try UNet(config: checkpoint.unetConfig, configFile: checkpoint.configName(.unet)) { checkpoint.store(.unet) }
         vae = try AutoencoderKL(config: checkpoint.vaeConfig, configFile: checkpoint.configName(.vae)) { checkpoint.store(.vae) }
         schedulerConfigFile = "\(file) (Stable Diffusion's DDIM scheduler)"
@@ -77,25 +94,50 @@ public final class StableDiffusionModel: @unchecked Sendable {
     /// is built once so every value is checked now, not at the first edit.
     private func checkParts(unetConfig unetFile: String, tokenizerConfig: String) throws {
         _ = try DDIMScheduler(config: schedulerConfig, file: schedulerConfigFile)
-        if unet.config.crossAttentionDim != textEncoder.config.hiddenSize {
+        if unet.config.crossAttentionDim != textEncoderConfig.hiddenSize {
             throw ModelError.invalidConfig(file: unetFile,
-                                           reason: "cross_attention_dim = \(unet.config.crossAttentionDim) does not match the text encoder's hidden_size = \(textEncoder.config.hiddenSize)")
+                                           reason: "cross_attention_dim = \(unet.config.crossAttentionDim) does not match the text encoder's hidden_size = \(textEncoderConfig.hiddenSize)")
         }
         for (key, value) in [("in_channels", unet.config.inChannels), ("out_channels", unet.config.outChannels)]
         where value != vae.config.latentChannels {
             throw ModelError.invalidConfig(file: unetFile,
                                            reason: "\(key) = \(value) does not match the VAE's latent_channels = \(vae.config.latentChannels)")
         }
-        if tokenizer.maxLength > textEncoder.config.maxPositionEmbeddings {
+        if tokenizer.maxLength > textEncoderConfig.maxPositionEmbeddings {
             throw ModelError.invalidConfig(file: tokenizerConfig,
-                                           reason: "model_max_length = \(tokenizer.maxLength) exceeds the text encoder's max_position_embeddings = \(textEncoder.config.maxPositionEmbeddings)")
+                                           reason: "model_max_length = \(tokenizer.maxLength) exceeds the text encoder's max_position_embeddings = \(textEncoderConfig.maxPositionEmbeddings)")
         }
     }
 
-    /// Text embeddings [1, 77, D] of `prompt` (tokenized, truncated and padded to 77 tokens).
+    /// Text embeddings [1, 77, D] of `prompt` (tokenized, truncated and padded to 77 tokens), kept per prompt.
     public func embed(_ prompt: String) throws -> Tensor {
-        try textEncoder([tokenizer.encode(prompt)])
+        if let kept = embeddings.withLock({ $0[prompt] }) { return kept }
+        let embedding = try withTextEncoder { try $0([tokenizer.encode(prompt)]) }
+        embeddings.withLock { kept in
+            if kept.count >= StableDiffusionModel.embeddingsKept { kept.removeAll() }
+            kept[prompt] = embedding
+        }
+        return embedding
     }
+
+    /// Embeds `prompts` (kept for `embed`), then frees the text encoder: an edit calls this before its work.
+    public func prepareEmbeddings(_ prompts: [String]) throws {
+        for prompt in prompts { _ = try embed(prompt) }
+        textEncoder.withLock { $0 = nil }
+    }
+
+    /// Runs `body` with the text encoder, loading it again if it was freed (outside any run's memory budget:
+    /// it is the model's, not the run's).
+    public func withTextEncoder<R>(_ body: (CLIPTextModel) throws -> R) throws -> R {
+        try textEncoder.withLock { encoder in
+            let loaded = try encoder ?? MemoryBudget.$current.withValue(nil) { try loadTextEncoder() }
+            encoder = loaded
+            return try body(loaded)
+        }
+    }
+
+    /// Whether the text encoder is in memory now.
+    public var holdsTextEncoder: Bool { textEncoder.withLock { $0 != nil } }
 }
 
 extension SchedulerConfig {

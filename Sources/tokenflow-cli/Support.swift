@@ -157,7 +157,7 @@ func saveLatentFile(_ result: EditResult, to path: String) throws {
 }
 
 func describeModel(_ model: StableDiffusionModel) -> String {
-    let unet = model.unet.config, vae = model.vae.config, text = model.textEncoder.config
+    let unet = model.unet.config, vae = model.vae.config, text = model.textEncoderConfig
     var lines = ["model: \(model.path)"]
     if let checkpoint = model.checkpoint {
         lines.append("format: single-file checkpoint (original layout), \(checkpoint.family.rawValue)")

@@ -31,8 +31,8 @@ final class SingleFileCheckpointTests: XCTestCase {
 
         let ids = try expected.tensor("text.input_ids")
         let sequences = (0..<ids.shape[0]).map { ids.row($0).scalars.map { Int32($0) } }
-        let states = try file.textEncoder(sequences)
-        XCTAssertEqual(states.scalars, try folder.textEncoder(sequences).scalars, "\(name) text encoder")
+        let states = try file.withTextEncoder { try $0(sequences) }
+        XCTAssertEqual(states.scalars, try folder.withTextEncoder { try $0(sequences) }.scalars, "\(name) text encoder")
         assertMatches(states, try expected.tensor("text.last_hidden_state"), tolerance: 1e-4, "\(name) text encoder vs transformers")
         // The built-in tokenizer pads as the folder's does (SD 2.x "!", SD 1.x "<|endoftext|>").
         let prompt = "A photo of an astronaut riding a horse on Mars, 4k, highly-detailed!"

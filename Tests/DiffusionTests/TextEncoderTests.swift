@@ -37,6 +37,20 @@ final class TextEncoderTests: XCTestCase {
 
     /// The causal mask makes each position depend only on the tokens up to it: changing the last token
     /// leaves every earlier state unchanged.
+    /// An edit's prompts are embedded before it starts and the text encoder is then freed; an embedded prompt
+    /// is kept, and a new one loads the encoder again, giving what a model that never freed it gives.
+    func testTextEncoderIsFreedAfterAnEditsPromptsAndLoadedAgainForANewOne() throws {
+        let model = try StableDiffusionModel(directory: tinyModelDirectory("sd2-tiny"))
+        let untouched = try StableDiffusionModel(directory: tinyModelDirectory("sd2-tiny"))
+        XCTAssertTrue(model.holdsTextEncoder)
+        try model.prepareEmbeddings(["a marble sculpture", ""])
+        XCTAssertFalse(model.holdsTextEncoder)
+        XCTAssertEqual(try model.embed("a marble sculpture").scalars, try untouched.embed("a marble sculpture").scalars)
+        XCTAssertFalse(model.holdsTextEncoder, "a prepared prompt needs no encoder")
+        XCTAssertEqual(try model.embed("a watercolor").scalars, try untouched.embed("a watercolor").scalars)
+        XCTAssertTrue(model.holdsTextEncoder, "a new prompt loads it again")
+    }
+
     func testStatesAreCausal() throws {
         let encoder = try CLIPTextModel(directory: encoderDirectory("sd2-tiny"))
         var ids = [Int32](repeating: 0, count: 77)
