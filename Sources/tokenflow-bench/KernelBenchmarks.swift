@@ -25,11 +25,11 @@ func kernelCases() throws -> [KernelCase] {
         cases.append(KernelCase(name: "gemm \(tokens)x\(inFeatures)->\(outFeatures)",
                                 flops: 2.0 * Double(tokens * inFeatures * outFeatures)) { _ = try linear(x, weight: w) })
     }
-    // 3x3 convolutions of the UNet resnets at each level, as the engine runs them (Winograd from 32x32 up),
-    // and by im2col + GEMM for comparison. GFLOP/s count a direct convolution's work for both.
+    // 3x3 convolutions of the UNet resnets at each level, as the engine runs them, and by each algorithm for
+    // comparison. GFLOP/s count a direct convolution's work for all.
     for (channels, size) in [(320, 64), (640, 32), (1280, 16), (1280, 8)] {
         let x = try random([1, channels, size, size]), w = try random([channels, channels, 3, 3])
-        for (algorithm, suffix) in [(ConvolutionAlgorithm.automatic, ""), (.im2col, " im2col")] {
+        for (algorithm, suffix) in [(ConvolutionAlgorithm.automatic, ""), (.im2col, " im2col"), (.winograd, " winograd")] {
             cases.append(KernelCase(name: "conv3x3 \(channels)ch \(size)x\(size)\(suffix)",
                                     flops: 2.0 * Double(channels * channels * 9 * size * size)) {
                 _ = try conv2d(x, weight: w, bias: nil, stride: 1, padding: .uniform(1), algorithm: algorithm)
