@@ -16,49 +16,51 @@ func winogradConvolution3x3(_ x: Tensor, weight: Tensor, bias: Tensor?, padding:
     let outChannels = weight.shape[0], (outH, outW) = (out.shape[2], out.shape[3])
     let tilesH = (outH + 1) / 2, tilesW = (outW + 1) / 2
     let transformedWeight = try transformWeights(weight)
-    let bandTileRows = max(1, min(tilesH, bandBudget / max(16 * max(inChannels, outChannels) * tilesW, 1)))
+    // Tile rows of all images in one sequence (image-major), cut into bands: one band's GEMMs cover several
+    // images of a batch, so small images still make wide GEMMs (per image, packing dominated at 32x20).
+    let allTileRows = batch * tilesH
+    let bandTileRows = max(1, min(allTileRows, bandBudget / max(16 * max(inChannels, outChannels) * tilesW, 1)))
     let transformedInput = try Tensor(uninitializedShape: [16, inChannels, bandTileRows * tilesW])
     let products = try Tensor(uninitializedShape: [16, outChannels, bandTileRows * tilesW])
     // Per worker: one tile row's 4 input rows split into even and odd columns, padded to whole vectors.
     let rowFloats = (tilesW + 1 + 16) / 16 * 16
     let u = UncheckedBox(transformedWeight.pointer), v = UncheckedBox(transformedInput.mutablePointer)
     let m = UncheckedBox(products.mutablePointer)
+    let source = UncheckedBox(x.pointer), destination = UncheckedBox(out.mutablePointer)
+    let biasPointer = bias.map { UncheckedBox($0.pointer) }
 
-    for n in 0..<batch {
-        let source = UncheckedBox(x.pointer + n * inChannels * height * width)
-        let destination = UncheckedBox(out.mutablePointer + n * outChannels * outH * outW)
-        var firstTileRow = 0
-        while firstTileRow < tilesH {
-            let tileRows = min(bandTileRows, tilesH - firstTileRow), tiles = tileRows * tilesW
-            // V[xi][c][t] = (B^T d B)[xi] for the 4x4 input tile d of tile t (zero outside the image).
-            try Threading.parallelRanges(inChannels, scratchFloats: 8 * rowFloats) { channels, scratch in
-                for c in channels {
-                    for tileRow in 0..<tileRows {
-                        transformInputRow(source.value + c * height * width, height: height, width: width,
-                                          top: 2 * (firstTileRow + tileRow) - padding.top, left: padding.left, tilesW: tilesW,
-                                          scratch: scratch, rowFloats: rowFloats,
-                                          into: v.value + c * tiles + tileRow * tilesW, positionStride: inChannels * tiles)
-                    }
+    var firstTileRow = 0
+    while firstTileRow < allTileRows {
+        let tileRows = min(bandTileRows, allTileRows - firstTileRow), tiles = tileRows * tilesW
+        // V[xi][c][t] = (B^T d B)[xi] for the 4x4 input tile d of tile t (zero outside the image).
+        try Threading.parallelRanges(inChannels, scratchFloats: 8 * rowFloats) { channels, scratch in
+            for c in channels {
+                for tileRow in 0..<tileRows {
+                    let (image, row) = (firstTileRow + tileRow).quotientAndRemainder(dividingBy: tilesH)
+                    transformInputRow(source.value + (image * inChannels + c) * height * width, height: height, width: width,
+                                      top: 2 * row - padding.top, left: padding.left, tilesW: tilesW,
+                                      scratch: scratch, rowFloats: rowFloats,
+                                      into: v.value + c * tiles + tileRow * tilesW, positionStride: inChannels * tiles)
                 }
             }
-            for position in 0..<16 {
-                sgemm(m: outChannels, n: tiles, k: inChannels, a: u.value + position * outChannels * inChannels, lda: inChannels,
-                      b: v.value + position * inChannels * tiles, ldb: tiles, c: m.value + position * outChannels * tiles, ldc: tiles)
-            }
-            // Y = A^T M A for every tile, plus the bias; outputs past an odd edge are dropped.
-            let biasPointer = bias.map { UncheckedBox($0.pointer) }
-            try Threading.parallelRanges(outChannels, scratchFloats: 32) { channels, scratch in
-                for o in channels {
-                    for tileRow in 0..<tileRows {
-                        transformOutputRow(m.value + o * tiles + tileRow * tilesW, positionStride: outChannels * tiles,
-                                           tilesW: tilesW, bias: biasPointer?.value[o] ?? 0,
-                                           into: destination.value + o * outH * outW, outH: outH, outW: outW,
-                                           firstRow: 2 * (firstTileRow + tileRow), scratch: scratch)
-                    }
-                }
-            }
-            firstTileRow += tileRows
         }
+        for position in 0..<16 {
+            sgemm(m: outChannels, n: tiles, k: inChannels, a: u.value + position * outChannels * inChannels, lda: inChannels,
+                  b: v.value + position * inChannels * tiles, ldb: tiles, c: m.value + position * outChannels * tiles, ldc: tiles)
+        }
+        // Y = A^T M A for every tile, plus the bias; outputs past an odd edge are dropped.
+        try Threading.parallelRanges(outChannels, scratchFloats: 32) { channels, scratch in
+            for o in channels {
+                for tileRow in 0..<tileRows {
+                    let (image, row) = (firstTileRow + tileRow).quotientAndRemainder(dividingBy: tilesH)
+                    transformOutputRow(m.value + o * tiles + tileRow * tilesW, positionStride: outChannels * tiles,
+                                       tilesW: tilesW, bias: biasPointer?.value[o] ?? 0,
+                                       into: destination.value + (image * outChannels + o) * outH * outW, outH: outH, outW: outW,
+                                       firstRow: 2 * row, scratch: scratch)
+                }
+            }
+        }
+        firstTileRow += tileRows
     }
     withExtendedLifetime((transformedWeight, transformedInput, products)) {}
 }
