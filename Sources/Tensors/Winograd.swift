@@ -49,14 +49,14 @@ func winogradConvolution3x3(_ x: Tensor, weight: Tensor, bias: Tensor?, padding:
                   b: v.value + position * inChannels * tiles, ldb: tiles, c: m.value + position * outChannels * tiles, ldc: tiles)
         }
         // Y = A^T M A for every tile, plus the bias; outputs past an odd edge are dropped.
-        try Threading.parallelRanges(outChannels, scratchFloats: 32) { channels, scratch in
+        Threading.parallelRanges(outChannels) { channels in
             for o in channels {
                 for tileRow in 0..<tileRows {
                     let (image, row) = (firstTileRow + tileRow).quotientAndRemainder(dividingBy: tilesH)
                     transformOutputRow(m.value + o * tiles + tileRow * tilesW, positionStride: outChannels * tiles,
                                        tilesW: tilesW, bias: biasPointer?.value[o] ?? 0,
                                        into: destination.value + (image * outChannels + o) * outH * outW, outH: outH, outW: outW,
-                                       firstRow: 2 * row, scratch: scratch)
+                                       firstRow: 2 * row)
                 }
             }
         }
@@ -117,8 +117,7 @@ private func transformInputRow(_ plane: UnsafePointer<Float>, height: Int, width
 /// to output rows firstRow and firstRow + 1 (those past the image's edge dropped).
 @inline(__always)
 private func transformOutputRow(_ m: UnsafePointer<Float>, positionStride: Int, tilesW: Int, bias: Float,
-                                into plane: UnsafeMutablePointer<Float>, outH: Int, outW: Int, firstRow: Int,
-                                scratch: UnsafeMutablePointer<Float>) {
+                                into plane: UnsafeMutablePointer<Float>, outH: Int, outW: Int, firstRow: Int) {
     var tx = 0
     while tx < tilesW {
         let lanes = min(16, tilesW - tx)
@@ -131,13 +130,15 @@ private func transformOutputRow(_ m: UnsafePointer<Float>, positionStride: Int, 
         let y10 = bottom.0 + bottom.1 + bottom.2 + bias, y11 = bottom.1 - bottom.2 - bottom.3 + bias
         func write(_ left: FloatVector, _ right: FloatVector, row: Int) {
             guard row < outH else { return }
-            // Interleaved through memory: reading lanes out of a vector one by one was several times slower.
-            storeVector(left, scratch)
-            storeVector(right, scratch + 16)
-            let out = plane + row * outW + 2 * tx
-            let pairs = min(lanes, (outW - 2 * tx) / 2)
-            for lane in 0..<pairs { out[2 * lane] = scratch[lane]; out[2 * lane + 1] = scratch[16 + lane] }
-            if pairs < lanes { out[2 * pairs] = scratch[pairs] } // an odd width's last column
+            var pairs = SIMD32<Float>()
+            pairs.evenHalf = left
+            pairs.oddHalf = right
+            let out = plane + row * outW + 2 * tx, columns = min(2 * lanes, outW - 2 * tx)
+            if columns == 32 {
+                UnsafeMutableRawPointer(out).storeBytes(of: pairs, as: SIMD32<Float>.self)
+            } else {
+                for column in 0..<columns { out[column] = pairs[column] }
+            }
         }
         write(y00, y01, row: firstRow)
         write(y10, y11, row: firstRow + 1)
