@@ -50,6 +50,11 @@ public enum KernelCPU {
         return trimmed.isEmpty ? "unknown CPU" : trimmed
     }
 
+    /// One line for an edit's log: the CPU, the C kernels' path and OpenBLAS's core.
+    public static var summary: String {
+        "\(name): C kernels on the \(KernelPath.current) path, OpenBLAS core \(String(cString: openblas_get_corename()))"
+    }
+
     /// What runs the numbers on this machine, for `tokenflow info` and benchmark output: the CPU, its vector
     /// features, the kernels' instruction set and OpenBLAS's build and chosen core.
     public static var report: String {

@@ -23,6 +23,8 @@ probe=$("$tool" probe "$work/out.mp4")
 expect "cli mp4 keeps count, size and rate" grep -q "frames=10 width=64 height=48 fps=10/1" <<<"$probe"
 expect "cli mp4 keeps timestamps" test "$(sed -n 's/^times=//p' <<<"$probe")" = "$input_times"
 expect "cli prints progress in steps" grep -q "progress: sampling step 2/2" "$work/edit.log"
+expect "cli logs the CPU, the C kernels' path and OpenBLAS's core" \
+    grep -Eq "^running on .*: C kernels on the (avx2|avx512) path, OpenBLAS core " "$work/edit.log"
 
 # mkv -> mkv copies the PCM audio.
 "$cli" edit "$work/in.nut" "$work/out.mkv" --prompt "a marble statue" "${quick[@]}" > /dev/null 2>&1
