@@ -1,4 +1,5 @@
 // Fused attention (tokenflow_kernels.h), one variant per instruction-set path from attention_tile.inc.
+#include "targets.h"
 #include "tokenflow_kernels.h"
 
 // Keys per tile: the score block (keys x 64 query rows) is 16 KB, in L1 beside the tile's value rows while
@@ -11,38 +12,23 @@ enum { ATTENTION_KEY_TILE = 64 };
 #define PV_VECTORS 2
 #define PV_COLUMNS 4
 #include "attention_tile.inc"
-#undef SUFFIX
-#undef VW
-#undef NVB
-#undef PV_VECTORS
-#undef PV_COLUMNS
 
-#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#pragma clang attribute push(__attribute__((target(TOKENFLOW_TARGET_AVX2))), apply_to = function)
 #define SUFFIX _avx2
 #define VW 8
 #define NVB 2
 #define PV_VECTORS 2
 #define PV_COLUMNS 4
 #include "attention_tile.inc"
-#undef SUFFIX
-#undef VW
-#undef NVB
-#undef PV_VECTORS
-#undef PV_COLUMNS
 #pragma clang attribute pop
 
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))), apply_to = function)
+#pragma clang attribute push(__attribute__((target(TOKENFLOW_TARGET_AVX512))), apply_to = function)
 #define SUFFIX _avx512
 #define VW 16
 #define NVB 4
 #define PV_VECTORS 2
 #define PV_COLUMNS 8
 #include "attention_tile.inc"
-#undef SUFFIX
-#undef VW
-#undef NVB
-#undef PV_VECTORS
-#undef PV_COLUMNS
 #pragma clang attribute pop
 
 size_t tokenflow_attention_scratch_floats(size_t head_dim, size_t value_dim) {

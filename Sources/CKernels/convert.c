@@ -1,5 +1,6 @@
 // Widening 16-bit floats (IEEE half, bfloat16) to float32: on load from a safetensors file, and for
 // every kernel call that uses a weight kept in half precision. One variant per instruction-set path.
+#include "targets.h"
 #include "tokenflow_kernels.h"
 
 #include <immintrin.h>
@@ -31,13 +32,13 @@ static void widen_half_portable(const unsigned char *src, float *dst, size_t cou
     for (size_t i = 0; i < count; i++) dst[i] = half_to_float(load_u16(src + 2 * i));
 }
 
-__attribute__((target("avx2,fma,f16c"))) static void widen_half_avx2(const unsigned char *src, float *dst, size_t count) {
+__attribute__((target(TOKENFLOW_TARGET_AVX2))) static void widen_half_avx2(const unsigned char *src, float *dst, size_t count) {
     size_t i = 0;
     for (; i + 8 <= count; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + 2 * i))));
     for (; i < count; i++) dst[i] = half_to_float(load_u16(src + 2 * i));
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))) static void widen_half_avx512(const unsigned char *src, float *dst,
+__attribute__((target(TOKENFLOW_TARGET_AVX512))) static void widen_half_avx512(const unsigned char *src, float *dst,
                                                                                            size_t count) {
     size_t i = 0;
     for (; i + 16 <= count; i += 16)
@@ -50,10 +51,10 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))) static void w
     for (size_t i = 0; i < count; i++) dst[i] = from_bits((uint32_t)load_u16(src + 2 * i) << 16);
 
 static void widen_bfloat16_portable(const unsigned char *src, float *dst, size_t count) { WIDEN_BFLOAT16_BODY }
-__attribute__((target("avx2,fma"))) static void widen_bfloat16_avx2(const unsigned char *src, float *dst, size_t count) {
+__attribute__((target(TOKENFLOW_TARGET_AVX2))) static void widen_bfloat16_avx2(const unsigned char *src, float *dst, size_t count) {
     WIDEN_BFLOAT16_BODY
 }
-__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))) static void widen_bfloat16_avx512(const unsigned char *src, float *dst,
+__attribute__((target(TOKENFLOW_TARGET_AVX512))) static void widen_bfloat16_avx512(const unsigned char *src, float *dst,
                                                                                           size_t count) {
     WIDEN_BFLOAT16_BODY
 }

@@ -1,5 +1,6 @@
 // The CPU's float32 FMA peak, for benchmarks (kernel figures are reported as a share of it): independent
 // multiply-adds on as many accumulators as hide the FMA latency, on the current path's vector width.
+#include "targets.h"
 #include "tokenflow_kernels.h"
 
 #define PEAK_LOOP(VW)                                                                                              \
@@ -19,8 +20,8 @@
 enum { ACCUMULATORS = 12 }; // FMA latency 4 cycles x 2 ports, with room to spare
 
 static float peak_portable(size_t iterations) { PEAK_LOOP(4) }
-__attribute__((target("avx2,fma"))) static float peak_avx2(size_t iterations) { PEAK_LOOP(8) }
-__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))) static float peak_avx512(size_t iterations) { PEAK_LOOP(16) }
+__attribute__((target(TOKENFLOW_TARGET_AVX2))) static float peak_avx2(size_t iterations) { PEAK_LOOP(8) }
+__attribute__((target(TOKENFLOW_TARGET_AVX512))) static float peak_avx512(size_t iterations) { PEAK_LOOP(16) }
 
 size_t tokenflow_fma_probe_flops_per_iteration(void) {
     size_t lanes = tokenflow_current_path() == TOKENFLOW_PATH_AVX512 ? 16 : tokenflow_current_path() == TOKENFLOW_PATH_AVX2 ? 8 : 4;

@@ -154,7 +154,7 @@ public final class SafetensorsFile: @unchecked Sendable {
         if let rows { try check(rows, of: name, entry) }
         let (shape, source) = try locate(name, entry, rows: rows ?? 0..<(entry.info.shape.first ?? 1))
         guard let source else { return Weights(try tensor(name)) } // no data: an empty tensor
-        let weights = try Weights(shape: shape, precision: entry.info.dtype, copying: source)
+        let weights = try Weights(shape: shape, bfloat16: entry.info.dtype == .bf16, copying: source)
         releasePages(source, byteCount: weights.count * 2)
         return weights
     }

@@ -6,64 +6,80 @@ import Synchronization
 /// that uses them (`withFloat32`), in a buffer reused from call to call.
 public struct Weights: @unchecked Sendable {
     public let shape: [Int]
-    /// .f32, .f16 or .bf16.
-    public let precision: SafetensorsDType
-    private let values: Tensor?
-    /// For F16/BF16: the 16-bit values, packed two per Float32 slot of a tensor storage (which gives the
-    /// allocation its alignment, error and budget handling).
-    private let halfValues: TensorStorage?
+    private let values: Values
 
-    public init(_ tensor: Tensor) {
-        self.init(shape: tensor.shape, precision: .f32, values: tensor, halfValues: nil)
+    private enum Values {
+        case float32(Tensor)
+        /// The 16-bit values, packed two per Float32 slot of a tensor storage (which gives the allocation its
+        /// alignment, error and budget handling).
+        case half(TensorStorage, bfloat16: Bool)
     }
 
-    /// `count` 16-bit values of `precision` (.f16 or .bf16), copied from `source` (any alignment).
-    init(shape: [Int], precision: SafetensorsDType, copying source: UnsafeRawPointer) throws {
-        precondition(precision == .f16 || precision == .bf16, "Weights: \(precision) is not a 16-bit float")
+    public init(_ tensor: Tensor) {
+        self.init(shape: tensor.shape, values: .float32(tensor))
+    }
+
+    /// `count` IEEE half (or, with `bfloat16`, bfloat16) values, copied from `source` (any alignment).
+    init(shape: [Int], bfloat16: Bool, copying source: UnsafeRawPointer) throws {
         let count = Tensor.elementCount(shape)
         let storage = try TensorStorage(count: (count + 1) / 2, shape: shape)
         UnsafeMutableRawPointer(storage.pointer).copyMemory(from: source, byteCount: 2 * count)
-        self.init(shape: shape, precision: precision, values: nil, halfValues: storage)
+        self.init(shape: shape, values: .half(storage, bfloat16: bfloat16))
     }
 
-    private init(shape: [Int], precision: SafetensorsDType, values: Tensor?, halfValues: TensorStorage?) {
+    private init(shape: [Int], values: Values) {
         self.shape = shape
-        self.precision = precision
         self.values = values
-        self.halfValues = halfValues
     }
 
     public var count: Int { Tensor.elementCount(shape) }
 
+    /// .f32, .f16 or .bf16.
+    public var precision: SafetensorsDType {
+        switch values {
+        case .float32: .f32
+        case .half(_, let bfloat16): bfloat16 ? .bf16 : .f16
+        }
+    }
+
     /// The same weights seen with another shape of the same element count.
     public func reshaped(_ newShape: [Int]) -> Weights {
         precondition(Tensor.elementCount(newShape) == count, "Weights: cannot reshape \(shape) to \(newShape)")
-        return Weights(shape: newShape, precision: precision, values: values?.reshaped(newShape), halfValues: halfValues)
+        switch values {
+        case .float32(let tensor): return Weights(shape: newShape, values: .float32(tensor.reshaped(newShape)))
+        case .half: return Weights(shape: newShape, values: values)
+        }
     }
 
     /// Runs `body` with the weights as a Float32 tensor. For F16/BF16 it is a widened copy in a reused buffer:
     /// valid during `body` only, which must not keep it.
     public func withFloat32<R>(_ body: (Tensor) throws -> R) throws -> R {
-        if let values { return try body(values) }
-        let buffer = try WideningBuffers.take(count: count, shape: shape)
-        defer { WideningBuffers.give(back: buffer) }
-        let widened = Tensor(shape: shape, storage: buffer)
-        widen(into: widened)
-        return try body(widened)
+        switch values {
+        case .float32(let tensor):
+            return try body(tensor)
+        case .half(let halves, let bfloat16):
+            let buffer = try WideningBuffers.take(count: count, shape: shape)
+            defer { WideningBuffers.give(back: buffer) }
+            let widened = Tensor(shape: shape, storage: buffer)
+            widen(halves, bfloat16: bfloat16, into: widened)
+            return try body(widened)
+        }
     }
 
     /// The weights as a Float32 tensor (for F16/BF16 a new widened copy).
     public func float32() throws -> Tensor {
-        if let values { return values }
-        let widened = try Tensor(uninitializedShape: shape)
-        widen(into: widened)
-        return widened
+        switch values {
+        case .float32(let tensor):
+            return tensor
+        case .half(let halves, let bfloat16):
+            let widened = try Tensor(uninitializedShape: shape)
+            widen(halves, bfloat16: bfloat16, into: widened)
+            return widened
+        }
     }
 
-    private func widen(into tensor: Tensor) {
-        guard let halfValues else { preconditionFailure("Weights without values") }
-        let source = UncheckedBox(UnsafeRawPointer(halfValues.pointer)), destination = UncheckedBox(tensor.mutablePointer)
-        let bfloat16 = precision == .bf16
+    private func widen(_ halves: TensorStorage, bfloat16: Bool, into tensor: Tensor) {
+        let source = UncheckedBox(UnsafeRawPointer(halves.pointer)), destination = UncheckedBox(tensor.mutablePointer)
         Threading.parallelRanges(count, granularity: 1 << 14) { range in
             widenHalfPrecision(source.value + 2 * range.lowerBound, bfloat16: bfloat16,
                                into: destination.value + range.lowerBound, count: range.count)

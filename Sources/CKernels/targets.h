@@ -1,0 +1,9 @@
+// The compiler targets of the instruction-set paths, declared once for every kernel file. They match what
+// tokenflow_best_path requires of the CPU for each path (cpu.c).
+#ifndef TOKENFLOW_TARGETS_H
+#define TOKENFLOW_TARGETS_H
+
+#define TOKENFLOW_TARGET_AVX2 "avx2,fma,f16c"
+#define TOKENFLOW_TARGET_AVX512 "avx512f,avx512bw,avx512vl,avx2,fma,f16c"
+
+#endif
