@@ -21,6 +21,8 @@ unsigned tokenflow_cpu_features(void) {
     if (__builtin_cpu_supports("avx512bw")) bits |= TOKENFLOW_CPU_AVX512BW;
     if (__builtin_cpu_supports("avx512vl")) bits |= TOKENFLOW_CPU_AVX512VL;
     if (__builtin_cpu_supports("avx512bf16")) bits |= TOKENFLOW_CPU_AVX512BF16;
+    unsigned a, b, c, d; // CPUID.(7,0):EDX bit 22 AMX-BF16, bit 24 AMX-TILE
+    if (__get_cpuid_count(7, 0, &a, &b, &c, &d) && (d & (1u << 22)) && (d & (1u << 24))) bits |= TOKENFLOW_CPU_AMX_BF16;
     return bits;
 #else
     return 0;

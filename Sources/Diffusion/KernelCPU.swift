@@ -13,7 +13,7 @@ public enum KernelCPU {
     private static let named: [(name: String, bit: Int)] = [
         ("AVX", TOKENFLOW_CPU_AVX), ("AVX2", TOKENFLOW_CPU_AVX2), ("FMA", TOKENFLOW_CPU_FMA), ("F16C", TOKENFLOW_CPU_F16C),
         ("AVX-512F", TOKENFLOW_CPU_AVX512F), ("AVX-512BW", TOKENFLOW_CPU_AVX512BW), ("AVX-512VL", TOKENFLOW_CPU_AVX512VL),
-        ("AVX512-BF16", TOKENFLOW_CPU_AVX512BF16),
+        ("AVX512-BF16", TOKENFLOW_CPU_AVX512BF16), ("AMX-BF16", TOKENFLOW_CPU_AMX_BF16),
     ]
 
     private static func has(_ bit: Int) -> Bool { Int(features) & bit == bit }
@@ -50,9 +50,19 @@ public enum KernelCPU {
         return trimmed.isEmpty ? "unknown CPU" : trimmed
     }
 
-    /// One line for an edit's log: the CPU, the C kernels' path and OpenBLAS's core.
-    public static var summary: String {
-        "\(name): C kernels on the \(KernelPath.current) path, OpenBLAS core \(String(cString: openblas_get_corename()))"
+    /// One line for an edit's log: the CPU, the C kernels' path, OpenBLAS's core and the precision the
+    /// products with weights are computed in (`precision` asks for it).
+    public static func summary(precision: ComputePrecision) -> String {
+        let products: String
+        switch (precision, precision.computed) {
+        case (.bfloat16, .bfloat16): products = "products with weights in bf16 on AMX"
+        case (.bfloat16, _):
+            let missing = !ComputePrecision.bfloat16Hardware ? "AMX-BF16, which this CPU has not"
+                : KernelPath.current != .avx512 ? "AMX on the avx512 kernel path" : "AMX, whose tile state Linux did not grant"
+            products = "products with weights in fp32 (precision bf16 needs \(missing))"
+        default: products = "products in fp32"
+        }
+        return "\(name): C kernels on the \(KernelPath.current) path, OpenBLAS core \(String(cString: openblas_get_corename())), \(products)"
     }
 
     /// What runs the numbers on this machine, for `tokenflow info` and benchmark output: the CPU, its vector
@@ -63,6 +73,7 @@ public enum KernelCPU {
         let chosen = blasCoreChoice == nil ? "" : " (chosen by this library: OpenBLAS does not know this CPU)"
         return "CPU: \(name) (\(present.isEmpty ? "no AVX" : present.joined(separator: ", ")))\n"
             + "kernels: Swift built for AVX2/FMA/F16C (x86-64-v3); C kernels on the \(KernelPath.current) path (this CPU runs \(KernelPath.available.map(\.description).joined(separator: ", ")))\n"
-            + "OpenBLAS: \(config), core \(core)\(chosen)"
+            + "OpenBLAS: \(config), core \(core)\(chosen)\n"
+            + "precision bf16: \(ComputePrecision.bfloat16Hardware ? "on AMX (Linux's grant of the tile state is asked when first used)" : "computed as fp32 (no AMX-BF16)")"
     }
 }

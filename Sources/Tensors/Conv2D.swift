@@ -55,8 +55,8 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
         }
         let beta: Float = bias == nil ? 0 : 1
         if kernelH == 1 && kernelW == 1 && stride == 1 && padding == .uniform(0) {
-            sgemm(m: outChannels, n: outPlane, k: inChannels, a: weight.pointer, lda: inChannels,
-                  b: src, ldb: outPlane, beta: beta, c: dst, ldc: outPlane)
+            try weightGEMM(m: outChannels, n: outPlane, k: inChannels, a: weight.pointer, lda: inChannels,
+                           b: src, ldb: outPlane, beta: beta, c: dst, ldc: outPlane)
             continue
         }
         let bandRows = max(1, min(outH, unfoldBudget / max(k * outW, 1)))
@@ -99,8 +99,8 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
                     }
                 }
             }
-            sgemm(m: outChannels, n: bandWidth, k: k, a: weight.pointer, lda: k,
-                  b: columns, ldb: bandWidth, beta: beta, c: dst + firstRow * outW, ldc: outPlane)
+            try weightGEMM(m: outChannels, n: bandWidth, k: k, a: weight.pointer, lda: k,
+                           b: columns, ldb: bandWidth, beta: beta, c: dst + firstRow * outW, ldc: outPlane)
             firstRow += rows
         }
         withExtendedLifetime(unfolded) {}  // `columns` points into it

@@ -1,4 +1,5 @@
 import CBLAS
+import CKernels
 
 /// Row-major single-precision GEMM: C = alpha * op(A) * op(B) + beta * C, with op(A) M x K and op(B) K x N.
 ///
@@ -15,26 +16,83 @@ public func sgemm(
     parallel: Bool = true
 ) {
     if m == 0 || n == 0 { return }
-    let work = m * n * max(k, 1)
-    let threads = parallel ? Threading.threadCount : 1
-    // Below ~1 MFLOP the split costs more than it saves.
-    if threads == 1 || work < 1 << 19 {
-        sgemmBlock(transposeA, transposeB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
-        return
-    }
     let pa = UncheckedBox(a), pb = UncheckedBox(b), pc = UncheckedBox(c)
-    if m >= n || m >= 64 * threads {
+    switch GEMMSplit(m: m, n: n, k: k, threads: parallel ? Threading.threadCount : 1) {
+    case .none:
+        sgemmBlock(transposeA, transposeB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    case .rows:
         Threading.parallelRanges(m, granularity: 16) { rows in
             let aBlock = transposeA ? pa.value + rows.lowerBound : pa.value + rows.lowerBound * lda
             sgemmBlock(transposeA, transposeB, rows.count, n, k, alpha, aBlock, lda, pb.value, ldb, beta,
                        pc.value + rows.lowerBound * ldc, ldc)
         }
-    } else {
+    case .columns:
         Threading.parallelRanges(n, granularity: 16) { cols in
             let bBlock = transposeB ? pb.value + cols.lowerBound * ldb : pb.value + cols.lowerBound
             sgemmBlock(transposeA, transposeB, m, cols.count, k, alpha, pa.value, lda, bBlock, ldb, beta,
                        pc.value + cols.lowerBound, ldc)
         }
+    }
+}
+
+/// How a GEMM's output is split over the workers: not at all below ~1 MFLOP (the split costs more than it
+/// saves), else into blocks of rows, or of columns when there are few rows and many more columns.
+private enum GEMMSplit {
+    case none, rows, columns
+
+    init(m: Int, n: Int, k: Int, threads: Int) {
+        if threads == 1 || m * n * max(k, 1) < 1 << 19 { self = .none } else { self = m >= n || m >= 64 * threads ? .rows : .columns }
+    }
+}
+
+/// The precision of the model's products with its weights (linear and convolution layers, `weightGEMM`):
+/// float32, the default and the parity reference; or bfloat16 operands with float32 sums, computed on Intel
+/// AMX where the CPU has it and Linux grants it, and as float32 elsewhere (AVX512-BF16 alone measured slower
+/// than float32 FMAs; gemm_bf16.c). Attention, norms and the nearest-neighbour search stay float32. A run sets
+/// it with `ComputePrecision.$current.withValue`; it is read on the calling thread of each layer.
+public enum ComputePrecision: String, Sendable, CaseIterable {
+    case float32 = "fp32", bfloat16 = "bf16"
+
+    @TaskLocal public static var current: ComputePrecision = .float32
+
+    /// Whether this CPU has bfloat16 products (AMX-BF16). Reading it asks nothing of the OS.
+    public static var bfloat16Hardware: Bool { Int(tokenflow_cpu_features()) & TOKENFLOW_CPU_AMX_BF16 != 0 }
+
+    /// What `current` is computed in here.
+    public static var effective: ComputePrecision { current.computed }
+
+    /// What this precision is computed in here: bfloat16 needs AMX, the avx512 kernel path (the AMX kernel
+    /// packs with AVX-512; a path forced lower, by TOKENFLOW_KERNELS or a test, computes float32) and Linux's
+    /// grant of the tile state (asked once, when first needed).
+    public var computed: ComputePrecision {
+        self == .bfloat16 && Self.bfloat16Hardware && KernelPath.current == .avx512 && tokenflow_gemm_bf16_available() != 0
+            ? .bfloat16 : .float32
+    }
+}
+
+/// C = A op(B) + beta * C for a layer's weights (linear and convolution layers), in `ComputePrecision.current`:
+/// `sgemm` for float32; for bfloat16, AMX products split over the workers like `sgemm`'s, each with its own
+/// packing buffer (charged to the run's memory budget, hence `throws`).
+func weightGEMM(transposeB: Bool = false, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
+                b: UnsafePointer<Float>, ldb: Int, beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) throws {
+    guard k > 0, ComputePrecision.effective == .bfloat16 else {
+        sgemm(transposeB: transposeB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+        return
+    }
+    if m == 0 || n == 0 { return }
+    let scratchFloats = (tokenflow_gemm_bf16_scratch_bytes() + 3) / 4
+    let pa = UncheckedBox(a), pb = UncheckedBox(b), pc = UncheckedBox(c)
+    func product(rows: Range<Int>, columns: Range<Int>, scratch: UnsafeMutablePointer<Float>) {
+        let bBlock = transposeB ? pb.value + columns.lowerBound * ldb : pb.value + columns.lowerBound
+        tokenflow_gemm_bf16(transposeB ? 1 : 0, rows.count, columns.count, k, 1, pa.value + rows.lowerBound * lda, lda,
+                            bBlock, ldb, beta, pc.value + rows.lowerBound * ldc + columns.lowerBound, ldc, scratch)
+    }
+    // Blocks of 32 rows or columns: one AMX micro-tile.
+    switch GEMMSplit(m: m, n: n, k: k, threads: Threading.threadCount) {
+    case .none, .rows:
+        try Threading.parallelRanges(m, granularity: 32, scratchFloats: scratchFloats) { product(rows: $0, columns: 0..<n, scratch: $1) }
+    case .columns:
+        try Threading.parallelRanges(n, granularity: 32, scratchFloats: scratchFloats) { product(rows: 0..<m, columns: $0, scratch: $1) }
     }
 }
 
@@ -91,7 +149,7 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) throws -> T
         precondition(bias.count == outFeatures, "linear: bias \(bias.shape) for \(outFeatures) outputs")
         for r in 0..<rows { (o + r * outFeatures).update(from: bias.pointer, count: outFeatures) }
     }
-    sgemm(transposeB: true, m: rows, n: outFeatures, k: inFeatures, a: x.pointer, lda: inFeatures,
-          b: weight.pointer, ldb: inFeatures, beta: bias == nil ? 0 : 1, c: o, ldc: outFeatures)
+    try weightGEMM(transposeB: true, m: rows, n: outFeatures, k: inFeatures, a: x.pointer, lda: inFeatures,
+                   b: weight.pointer, ldb: inFeatures, beta: bias == nil ? 0 : 1, c: o, ldc: outFeatures)
     return out
 }

@@ -71,12 +71,13 @@ func medianSeconds(repeats: Int, _ body: () throws -> Void) throws -> Double {
     return times.sorted()[times.count / 2]
 }
 
-/// Runs the PyTorch peer script on the same shapes; returns GFLOP/s by case name (empty if unavailable).
-func pytorchKernelFigures(python: String, script: String, threads: Int) -> [String: Double] {
+/// Runs the PyTorch peer script on the same shapes (its linear and convolution operands in bfloat16 for
+/// `bf16`); returns GFLOP/s by case name (empty if unavailable).
+func pytorchKernelFigures(python: String, script: String, threads: Int, precision: ComputePrecision) -> [String: Double] {
     guard FileManager.default.isExecutableFile(atPath: python) else { return [:] }
     let process = Process()
     process.executableURL = URL(fileURLWithPath: python)
-    process.arguments = [script, "--threads", "\(threads)"]
+    process.arguments = [script, "--threads", "\(threads)", "--precision", precision.rawValue]
     let pipe = Pipe()
     process.standardOutput = pipe
     do { try process.run() } catch { return [:] }

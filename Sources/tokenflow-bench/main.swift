@@ -15,6 +15,7 @@ import VideoEditing
 //                                                            window joins: anchored vs independent windows
 //   tokenflow-bench load MODEL                               load time and peak RSS of a whole model (a folder
 //                                                            or a single-file checkpoint); run once per process
+// kernels, unet and vae take --precision fp32|bf16 (the `precision` setting: the products with weights).
 let arguments = Array(CommandLine.arguments.dropFirst())
 func option(_ name: String) -> String? {
     guard let i = arguments.firstIndex(of: name), i + 1 < arguments.count else { return nil }
@@ -22,6 +23,13 @@ func option(_ name: String) -> String? {
 }
 let threads = Int(option("--threads") ?? "") ?? Threading.onlineCores
 Threading.configure(threads: threads)
+guard let precision = ComputePrecision(rawValue: option("--precision") ?? ComputePrecision.float32.rawValue) else {
+    print("error: --precision is one of \(ComputePrecision.allCases.map(\.rawValue).joined(separator: ", "))"); exit(2)
+}
+/// `medianSeconds` in the asked precision.
+func timed(repeats: Int, _ body: () throws -> Void) throws -> Double {
+    try ComputePrecision.$current.withValue(precision) { try medianSeconds(repeats: repeats, body) }
+}
 
 // As the engine does before its first kernel (OpenBLAS's core included); every figure names the machine.
 do { try KernelCPU.require() } catch { print("error: \(error)"); exit(1) }
@@ -31,14 +39,15 @@ case "kernels":
     let python = option("--python") ?? ProcessInfo.processInfo.environment["TOKENFLOW_TORCH_PYTHON"] ?? "venv/bin/python"
     let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("scripts/bench_kernels_torch.py").path
-    let torch = pytorchKernelFigures(python: python, script: script, threads: threads)
+    let torch = pytorchKernelFigures(python: python, script: script, threads: threads, precision: precision)
     let peak = fmaPeakGigaflops(threads: threads)
     print("threads=\(threads)  (GFLOP/s, median of 5; PyTorch column from \(torch.isEmpty ? "-- no PyTorch venv found" : python))")
     print(String(format: "float32 FMA peak, %d threads, %@ path: %.1f GFLOP/s", threads, "\(KernelPath.current)", peak))
+    print("precision \(precision.rawValue) (products with weights computed in \(precision.computed.rawValue)); PyTorch in the same dtype")
     print("kernel".padding(toLength: 38, withPad: " ", startingAt: 0) + "   swift  of peak  pytorch  swift/pytorch")
     let only = option("--only") // a part of the kernels' names, e.g. "conv"
     for kernel in try kernelCases() where only.map(kernel.name.contains) ?? true {
-        let seconds = try medianSeconds(repeats: 5, kernel.run)
+        let seconds = try timed(repeats: 5, kernel.run)
         let gflops = kernel.flops / seconds / 1e9
         var line = kernel.name.padding(toLength: 38, withPad: " ", startingAt: 0)
             + String(format: " %7.1f  %6.0f%%", gflops, 100 * gflops / peak)
@@ -70,9 +79,9 @@ case "unet":
     let size = unet.config.sampleSize
     let sample = try Tensor(shape: [batch, unet.config.inChannels, size, size], repeating: 0.1)
     let context = try Tensor(shape: [batch, 77, unet.config.crossAttentionDim], repeating: 0.05)
-    let seconds = try medianSeconds(repeats: repeats) { _ = try unet(sample, timesteps: [500], context: context) }
-    print(String(format: "swift_unet_forward batch=%d latent=%dx%d seconds=%.3f load_seconds=%.2f peak_rss_mb=%.0f",
-                 batch, size, size, seconds, loadSeconds, peakResidentMegabytes()))
+    let seconds = try timed(repeats: repeats) { _ = try unet(sample, timesteps: [500], context: context) }
+    print(String(format: "swift_unet_forward batch=%d latent=%dx%d seconds=%.3f load_seconds=%.2f peak_rss_mb=%.0f precision=%@",
+                 batch, size, size, seconds, loadSeconds, peakResidentMegabytes(), precision.computed.rawValue))
 case "vae":
     guard arguments.count >= 2 else { print("usage: tokenflow-bench vae MODEL_DIR [--size WxH] [--repeats N]"); exit(2) }
     do {
@@ -81,9 +90,10 @@ case "vae":
         let image = try Tensor(shape: [1, 3, size[1], size[0]], repeating: 0.1)
         var latents = image
         let repeats = Int(option("--repeats") ?? "") ?? 1
-        let encode = try medianSeconds(repeats: repeats) { latents = try vae.encodeMean(image) }
-        let decode = try medianSeconds(repeats: repeats) { _ = try vae.decode(latents) }
-        print(String(format: "swift_vae size=%dx%d encode_seconds=%.2f decode_seconds=%.2f", size[0], size[1], encode, decode))
+        let encode = try timed(repeats: repeats) { latents = try vae.encodeMean(image) }
+        let decode = try timed(repeats: repeats) { _ = try vae.decode(latents) }
+        print(String(format: "swift_vae size=%dx%d encode_seconds=%.2f decode_seconds=%.2f precision=%@", size[0], size[1], encode, decode,
+                     precision.computed.rawValue))
     } catch { print("error: \(error)"); exit(1) }
 case "edit":
     guard arguments.count >= 2 else { print("usage: tokenflow-bench edit MODEL_DIR [--repeats N]"); exit(2) }

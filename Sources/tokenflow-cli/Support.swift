@@ -121,7 +121,7 @@ func writeClip(_ frames: [Frame], like source: DecodedClip, to path: String, aud
 func runEdit(input: String, output: String, settings: EditSettings, keyframes: [[Int]]?, inversionFile: String?,
              saveLatents: String?, saveCorrespondences: String?) throws {
     let pipeline = try EditPipeline(model: try loadModel(settings), settings: settings)
-    printErr("running on \(KernelCPU.summary)")
+    printErr("running on \(KernelCPU.summary(precision: pipeline.precision))")
     let cove = pipeline.method as? Cove
     if saveCorrespondences != nil && cove == nil {
         throw CommandError("--save-correspondences is for method \(Cove.name), not \(settings.method)")

@@ -11,6 +11,7 @@ enum {
     TOKENFLOW_CPU_AVX = 1 << 0, TOKENFLOW_CPU_AVX2 = 1 << 1, TOKENFLOW_CPU_FMA = 1 << 2, TOKENFLOW_CPU_F16C = 1 << 3,
     TOKENFLOW_CPU_AVX512F = 1 << 4, TOKENFLOW_CPU_AVX512BW = 1 << 5, TOKENFLOW_CPU_AVX512VL = 1 << 6,
     TOKENFLOW_CPU_AVX512BF16 = 1 << 7,
+    TOKENFLOW_CPU_AMX_BF16 = 1 << 8, /* AMX tiles with bfloat16 products (the CPU's; Linux must still grant them) */
     /* What the Swift kernels (module Tensors, compiled for x86-64-v3) need. */
     TOKENFLOW_CPU_KERNELS = TOKENFLOW_CPU_AVX2 | TOKENFLOW_CPU_FMA | TOKENFLOW_CPU_F16C,
 };
@@ -53,6 +54,17 @@ void tokenflow_attention_tile(const float *q, size_t q_stride, const float *k, s
  * (any alignment). */
 void tokenflow_widen_half(const void *src, float *dst, size_t count);
 void tokenflow_widen_bfloat16(const void *src, float *dst, size_t count);
+
+/* Matrix products with bfloat16 operands (rounded to nearest even from float32) and float32 accumulation, on
+ * Intel AMX: C = alpha * A op(B) + beta * C, A row-major m x k, op(B) k x n (B row-major k x n, or with
+ * `transpose_b` n x k), C row-major m x n, k > 0. Only where tokenflow_gemm_bf16_available() is 1; `scratch` holds
+ * tokenflow_gemm_bf16_scratch_bytes() bytes (any alignment). */
+void tokenflow_gemm_bf16(int transpose_b, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
+                         const float *b, size_t ldb, float beta, float *c, size_t ldc, void *scratch);
+size_t tokenflow_gemm_bf16_scratch_bytes(void);
+/* 1 when this CPU has AMX-BF16 and Linux has granted this process the tile state (asked on the first call:
+ * arch_prctl(ARCH_REQ_XCOMP_PERM), which from then on needs larger alternate signal stacks), else 0. */
+int tokenflow_gemm_bf16_available(void);
 
 /* The FMA peak probe for benchmarks: `iterations` rounds of independent multiply-adds on the current path
  * (tokenflow_fma_probe_flops_per_iteration() float32 operations each); the result only defeats folding. */

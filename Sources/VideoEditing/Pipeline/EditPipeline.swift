@@ -55,6 +55,8 @@ public final class EditPipeline {
     /// Bounds the working tensors of this pipeline's edits (`memory_limit`); every entry point of
     /// `ClipEdit` that computes runs under it (`ClipEdit.computing`).
     public let memoryBudget: MemoryBudget
+    /// The precision of the model's products with its weights (`precision`), for every entry point that computes.
+    public let precision: ComputePrecision
 
     /// Checks the settings against each other and the model (throws `EditError.invalidSettings`).
     public init(model: StableDiffusionModel, settings: EditSettings) throws {
@@ -65,6 +67,10 @@ public final class EditPipeline {
         self.model = model
         self.settings = settings
         memoryBudget = MemoryBudget(limitBytes: settings.memoryLimit << 20)
+        guard let precision = ComputePrecision(rawValue: settings.precision) else {
+            throw EditError.invalidSettings("precision '\(settings.precision)' is not one of \(ComputePrecision.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        self.precision = precision
         schedules = try Schedules(model: model, settings: settings)
         method = try methodType.init(MethodContext(model: model, settings: settings, schedules: schedules))
         // Every prompt an edit embeds (COVE's DIFT uses the empty one), so the text encoder is freed before
@@ -198,11 +204,11 @@ public final class ClipEdit {
     public var latentBytes: (memory: Int, disk: Int) { (store?.bytesInMemory ?? 0, store?.bytesOnDisk ?? 0) }
     var settings: EditSettings { pipeline.settings }
 
-    /// Every entry point that computes runs here: under the pipeline's memory budget, with OpenBLAS's
-    /// buffers in place (so an address-space limit is an error, never a hang inside OpenBLAS).
+    /// Every entry point that computes runs here: under the pipeline's memory budget and precision, with
+    /// OpenBLAS's buffers in place (so an address-space limit is an error, never a hang inside OpenBLAS).
     private func computing<R>(_ body: () throws -> R) throws -> R {
         try Threading.prepareBLASBuffers()
-        return try pipeline.memoryBudget.withCurrent(body)
+        return try ComputePrecision.$current.withValue(pipeline.precision) { try pipeline.memoryBudget.withCurrent(body) }
     }
 
     /// Encodes one frame (resampled to the working size) and keeps its latents.

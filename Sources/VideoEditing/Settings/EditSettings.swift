@@ -1,3 +1,5 @@
+import Tensors
+
 /// Every setting of the library, with its default. Hosts never set these fields directly: they go through
 /// `SettingsTable` (by name, from text), which is the one place that declares each setting's name, range,
 /// help and the methods that use it. The defaults here are the only ones: the table reads them.
@@ -52,6 +54,8 @@ public struct EditSettings: Sendable, Equatable {
     public var memoryLimit: Int = 0
     /// Folder for that temporary file; "" = $TMPDIR, then /tmp.
     public var temporaryDirectory: String = ""
+    /// Precision of the model's products with its weights: "fp32" or "bf16" (`ComputePrecision`).
+    public var precision: String = ComputePrecision.float32.rawValue
 
     public init() {}
 }

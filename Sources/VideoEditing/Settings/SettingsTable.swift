@@ -1,3 +1,5 @@
+import Tensors
+
 /// One setting as every host sees it: a name, a kind with its range or allowed values, the default, a
 /// line of help and the methods that use it. Values cross the boundary as text, in one grammar per kind
 /// (the parsers below), so the C API, the FFmpeg filter, the GStreamer element and the CLI accept exactly
@@ -209,6 +211,11 @@ public enum SettingsTable {
                      help: "MiB of working tensors one edit may hold at once (the model's weights and the latents under latent_memory not counted); beyond it the edit stops with an out-of-memory error instead of growing; 0 = no limit"),
             .text("temp_dir", \.temporaryDirectory,
                   help: "folder for the temporary latent file of long clips; empty: $TMPDIR, then /tmp"),
+            .choice("precision", \.precision, [
+                Setting.Choice(name: ComputePrecision.float32.rawValue, help: "float32 throughout (the reference implementation's numerics)"),
+                Setting.Choice(name: ComputePrecision.bfloat16.rawValue,
+                               help: "bfloat16 operands with float32 sums in the linear and convolution layers, on CPUs with Intel AMX (several times faster products; results differ from fp32 by about 1e-2 relative); computed as fp32 on other CPUs"),
+            ], help: "precision of the model's products with its weights; attention and normalisation stay float32"),
             .integer("window", \.window, 0...Int64(Int32.max),
                      help: "frames edited and output together; each window attends to anchor frames of earlier ones, so all share one look; 0 = the whole stream as one edit, output at its end"),
         ]

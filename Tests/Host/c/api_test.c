@@ -535,7 +535,7 @@ static void bound_text(char *text, size_t size, const TFOption *o, double value)
 static void check_option_table(void) {
     static const char *const documented[] = {"model", "prediction", "prompt", "negative_prompt", "inversion_prompt", "method", "steps",
                                              "inversion_steps", "guidance", "pnp_attn_t", "pnp_f_t", "strength",
-                                             "batch_size", "seed", "size", "threads", "keyframe_context",
+                                             "batch_size", "seed", "size", "threads", "keyframe_context", "precision",
                                              "latent_memory", "temp_dir", "window"};
     int count = option_count();
     check(count >= (int)(sizeof documented / sizeof documented[0]), "tf_option lists the settings", "%d rows", count);

@@ -1,0 +1,106 @@
+import Tensors
+import XCTest
+
+/// `precision=bf16`: the products with weights (linear and convolution layers) take bfloat16 operands and sum
+/// in float32 on Intel AMX. The reference is float64 products of the same operands rounded to bfloat16 here,
+/// by integer arithmetic (the kernel rounds with the CPU's VCVTNE2PS2BF16): what stays is float32 summation
+/// error. Without AMX (another CPU, or a kernel path forced below avx512) bf16 must compute exactly what fp32
+/// computes; every test runs on every kernel path this CPU has.
+final class PrecisionTests: XCTestCase {
+    private var amx: Bool { ComputePrecision.bfloat16.computed == .bfloat16 }
+
+    private func onEveryKernelPath(_ body: () throws -> Void) throws {
+        defer { KernelPath.force(KernelPath.best) }
+        for path in KernelPath.available {
+            XCTAssertTrue(KernelPath.force(path))
+            XCTAssertEqual(amx, path == .avx512 && ComputePrecision.bfloat16Hardware, "AMX used on the \(path) path")
+            try body()
+        }
+    }
+
+    /// Rounded to the nearest bfloat16, ties to even (NaN stays NaN; none of the tests' values is subnormal).
+    private func bfloat16(_ x: Float) -> Float {
+        if x.isNaN { return x }
+        let bits = x.bitPattern
+        return Float(bitPattern: (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) & 0xFFFF_0000)
+    }
+
+    private func rounded(_ t: Tensor) throws -> Tensor {
+        let out = try Tensor(uninitializedShape: t.shape)
+        for i in 0..<t.count { out.mutablePointer[i] = bfloat16(t[flat: i]) }
+        return out
+    }
+
+    func testBfloat16LinearMatchesFloat64ProductsOfRoundedOperands() throws { try onEveryKernelPath {
+        // (rows, inputs, outputs): edges of the 32 x 32 micro-tile, one element, K over the 1024-deep blocks,
+        // M and N over the 512-wide blocks, and rows split over the workers.
+        for (rows, inputs, outputs) in [(37, 70, 45), (1, 1, 1), (64, 2100, 33), (600, 96, 700), (33, 1056, 1030)] {
+            let x = try gaussianNoise(shape: [rows, inputs], seed: UInt64(rows)), w = try gaussianNoise(shape: [outputs, inputs], seed: 7)
+            let bias = try gaussianNoise(shape: [outputs], seed: 8)
+            let bf16 = try ComputePrecision.$current.withValue(.bfloat16) { try linear(x, weight: w, bias: bias) }
+            let fp32 = try linear(x, weight: w, bias: bias)
+            let label = "linear \(rows)x\(inputs) -> \(outputs)"
+            guard amx else {
+                XCTAssertEqual(bf16.scalars, fp32.scalars, "\(label): bf16 without AMX is fp32")
+                continue
+            }
+            let (xr, wr) = (try rounded(x), try rounded(w))
+            var worst = 0.0, worstAgainstFP32 = 0.0
+            for r in 0..<rows {
+                for o in 0..<outputs {
+                    var sum = Double(bias[flat: o]), magnitude = abs(Double(bias[flat: o]))
+                    for i in 0..<inputs {
+                        let product = Double(xr[flat: r * inputs + i]) * Double(wr[flat: o * inputs + i])
+                        sum += product
+                        magnitude += abs(product)
+                    }
+                    let got = Double(bf16[flat: r * outputs + o])
+                    worst = max(worst, abs(got - sum) / magnitude)
+                    worstAgainstFP32 = max(worstAgainstFP32, abs(got - Double(fp32[flat: r * outputs + o])) / magnitude)
+                }
+            }
+            // float32 sums of up to 2100 terms: a few ulp of the terms' magnitude.
+            XCTAssertLessThanOrEqual(worst, 1e-6, "\(label): against float64 of the rounded operands")
+            // And it is bf16: operands rounded to 8 significant bits differ from fp32 by up to ~2^-8 per product,
+            // far above the summation error bound just checked.
+            XCTAssertGreaterThan(worstAgainstFP32, 1e-5, "\(label): bf16 products should differ from fp32")
+            XCTAssertLessThanOrEqual(worstAgainstFP32, 1e-2, "\(label): bf16 against fp32")
+        }
+    } }
+
+    func testBfloat16ConvolutionsOnEveryAlgorithm() throws { try onEveryKernelPath {
+        let x = try gaussianNoise(shape: [2, 48, 33, 35], seed: 11), w = try gaussianNoise(shape: [40, 48, 3, 3], seed: 12)
+        let pointwise = try gaussianNoise(shape: [40, 48, 1, 1], seed: 13), bias = try gaussianNoise(shape: [40], seed: 14)
+        for algorithm in [ConvolutionAlgorithm.im2col, .winograd] {
+            let bf16 = try ComputePrecision.$current.withValue(.bfloat16) {
+                try conv2d(x, weight: w, bias: bias, stride: 1, padding: .uniform(1), algorithm: algorithm)
+            }
+            let fp32 = try conv2d(x, weight: w, bias: bias, stride: 1, padding: .uniform(1), algorithm: algorithm)
+            guard amx else {
+                XCTAssertEqual(bf16.scalars, fp32.scalars, "\(algorithm): bf16 without AMX is fp32")
+                continue
+            }
+            if algorithm == .im2col {
+                // im2col's products are the input's and the weight's own values: rounding them first gives the same sums.
+                let reference = try conv2d(try rounded(x), weight: try rounded(w), bias: bias, stride: 1, padding: .uniform(1), algorithm: .im2col)
+                assertClose(bf16, reference, tolerance: 1e-5, "im2col bf16 against fp32 of the rounded operands")
+            }
+            // Winograd rounds its transformed tiles and filters instead: compared with fp32 (measured ~3e-3 of the scale).
+            assertClose(bf16, fp32, tolerance: 1e-2, "\(algorithm) bf16 against fp32")
+            XCTAssertGreaterThan(scaledMaxError(bf16, fp32), 1e-5, "\(algorithm): bf16 should differ from fp32")
+        }
+        let bf16 = try ComputePrecision.$current.withValue(.bfloat16) { try conv2d(x, weight: pointwise, bias: bias, stride: 1, padding: 0) }
+        let reference = amx ? try conv2d(try rounded(x), weight: try rounded(pointwise), bias: bias, stride: 1, padding: 0)
+                            : try conv2d(x, weight: pointwise, bias: bias, stride: 1, padding: 0)
+        assertClose(bf16, reference, tolerance: amx ? 1e-5 : 0, "1x1 bf16")
+    } }
+
+    /// A NaN in the input must reach the output (the engine reports non-finite results; it must not hide them).
+    func testBfloat16KeepsNaN() throws { try onEveryKernelPath {
+        let x = try gaussianNoise(shape: [40, 64], seed: 21), w = try gaussianNoise(shape: [50, 64], seed: 22)
+        x.mutablePointer[3 * 64 + 5] = .nan
+        let out = try ComputePrecision.$current.withValue(.bfloat16) { try linear(x, weight: w) }
+        for o in 0..<50 { XCTAssertTrue(out[flat: 3 * 50 + o].isNaN, "row 3, output \(o)") }
+        XCTAssertTrue(out[flat: 0].isFinite)
+    } }
+}
