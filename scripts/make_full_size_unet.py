@@ -55,8 +55,12 @@ SD21_BASE_UNET_CONFIG = dict(
 
 
 @torch.no_grad()
-def time_forward(unet, batch, runs):
-    """Median wall time of unet(sample, t, text) at a 64x64 latent, after one warm-up run."""
+def time_forward(unet, batch, runs, precision):
+    """Median wall time of unet(sample, t, text) at a 64x64 latent, after one warm-up run; with precision bf16
+    under CPU autocast (linear and convolution layers in bfloat16, as the engine's precision=bf16)."""
+    if precision == "bf16":
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+            return time_forward(unet, batch, runs, "fp32")
     g = torch.Generator().manual_seed(1)
     sample = torch.randn(batch, 4, 64, 64, generator=g)
     text = torch.randn(batch, 77, 1024, generator=g)
@@ -77,6 +81,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-save", action="store_true", help="only build (and time); write nothing")
     ap.add_argument("--threads", type=int, default=2, help="PyTorch threads (the Swift side takes the same count)")
+    ap.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], default=["fp32"],
+                    help="time in each of these (bf16: CPU autocast)")
     args = ap.parse_args()
 
     # Two threads by default: the benchmark machine has 2 cores and the Swift engine is measured the same way.
@@ -98,9 +104,10 @@ def main():
         # Other processes on a 2-core machine distort the numbers: record the load for the reader.
         print("# load average before timing: %.2f %.2f %.2f" % os.getloadavg())
         for batch in (1, 3):
-            median, times = time_forward(unet, batch, args.time)
-            print(f"# batch {batch} runs: " + " ".join(f"{t:.3f}" for t in times))
-            print(f"pytorch_unet_forward batch={batch} seconds={median:.3f}", flush=True)
+            for precision in args.precision:
+                median, times = time_forward(unet, batch, args.time, precision)
+                print(f"# batch {batch} {precision} runs: " + " ".join(f"{t:.3f}" for t in times))
+                print(f"pytorch_unet_forward batch={batch} precision={precision} seconds={median:.3f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,45 @@ final class UNetTests: XCTestCase {
     func testSD2StyleUNetMatchesDiffusers() throws { try check("sd2-tiny") }
     func testSD15StyleUNetMatchesDiffusers() throws { try check("sd15-tiny") }
 
+    /// precision=bf16 against diffusers' UNet with every linear and convolution operand rounded to bfloat16
+    /// (Tests/Fixtures/generate_bf16_fixtures.py). Rounding moves these tiny random networks' output by 1-1.6%
+    /// rms from fp32's, and one float32 ulp of difference in the activations before rounding (what any other
+    /// summation order gives) already moves the reference by 0.8-1.1% rms (the fixture's rounding noise): so
+    /// this bounds the engine's bf16 output to that noise (gross errors, e.g. a wrong layout or scale, are far
+    /// outside it), and the exact numerics are the kernel tests' (Tensors' PrecisionTests, against float64).
+    /// Without AMX, bf16 is computed as fp32 and must equal fp32's output exactly.
+    func checkBfloat16(_ model: String) throws {
+        let unet = try UNet(directory: tinyModelDirectory(model) + "/unet")
+        let inputs = try expectedOutputs(model), expected = try expectedOutputs("bf16-\(model)")
+        let sample = try inputs.tensor("unet.sample"), context = try inputs.tensor("unet.encoder_hidden_states")
+        for t in [1, 500, 981] {
+            let bf16 = try ComputePrecision.$current.withValue(.bfloat16) { try unet(sample, timesteps: [Float(t)], context: context) }
+            let fp32 = try unet(sample, timesteps: [Float(t)], context: context)
+            guard ComputePrecision.bfloat16.computed == .bfloat16 else {
+                XCTAssertEqual(bf16.scalars, fp32.scalars, "\(model) t=\(t) without AMX")
+                continue
+            }
+            let reference = try expected.tensor("unet.t\(t).out"), noise = try expected.tensor("unet.t\(t).rounding_noise_rms")[flat: 0]
+            let error = relativeRMS(bf16, reference)
+            print("\(model) t=\(t): bf16 \(error) rms from the reference (rounding noise \(noise)), fp32 \(relativeRMS(fp32, reference))")
+            XCTAssertLessThanOrEqual(error, 1.5 * noise, "\(model) t=\(t): bf16 against diffusers with rounded operands")
+            XCTAssertGreaterThan(relativeRMS(bf16, fp32), 1e-3, "\(model) t=\(t): bf16 should differ from fp32")
+        }
+    }
+
+    /// sqrt(sum (a - b)^2 / sum b^2).
+    private func relativeRMS(_ a: Tensor, _ b: Tensor) -> Float {
+        var difference = 0.0, magnitude = 0.0
+        for i in 0..<b.count {
+            difference += Double(a[flat: i] - b[flat: i]) * Double(a[flat: i] - b[flat: i])
+            magnitude += Double(b[flat: i]) * Double(b[flat: i])
+        }
+        return Float((difference / magnitude).squareRoot())
+    }
+
+    func testSD2StyleUNetInBfloat16MatchesDiffusersWithRoundedOperands() throws { try checkBfloat16("sd2-tiny") }
+    func testSD15StyleUNetInBfloat16MatchesDiffusersWithRoundedOperands() throws { try checkBfloat16("sd15-tiny") }
+
     /// Hooks that change nothing must give exactly the plain forward; a hook must see every block.
     func testNeutralHooksSeeEveryBlockAndChangeNothing() throws {
         final class Recorder: UNetHooks {

@@ -65,6 +65,26 @@ final class EditPipelineTests: XCTestCase {
         XCTAssertNotEqual(try seededSchedule(settings, frameCount: 4), try seededSchedule(quickSettings(), frameCount: 4))
     }
 
+    /// precision=bf16 reaches the model through the pipeline: on AMX the edit differs from fp32's (by how much
+    /// is the UNet tests' and the benchmarks' matter: on the tiny random model an edit amplifies bf16's rounding
+    /// well beyond a real model's), elsewhere it is fp32's, bit for bit.
+    func testBfloat16PrecisionReachesTheModel() throws {
+        let clip = patternClip(frames: 4, width: 64, height: 48)
+        var settings = quickSettings()
+        let fp32 = try EditPipeline(model: tinyModel, settings: settings).run(clip)
+        settings.precision = ComputePrecision.bfloat16.rawValue
+        let pipeline = try EditPipeline(model: tinyModel, settings: settings)
+        XCTAssertEqual(pipeline.precision, .bfloat16)
+        let bf16 = try pipeline.run(clip)
+        XCTAssertEqual(bf16.frames.count, 4)
+        XCTAssertFalse(bf16.finalLatents.scalars.contains { !$0.isFinite })
+        if ComputePrecision.bfloat16.computed == .bfloat16 {
+            XCTAssertNotEqual(bf16.finalLatents.scalars, fp32.finalLatents.scalars, "bf16 computed nothing in bf16")
+        } else {
+            XCTAssertEqual(bf16.frames, fp32.frames)
+        }
+    }
+
     func testExplicitKeyframeScheduleIsHonoured() throws {
         let clip = patternClip(frames: 4, width: 64, height: 48)
         let pipeline = try EditPipeline(model: tinyModel, settings: quickSettings())
@@ -236,3 +256,4 @@ final class InversionCheckTests: XCTestCase {
         XCTAssertEqual(try pipeline.edit(good).frames.count, 2)
     }
 }
+
