@@ -45,11 +45,12 @@ private enum GEMMSplit {
     }
 }
 
-/// The precision of the model's products with its weights (linear and convolution layers, `weightGEMM`):
-/// float32, the default and the parity reference; or bfloat16 operands with float32 sums, computed on Intel
-/// AMX where the CPU has it and Linux grants it, and as float32 elsewhere (AVX512-BF16 alone measured slower
-/// than float32 FMAs; gemm_bf16.c). Attention, norms and the nearest-neighbour search stay float32. A run sets
-/// it with `ComputePrecision.$current.withValue`; it is read on the calling thread of each layer.
+/// The precision of the model's matrix products: float32, the default and the parity reference; or bfloat16
+/// operands with float32 sums for the products with weights (linear and convolution layers, `weightGEMM`) and
+/// attention's QK^T and PV (softmax in float32), computed on Intel AMX where the CPU has it and Linux grants it,
+/// and as float32 elsewhere (AVX512-BF16 alone measured slower than float32 FMAs; amx_bf16.c). Norms,
+/// activations, causal attention and the nearest-neighbour search stay float32. A run sets it with
+/// `ComputePrecision.$current.withValue`; it is read on the calling thread of each layer.
 public enum ComputePrecision: String, Sendable, CaseIterable {
     case float32 = "fp32", bfloat16 = "bf16"
 
@@ -72,7 +73,7 @@ public enum ComputePrecision: String, Sendable, CaseIterable {
 
 /// C = A op(B) + beta * C for a layer's weights (linear and convolution layers), in `ComputePrecision.current`:
 /// `sgemm` for float32; for bfloat16, AMX products split over the workers like `sgemm`'s, each with its own
-/// packing buffer (charged to the run's memory budget, hence `throws`).
+/// packing buffer (2 MB, kept between calls in `BufferPool.packing`).
 func weightGEMM(transposeB: Bool = false, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
                 b: UnsafePointer<Float>, ldb: Int, beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) throws {
     guard k > 0, ComputePrecision.effective == .bfloat16 else {
@@ -80,19 +81,17 @@ func weightGEMM(transposeB: Bool = false, m: Int, n: Int, k: Int, a: UnsafePoint
         return
     }
     if m == 0 || n == 0 { return }
-    let scratchFloats = (tokenflow_gemm_bf16_scratch_bytes() + 3) / 4
+    let split = GEMMSplit(m: m, n: n, k: k, threads: Threading.threadCount)
+    let count = split == .columns ? n : m, granularity = 32 // blocks of one AMX micro-tile
+    let floats = (tokenflow_gemm_bf16_scratch_bytes() + 3) / 4, workers = Threading.workerCount(count, granularity: granularity)
+    let buffer = try BufferPool.packing.take(count: workers * floats, shape: [workers, floats])
+    defer { BufferPool.packing.give(back: buffer) }
     let pa = UncheckedBox(a), pb = UncheckedBox(b), pc = UncheckedBox(c)
-    func product(rows: Range<Int>, columns: Range<Int>, scratch: UnsafeMutablePointer<Float>) {
+    Threading.parallelRanges(count, granularity: granularity, scratch: buffer.pointer, floats: floats) { range, scratch in
+        let (rows, columns) = split == .columns ? (0..<m, range) : (range, 0..<n)
         let bBlock = transposeB ? pb.value + columns.lowerBound * ldb : pb.value + columns.lowerBound
         tokenflow_gemm_bf16(transposeB ? 1 : 0, rows.count, columns.count, k, 1, pa.value + rows.lowerBound * lda, lda,
                             bBlock, ldb, beta, pc.value + rows.lowerBound * ldc + columns.lowerBound, ldc, scratch)
-    }
-    // Blocks of 32 rows or columns: one AMX micro-tile.
-    switch GEMMSplit(m: m, n: n, k: k, threads: Threading.threadCount) {
-    case .none, .rows:
-        try Threading.parallelRanges(m, granularity: 32, scratchFloats: scratchFloats) { product(rows: $0, columns: 0..<n, scratch: $1) }
-    case .columns:
-        try Threading.parallelRanges(n, granularity: 32, scratchFloats: scratchFloats) { product(rows: 0..<m, columns: $0, scratch: $1) }
     }
 }
 

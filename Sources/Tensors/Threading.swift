@@ -66,22 +66,34 @@ public enum Threading {
 }
 
 extension Threading {
+    /// The number of workers `parallelRanges` runs for `count` items in blocks of `granularity`.
+    static func workerCount(_ count: Int, granularity: Int) -> Int {
+        min((count + granularity - 1) / granularity, threadCount)
+    }
+
     /// `parallelRanges` with `floats` of scratch memory per worker, allocated (and charged to the run's
     /// `MemoryBudget`) on the calling thread before the loop: a failed allocation is a thrown error here,
     /// where a worker could only trap.
     public static func parallelRanges(_ count: Int, granularity: Int = 1, scratchFloats floats: Int,
                                       _ body: (Range<Int>, UnsafeMutablePointer<Float>) -> Void) throws {
         if count <= 0 { return }
+        let scratch = try Tensor(uninitializedShape: [workerCount(count, granularity: granularity), floats])
+        parallelRanges(count, granularity: granularity, scratch: scratch.mutablePointer, floats: floats, body)
+        withExtendedLifetime(scratch) {}
+    }
+
+    /// `parallelRanges` with worker i's scratch at `scratch + i * floats` (`workerCount` workers).
+    static func parallelRanges(_ count: Int, granularity: Int, scratch: UnsafeMutablePointer<Float>, floats: Int,
+                               _ body: (Range<Int>, UnsafeMutablePointer<Float>) -> Void) {
+        if count <= 0 { return }
         let units = (count + granularity - 1) / granularity
-        let workers = min(units, threadCount)
-        let scratch = try Tensor(uninitializedShape: [workers, floats])
-        let base = UncheckedBox(scratch.mutablePointer)
+        let workers = workerCount(count, granularity: granularity)
+        let base = UncheckedBox(scratch)
         parallelFor(workers) { worker in
             let start = min(count, units * worker / workers * granularity)
             let end = min(count, units * (worker + 1) / workers * granularity)
             if start < end { body(start..<end, base.value + worker * floats) }
         }
-        withExtendedLifetime(scratch) {}
     }
 }
 

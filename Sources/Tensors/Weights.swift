@@ -58,8 +58,8 @@ public struct Weights: @unchecked Sendable {
         case .float32(let tensor):
             return try body(tensor)
         case .half(let halves, let bfloat16):
-            let buffer = try WideningBuffers.take(count: count, shape: shape)
-            defer { WideningBuffers.give(back: buffer) }
+            let buffer = try BufferPool.widening.take(count: count, shape: shape)
+            defer { BufferPool.widening.give(back: buffer) }
             let widened = Tensor(shape: shape, storage: buffer)
             widen(halves, bfloat16: bfloat16, into: widened)
             return try body(widened)
@@ -87,14 +87,20 @@ public struct Weights: @unchecked Sendable {
     }
 }
 
-/// Buffers for widened weights, reused from call to call: a new allocation per call page-faulted the whole
-/// model's Float32 size on every UNet forward (measured: +20% on a batch-1 forward at 64x64, 2 threads). The
-/// pool holds one buffer per caller running at once, each the size of the largest weight used (59 MB for a
-/// 1280-channel 3x3 convolution), outside any run's memory budget: they outlive runs, like the weights.
-private enum WideningBuffers {
-    static let free = Mutex<[TensorStorage]>([])
+/// Buffers kept between kernel calls, because a new allocation per call page-faults its whole size every time
+/// (measured: +20% on a batch-1 UNet forward at 64x64, 2 threads, when weights were widened into fresh ones).
+/// A pool holds at most one buffer per caller running at once, each as large as its largest request, outside
+/// any run's memory budget: like the weights, they outlive runs.
+final class BufferPool: Sendable {
+    private let free = Mutex<[TensorStorage]>([])
 
-    static func take(count: Int, shape: [Int]) throws -> TensorStorage {
+    /// Buffers for widened F16/BF16 weights (`Weights.withFloat32`): up to the largest weight, 59 MB for a
+    /// 1280-channel 3x3 convolution.
+    static let widening = BufferPool()
+    /// Packing buffers of the bfloat16 products (`weightGEMM`), one per worker.
+    static let packing = BufferPool()
+
+    func take(count: Int, shape: [Int]) throws -> TensorStorage {
         let reusable: TensorStorage? = free.withLock { buffers in
             if let index = buffers.firstIndex(where: { $0.count >= count }) { return buffers.remove(at: index) }
             if !buffers.isEmpty { buffers.removeLast() } // too small: make room for a larger one
@@ -104,7 +110,7 @@ private enum WideningBuffers {
         return try MemoryBudget.$current.withValue(nil) { try TensorStorage(count: count, shape: shape) }
     }
 
-    static func give(back buffer: TensorStorage) { free.withLock { $0.append(buffer) } }
+    func give(back buffer: TensorStorage) { free.withLock { $0.append(buffer) } }
 }
 
 /// `count` IEEE half (or, with `bfloat16`, bfloat16) values at `source` (any alignment), widened exactly.

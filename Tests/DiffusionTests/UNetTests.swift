@@ -25,8 +25,8 @@ final class UNetTests: XCTestCase {
     func testSD2StyleUNetMatchesDiffusers() throws { try check("sd2-tiny") }
     func testSD15StyleUNetMatchesDiffusers() throws { try check("sd15-tiny") }
 
-    /// precision=bf16 against diffusers' UNet with every linear and convolution operand rounded to bfloat16
-    /// (Tests/Fixtures/generate_bf16_fixtures.py). Rounding moves these tiny random networks' output by 1-1.6%
+    /// precision=bf16 against diffusers' UNet with every linear, convolution and attention operand rounded to
+    /// bfloat16 (Tests/Fixtures/generate_bf16_fixtures.py). Rounding moves these tiny random networks' output by 1-1.6%
     /// rms from fp32's, and one float32 ulp of difference in the activations before rounding (what any other
     /// summation order gives) already moves the reference by 0.8-1.1% rms (the fixture's rounding noise): so
     /// this bounds the engine's bf16 output to that noise (gross errors, e.g. a wrong layout or scale, are far

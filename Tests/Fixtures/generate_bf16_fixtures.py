@@ -1,5 +1,6 @@
 """Reference outputs of the tiny UNets under precision=bf16: diffusers' UNet2DConditionModel with the operands
-of every linear and convolution layer rounded to bfloat16, products summed in float32.
+of every linear and convolution layer, and of attention's two products, rounded to bfloat16, products summed in
+float32.
 
 Usage (from the repository root, with the pinned venv of Tests/Fixtures/requirements.txt):
 
@@ -19,8 +20,9 @@ as other rounding differences of the whole network would.
 
 That is the engine's definition of bf16 (Tensors/GEMM.swift, ComputePrecision): the input and the weight of
 F.linear and F.conv2d are rounded to bfloat16 (torch's float32 -> bfloat16 conversion, round to nearest even)
-and multiplied in float32; biases, attention, normalisation and activations stay float32. It is not
-torch.autocast, which also runs attention in bfloat16 and stores the layers' outputs in bfloat16. At the
+and multiplied in float32; in attention, the queries, keys and values are rounded, the scores and the softmax
+are float32, and the softmax weights of each block of 64 keys of the online softmax are rounded before they
+multiply the values (`bfloat16_attention`). Biases, normalisation and activations stay float32. It is not torch.autocast, which also stores the layers' outputs in bfloat16. At the
 fixtures' 16x8 latent every 3x3 convolution has fewer than 256 output tiles, so the engine computes them by
 im2col, whose products are exactly these rounded operands' (Winograd would round transformed values instead).
 
@@ -52,6 +54,30 @@ def bfloat16_operands(function):
     return rounded
 
 
+KEY_BLOCK = 64  # keys per block of the engine's online softmax (CKernels/amx_bf16.c, KEY_STEP)
+
+
+def bfloat16_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
+    """F.scaled_dot_product_attention as the engine computes it in bf16 (diffusers' UNet passes no mask): an
+    online softmax over blocks of 64 keys, each block's weights exp(s - running max) rounded to bfloat16 before
+    they multiply the rounded values; the running sum, the rescaling and the output stay float32."""
+    assert attn_mask is None and dropout_p == 0.0 and not is_causal
+    scale = query.shape[-1] ** -0.5 if scale is None else scale
+    round_ = lambda x: x.bfloat16().float()
+    query, key, value = round_(query), round_(key), round_(value)
+    running_max = torch.full(query.shape[:-1] + (1,), float("-inf"))
+    total = torch.zeros_like(running_max)
+    out = torch.zeros(query.shape[:-1] + (value.shape[-1],))
+    for first in range(0, key.shape[-2], KEY_BLOCK):
+        scores = query @ key[..., first:first + KEY_BLOCK, :].transpose(-2, -1) * scale
+        new_max = torch.maximum(running_max, scores.amax(dim=-1, keepdim=True))
+        correction, weights = torch.exp(running_max - new_max), torch.exp(scores - new_max)
+        total = total * correction + weights.sum(dim=-1, keepdim=True)
+        out = out * correction + round_(weights) @ value[..., first:first + KEY_BLOCK, :]
+        running_max = new_max
+    return out / total
+
+
 def relative_rms(a, b):
     return ((a - b).pow(2).sum() / b.pow(2).sum()).sqrt()
 
@@ -65,8 +91,10 @@ def main():
     global perturbation
     torch.set_num_threads(2)
     torch.use_deterministic_algorithms(True)
-    # nn.Linear and nn.Conv2d call these module functions at each forward, so patching them covers every layer.
+    # nn.Linear, nn.Conv2d and diffusers' attention processor call these module functions at each forward, so
+    # patching them covers every layer.
     F.linear, F.conv2d = bfloat16_operands(F.linear), bfloat16_operands(F.conv2d)
+    F.scaled_dot_product_attention = bfloat16_attention
     for name, variant in MODELS.items():
         unet = UNet2DConditionModel.from_pretrained(os.path.join(here, "models", name), subfolder="unet",
                                                     torch_dtype=torch.float32, variant=variant).eval()

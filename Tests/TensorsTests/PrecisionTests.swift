@@ -95,6 +95,55 @@ final class PrecisionTests: XCTestCase {
         assertClose(bf16, reference, tolerance: amx ? 1e-5 : 0, "1x1 bf16")
     } }
 
+    /// Attention's QK^T and PV in bfloat16: against float64 attention of the bfloat16-rounded queries, keys and
+    /// values. What stays is the rounding of the softmax weights P to bfloat16 (2^-9 of each weight, so at most
+    /// 2^-9 of the largest value) and float32 sums: tolerance 4e-3 of the values' scale. Head widths 40, 64 and
+    /// 80 (SD 1.5's and 2.x's), query and key counts off the 32-row and 64-key tiles; causal attention stays fp32.
+    func testBfloat16AttentionMatchesFloat64OfRoundedOperands() throws { try onEveryKernelPath {
+        for (queries, keys, heads, headDim) in [(70, 77, 2, 40), (33, 130, 3, 64), (100, 1, 1, 80), (64, 300, 2, 64)] {
+            let q = try gaussianNoise(shape: [2, queries, heads * headDim], seed: 31)
+            let k = try gaussianNoise(shape: [2, keys, heads * headDim], seed: 32)
+            let v = try gaussianNoise(shape: [2, keys, heads * headDim], seed: 33)
+            let label = "attention \(queries)x\(keys), \(heads) heads of \(headDim)"
+            let bf16 = try ComputePrecision.$current.withValue(.bfloat16) { try attention(query: q, key: k, value: v, heads: heads) }
+            let fp32 = try attention(query: q, key: k, value: v, heads: heads)
+            guard amx else {
+                XCTAssertEqual(bf16.scalars, fp32.scalars, "\(label): bf16 without AMX is fp32")
+                continue
+            }
+            let (qr, kr, vr) = (try rounded(q), try rounded(k), try rounded(v))
+            let width = heads * headDim, scale = 1 / Double(headDim).squareRoot()
+            var worst = 0.0
+            for b in 0..<2 {
+                for head in 0..<heads {
+                    for i in 0..<queries {
+                        var scores = [Double](repeating: 0, count: keys)
+                        for j in 0..<keys {
+                            var dot = 0.0
+                            for c in 0..<headDim {
+                                dot += Double(qr[flat: (b * queries + i) * width + head * headDim + c]) * Double(kr[flat: (b * keys + j) * width + head * headDim + c])
+                            }
+                            scores[j] = dot * scale
+                        }
+                        let top = scores.max()!, weights = scores.map { exp($0 - top) }, total = weights.reduce(0, +)
+                        for c in 0..<headDim {
+                            var sum = 0.0
+                            for j in 0..<keys { sum += weights[j] * Double(vr[flat: (b * keys + j) * width + head * headDim + c]) }
+                            worst = max(worst, abs(sum / total - Double(bf16[flat: (b * queries + i) * width + head * headDim + c])))
+                        }
+                    }
+                }
+            }
+            let valueScale = Double(v.scalars.map(abs).max()!)
+            XCTAssertLessThanOrEqual(worst / valueScale, 4e-3, "\(label): against float64 of the rounded operands")
+            XCTAssertGreaterThan(scaledMaxError(bf16, fp32), 1e-5, "\(label): bf16 should differ from fp32")
+        }
+        // Causal attention is computed in float32 whatever the precision.
+        let x = try gaussianNoise(shape: [1, 77, 64], seed: 34)
+        let causal = try ComputePrecision.$current.withValue(.bfloat16) { try attention(query: x, key: x, value: x, heads: 2, causal: true) }
+        XCTAssertEqual(causal.scalars, try attention(query: x, key: x, value: x, heads: 2, causal: true).scalars)
+    } }
+
     /// A NaN in the input must reach the output (the engine reports non-finite results; it must not hide them).
     func testBfloat16KeepsNaN() throws { try onEveryKernelPath {
         let x = try gaussianNoise(shape: [40, 64], seed: 21), w = try gaussianNoise(shape: [50, 64], seed: 22)
@@ -102,5 +151,11 @@ final class PrecisionTests: XCTestCase {
         let out = try ComputePrecision.$current.withValue(.bfloat16) { try linear(x, weight: w) }
         for o in 0..<50 { XCTAssertTrue(out[flat: 3 * 50 + o].isNaN, "row 3, output \(o)") }
         XCTAssertTrue(out[flat: 0].isFinite)
+        // In attention, a NaN key reaches every query's output.
+        let keys = try gaussianNoise(shape: [1, 40, 64], seed: 23)
+        keys.mutablePointer[7 * 64] = .nan
+        let queries = try gaussianNoise(shape: [1, 20, 64], seed: 24)
+        let attended = try ComputePrecision.$current.withValue(.bfloat16) { try attention(query: queries, key: keys, value: keys, heads: 1) }
+        XCTAssertTrue(attended.scalars.allSatisfy(\.isNaN), "a NaN key")
     } }
 }

@@ -62,6 +62,21 @@ void tokenflow_widen_bfloat16(const void *src, float *dst, size_t count);
 void tokenflow_gemm_bf16(int transpose_b, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
                          const float *b, size_t ldb, float beta, float *c, size_t ldc, void *scratch);
 size_t tokenflow_gemm_bf16_scratch_bytes(void);
+/* Attention with bfloat16 QK^T and PV on AMX (float32 sums and softmax), for the heads of
+ * tokenflow_attention_tile without `causal`: one head's keys and values are packed once
+ * (tokenflow_attention_pack_bf16: tokenflow_attention_bf16_packed_elements 16-bit elements), then each tile of up
+ * to TOKENFLOW_ATTENTION_BF16_QUERY_TILE query rows is computed from them with
+ * tokenflow_attention_bf16_scratch_floats floats of scratch (any alignment). Only where
+ * tokenflow_gemm_bf16_available() is 1. */
+enum { TOKENFLOW_ATTENTION_BF16_QUERY_TILE = 32 };
+size_t tokenflow_attention_bf16_packed_elements(size_t keys, size_t head_dim, size_t value_dim);
+size_t tokenflow_attention_bf16_scratch_floats(size_t head_dim, size_t value_dim);
+void tokenflow_attention_pack_bf16(const float *k, size_t k_stride, const float *v, size_t v_stride, size_t keys,
+                                   size_t head_dim, size_t value_dim, unsigned short *packed);
+void tokenflow_attention_tile_bf16(const float *q, size_t q_stride, const unsigned short *packed, size_t keys,
+                                   size_t head_dim, size_t value_dim, float scale, float *out, size_t out_stride,
+                                   size_t rows, float *scratch);
+
 /* 1 when this CPU has AMX-BF16 and Linux has granted this process the tile state (asked on the first call:
  * arch_prctl(ARCH_REQ_XCOMP_PERM), which from then on needs larger alternate signal stacks), else 0. */
 int tokenflow_gemm_bf16_available(void);

@@ -1,0 +1,284 @@
+// The `precision=bf16` kernels on Intel AMX (tokenflow_kernels.h): matrix products with bfloat16 operands and
+// float32 accumulation, for the products with weights and for attention's QK^T and PV. AMX's TDPBF16PS does a 16 x 16 x 32 block per instruction,
+// ~13x the float32 FMA rate of AVX-512 on the same core (measured on an Emerald Rapids Xeon: 2.2 TFLOP/s
+// against 170 GFLOP/s); AVX512-BF16's VDPBF16PS measured half the float32 rate there, so it is not used.
+// Operands are rounded to bfloat16 while they are packed into AMX's tile layouts, so the packing (not the
+// products) is most of the time.
+#include "targets.h"
+#include "tokenflow_kernels.h"
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+// Blocking, in elements: a micro-tile is 32 x 32 outputs, 2 x 2 tiles of 16 x 16 float32 accumulators, over 32
+// k per step; A is packed in blocks of MC x KC, B in KC x NC (1 MB of bfloat16 each, in a 2 MB L2). MC and NC
+// were chosen among 128-512 and 512-2048 by timing the UNet's GEMM shapes on that Xeon (1 thread).
+enum { TILE = 16, MICRO = 32, KSTEP = 32, MC = 512, KC = 1024, NC = 512 };
+
+size_t tokenflow_gemm_bf16_scratch_bytes(void) { return ((size_t)MC * KC + (size_t)KC * NC) * 2 + 64; }
+
+int tokenflow_gemm_bf16_available(void) {
+    static atomic_int state = -1; // -1: not asked yet
+    int known = atomic_load(&state);
+    if (known >= 0) return known;
+    // Linux hands out AMX's 8 KB of tile state only to processes that ask (the signal frames grow by it).
+    enum { ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18 };
+    int granted = (tokenflow_cpu_features() & TOKENFLOW_CPU_AMX_BF16) &&
+                  syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+    atomic_store(&state, granted);
+    return granted;
+}
+
+#pragma clang attribute push(__attribute__((target(TOKENFLOW_TARGET_AMX))), apply_to = function)
+
+// 32 floats (fewer at an edge: `count`, the rest zero) to 32 bfloat16, rounded to nearest even.
+static inline __m512i to_bf16(const float *src, size_t count) {
+    __mmask16 lo = count >= 16 ? 0xFFFF : (__mmask16)((1u << count) - 1);
+    __mmask16 hi = count >= 32 ? 0xFFFF : count <= 16 ? 0 : (__mmask16)((1u << (count - 16)) - 1);
+    __m512 x0 = _mm512_maskz_loadu_ps(lo, src), x1 = _mm512_maskz_loadu_ps(hi, src + 16);
+    return (__m512i)_mm512_cvtne2ps_pbh(x1, x0);
+}
+
+// A block: rows [0, mc) x k [0, kc) of row-major A as panels of 32 rows; in each, per 32 k, two 16 x 32 tiles
+// (rows 0-15, 16-31), row-major with 64-byte rows. Rows past mc and k past kc are zero.
+static void pack_a(const float *a, size_t lda, size_t mc, size_t kc, size_t kc_padded, uint16_t *dst) {
+    for (size_t i0 = 0; i0 < mc; i0 += MICRO)
+        for (size_t q = 0; q < kc_padded; q += KSTEP)
+            for (size_t i = 0; i < MICRO; i++) {
+                uint16_t *row = dst + ((i0 / MICRO) * (kc_padded / KSTEP) + q / KSTEP) * (MICRO * KSTEP) + i * KSTEP;
+                __m512i v = i0 + i < mc && q < kc ? to_bf16(a + (i0 + i) * lda + q, kc - q) : _mm512_setzero_si512();
+                _mm512_storeu_si512(row, v);
+            }
+}
+
+// B block: k [0, kc) x columns [0, nc) as panels of 32 columns; in each, per 32 k, two tiles (columns 0-15,
+// 16-31) of 16 rows, row r holding (k = 2r, k = 2r + 1) pairs for its 16 columns (AMX's pairwise layout).
+static void pack_b(int transposed, const float *b, size_t ldb, size_t kc, size_t nc, size_t kc_padded, uint16_t *dst) {
+    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                                23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    for (size_t j0 = 0; j0 < nc; j0 += MICRO)
+        for (size_t q = 0; q < kc_padded; q += KSTEP) {
+            uint16_t *tiles = dst + ((j0 / MICRO) * (kc_padded / KSTEP) + q / KSTEP) * (MICRO * KSTEP);
+            if (!transposed) {
+                for (size_t t = 0; t < 2; t++) {
+                    size_t j = j0 + t * TILE, cols = j < nc ? (nc - j < TILE ? nc - j : TILE) : 0;
+                    __mmask16 mask = cols == TILE ? 0xFFFF : (__mmask16)((1u << cols) - 1);
+                    for (size_t r = 0; r < TILE; r++) {
+                        size_t k = q + 2 * r;
+                        __m512 even = k < kc ? _mm512_maskz_loadu_ps(mask, b + k * ldb + j) : _mm512_setzero_ps();
+                        __m512 odd = k + 1 < kc ? _mm512_maskz_loadu_ps(mask, b + (k + 1) * ldb + j) : _mm512_setzero_ps();
+                        __m512i both = (__m512i)_mm512_cvtne2ps_pbh(odd, even);
+                        _mm512_storeu_si512(tiles + t * TILE * KSTEP + r * KSTEP, _mm512_permutexvar_epi16(interleave, both));
+                    }
+                }
+            } else {
+                // Column j of op(B) is row j of the stored matrix: its 32 k are contiguous, one pair per tile row.
+                uint32_t *words = (uint32_t *)tiles;
+                for (size_t jj = 0; jj < MICRO; jj++) {
+                    size_t j = j0 + jj;
+                    uint32_t pairs[TILE];
+                    __m512i v = j < nc && q < kc ? to_bf16(b + j * ldb + q, kc - q) : _mm512_setzero_si512();
+                    _mm512_storeu_si512(pairs, v);
+                    uint32_t *column = words + (jj / TILE) * TILE * TILE + jj % TILE;
+                    for (size_t r = 0; r < TILE; r++) column[r * TILE] = pairs[r];
+                }
+            }
+        }
+}
+
+// out (32 x 32 float32, rows `out_stride` floats apart) = A B over `steps` steps of 32 reduction elements; step i
+// of A is two tiles of 16 rows x 32 (rows 0-15, then 16-31) at a + 1024 i, of B two tiles of 16 pair rows x 16
+// columns (columns 0-15, then 16-31) at b + 1024 i: the layouts pack_a and pack_b write.
+static inline void block_product(const uint16_t *a, const uint16_t *b, size_t steps, float *out, size_t out_stride) {
+    _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+    for (size_t i = 0; i < steps; i++) {
+        _tile_loadd(4, a + 1024 * i, 64);
+        _tile_loadd(5, a + 1024 * i + 512, 64);
+        _tile_loadd(6, b + 1024 * i, 64);
+        _tile_loadd(7, b + 1024 * i + 512, 64);
+        _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
+    }
+    size_t bytes = out_stride * 4;
+    _tile_stored(0, out, bytes); _tile_stored(1, out + 16, bytes);
+    _tile_stored(2, out + 16 * out_stride, bytes); _tile_stored(3, out + 16 * out_stride + 16, bytes);
+}
+
+// C[rows x cols] = alpha * acc + beta * C, from a 32 x 32 block of accumulators.
+static void store_c(const float *acc, float *c, size_t ldc, size_t rows, size_t cols, float alpha, float beta) {
+    __mmask16 lo = cols >= 16 ? 0xFFFF : (__mmask16)((1u << cols) - 1);
+    __mmask16 hi = cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
+    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    for (size_t i = 0; i < rows; i++) {
+        float *row = c + i * ldc;
+        __m512 r0 = _mm512_mul_ps(va, _mm512_loadu_ps(acc + i * MICRO));
+        __m512 r1 = _mm512_mul_ps(va, _mm512_loadu_ps(acc + i * MICRO + 16));
+        if (beta != 0) {
+            r0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(lo, row), r0);
+            r1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(hi, row + 16), r1);
+        }
+        _mm512_mask_storeu_ps(row, lo, r0);
+        _mm512_mask_storeu_ps(row + 16, hi, r1);
+    }
+}
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t bytes_per_row[16];
+    uint8_t rows[16];
+} tile_config;
+
+// Every kernel here uses the 8 tiles as 16 rows of 64 bytes: 16 x 16 float32, or 16 x 32 bfloat16.
+static void configure_tiles(void) {
+    tile_config config;
+    memset(&config, 0, sizeof config);
+    config.palette = 1;
+    for (int t = 0; t < 8; t++) { config.rows[t] = TILE; config.bytes_per_row[t] = 64; }
+    _tile_loadconfig(&config);
+}
+
+void tokenflow_gemm_bf16(int transpose_b, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
+                         const float *b, size_t ldb, float beta, float *c, size_t ldc, void *scratch) {
+    configure_tiles();
+    uint16_t *packed_a = (uint16_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63), *packed_b = packed_a + (size_t)MC * KC;
+    float acc[MICRO * MICRO] __attribute__((aligned(64)));
+    size_t kblocks = (k + KC - 1) / KC, kstep = ((k + kblocks - 1) / kblocks + KSTEP - 1) / KSTEP * KSTEP;
+    for (size_t jc = 0; jc < n; jc += NC) {
+        size_t nc = n - jc < NC ? n - jc : NC;
+        for (size_t pc = 0; pc < k; pc += kstep) {
+            size_t kc = k - pc < kstep ? k - pc : kstep, kc_padded = (kc + KSTEP - 1) / KSTEP * KSTEP;
+            float block_beta = pc == 0 ? beta : 1;
+            pack_b(transpose_b, transpose_b ? b + jc * ldb + pc : b + pc * ldb + jc, ldb, kc, nc, kc_padded, packed_b);
+            for (size_t ic = 0; ic < m; ic += MC) {
+                size_t mc = m - ic < MC ? m - ic : MC;
+                pack_a(a + ic * lda + pc, lda, mc, kc, kc_padded, packed_a);
+                for (size_t jr = 0; jr < nc; jr += MICRO) {
+                    const uint16_t *bp = packed_b + (jr / MICRO) * kc_padded * MICRO;
+                    for (size_t ir = 0; ir < mc; ir += MICRO) {
+                        const uint16_t *ap = packed_a + (ir / MICRO) * kc_padded * MICRO;
+                        block_product(ap, bp, kc_padded / KSTEP, acc, MICRO);
+                        size_t rows = mc - ir < MICRO ? mc - ir : MICRO, cols = nc - jr < MICRO ? nc - jr : MICRO;
+                        store_c(acc, c + (ic + ir) * ldc + jc + jr, ldc, rows, cols, alpha, block_beta);
+                    }
+                }
+            }
+        }
+    }
+    _tile_release();
+}
+// ---- Attention ----
+// Computed transposed, so every softmax step is lane-wise with the query rows as the vector lanes (as in the
+// float32 kernel, attention_tile.inc): S^T = K Q^T, whose tile rows are keys and columns queries; the online
+// softmax runs down those rows (max, exp and sum per lane, no horizontal reductions); P^T is rounded straight
+// into the pairwise layout of a B operand; and O^T = V^T P^T accumulates in float32, rescaled per lane. Keys (as
+// A, 32-key panels) and transposed values (as A, 32-column panels) of one head are packed once and shared by its
+// query tiles; a tile is 32 queries (two 16-lane vectors), and keys go 64 at a time.
+
+enum { QUERY_ROWS = TOKENFLOW_ATTENTION_BF16_QUERY_TILE, KEY_STEP = 64 };
+
+static size_t round32(size_t n) { return (n + 31) / 32 * 32; }
+
+size_t tokenflow_attention_bf16_packed_elements(size_t keys, size_t head_dim, size_t value_dim) {
+    return round32(keys) * (round32(head_dim) + round32(value_dim));
+}
+
+size_t tokenflow_attention_bf16_scratch_floats(size_t head_dim, size_t value_dim) {
+    // Q^T packed (bfloat16: 2 per float), S^T (64 x 32), P^T (bfloat16), O^T (value_dim x 32), one 32 x 32 product
+    // block, the running max and sum; plus 16 floats of slack for 64-byte alignment.
+    return round32(head_dim) * QUERY_ROWS / 2 + KEY_STEP * QUERY_ROWS + KEY_STEP * QUERY_ROWS / 2 +
+           round32(value_dim) * QUERY_ROWS + 32 * QUERY_ROWS + 2 * QUERY_ROWS + 16;
+}
+
+// V^T as an A operand: panels of 32 value columns (rows of V^T), in each, per 32 keys, two 16 x 32 tiles.
+static void pack_values_transposed(const float *v, size_t v_stride, size_t keys, size_t value_dim, size_t keys_padded,
+                                   uint16_t *dst) {
+    for (size_t c0 = 0; c0 < value_dim; c0 += 32)
+        for (size_t j0 = 0; j0 < keys_padded; j0 += 32) {
+            uint16_t *tiles = dst + ((c0 / 32) * (keys_padded / 32) + j0 / 32) * 1024;
+            for (size_t j = 0; j < 32; j++) { // key j0 + j: its 32 values are column j of the tiles' rows
+                uint16_t values[32];
+                __m512i row = j0 + j < keys ? to_bf16(v + (j0 + j) * v_stride + c0, value_dim - c0) : _mm512_setzero_si512();
+                _mm512_storeu_si512(values, row);
+                for (size_t c = 0; c < 32; c++) tiles[c * 32 + j] = values[c];
+            }
+        }
+}
+
+void tokenflow_attention_pack_bf16(const float *k, size_t k_stride, const float *v, size_t v_stride, size_t keys,
+                                   size_t head_dim, size_t value_dim, unsigned short *packed) {
+    size_t keys_padded = round32(keys), dims_padded = round32(head_dim);
+    pack_a(k, k_stride, keys, head_dim, dims_padded, packed);
+    pack_values_transposed(v, v_stride, keys, value_dim, keys_padded, packed + keys_padded * dims_padded);
+}
+
+#define SUFFIX _amx
+#define VW 16
+#include "vector_math.inc"
+
+void tokenflow_attention_tile_bf16(const float *q, size_t q_stride, const unsigned short *packed, size_t keys,
+                                   size_t head_dim, size_t value_dim, float scale, float *out, size_t out_stride,
+                                   size_t rows, float *scratch) {
+    configure_tiles();
+    const size_t dims_padded = round32(head_dim), values_padded = round32(value_dim), keys_padded = round32(keys);
+    const uint16_t *packed_k = packed, *packed_vt = packed + keys_padded * dims_padded;
+    float *base = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+    uint16_t *qt = (uint16_t *)base;
+    float *st = base + dims_padded * QUERY_ROWS / 2;
+    uint16_t *pt = (uint16_t *)(st + KEY_STEP * QUERY_ROWS);
+    float *ot = st + KEY_STEP * QUERY_ROWS + KEY_STEP * QUERY_ROWS / 2, *block = ot + values_padded * QUERY_ROWS;
+    float *running_max = block + 32 * QUERY_ROWS, *total = running_max + QUERY_ROWS;
+    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                                23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+
+    pack_b(1, q, q_stride, head_dim, rows, dims_padded, qt); // Q^T; queries past `rows` are zero, never written out
+    for (size_t i = 0; i < values_padded * QUERY_ROWS; i++) ot[i] = 0;
+    for (size_t r = 0; r < QUERY_ROWS; r++) { running_max[r] = -__builtin_inff(); total[r] = 0; }
+
+    for (size_t first_key = 0; first_key < keys; first_key += KEY_STEP) {
+        size_t n = keys - first_key < KEY_STEP ? keys - first_key : KEY_STEP, halves = (n + 31) / 32;
+        for (size_t h = 0; h < halves; h++) // S^T rows 32h ..< 32h + 32: these 32 keys' scores of every query
+            block_product(packed_k + (first_key / 32 + h) * dims_padded * 32, qt, dims_padded / 32, st + 32 * h * QUERY_ROWS, QUERY_ROWS);
+        V correction[2];
+        for (size_t t = 0; t < 2; t++) { // each vector of 16 queries
+            V old_max = load_amx(running_max + 16 * t), new_max = old_max, sum = splat_amx(0);
+            for (size_t j = 0; j < n; j++) new_max = vmax_amx(new_max, load_amx(st + j * QUERY_ROWS + 16 * t) * scale);
+            // The first keys' correction is exp(-inf) ~ 1e-38, applied to a zero sum and a zero accumulator.
+            correction[t] = exp_amx(old_max - new_max);
+            for (size_t j = 0; j < 32 * halves; j += 2) { // P^T's pair row (j, j + 1), zero past the n keys
+                V even = j < n ? exp_amx(load_amx(st + j * QUERY_ROWS + 16 * t) * scale - new_max) : splat_amx(0);
+                V odd = j + 1 < n ? exp_amx(load_amx(st + (j + 1) * QUERY_ROWS + 16 * t) * scale - new_max) : splat_amx(0);
+                sum += even + odd;
+                __m512i both = (__m512i)_mm512_cvtne2ps_pbh((__m512)odd, (__m512)even);
+                _mm512_storeu_si512(pt + (j / 32) * 1024 + t * 512 + (j % 32) / 2 * 32, _mm512_permutexvar_epi16(interleave, both));
+            }
+            store_amx(running_max + 16 * t, new_max);
+            store_amx(total + 16 * t, load_amx(total + 16 * t) * correction[t] + sum);
+        }
+        for (size_t c = 0; c < values_padded; c += 32) { // O^T rows c ..< c + 32 = their correction x O^T + V^T P^T
+            block_product(packed_vt + (c / 32) * keys_padded * 32 + first_key * 32, pt, halves, block, QUERY_ROWS);
+            for (size_t i = 0; i < 32; i++)
+                for (size_t t = 0; t < 2; t++) {
+                    float *row = ot + (c + i) * QUERY_ROWS + 16 * t;
+                    store_amx(row, load_amx(row) * correction[t] + load_amx(block + i * QUERY_ROWS + 16 * t));
+                }
+        }
+    }
+    for (size_t r = 0; r < rows; r++) {
+        float inverse = 1 / total[r];
+        for (size_t c = 0; c < value_dim; c++) out[r * out_stride + c] = ot[c * QUERY_ROWS + r] * inverse;
+    }
+    _tile_release();
+}
+
+#undef V
+#undef VU
+#undef VI
+#undef SUFFIX
+#undef VW
+
+#pragma clang attribute pop
+
