@@ -50,17 +50,17 @@ public enum KernelCPU {
         return trimmed.isEmpty ? "unknown CPU" : trimmed
     }
 
-    /// One line for an edit's log: the CPU, the C kernels' path, OpenBLAS's core and the precision the
-    /// products with weights are computed in (`precision` asks for it).
+    /// One line for an edit's log: the CPU, the C kernels' path, OpenBLAS's core and the precision the matrix
+    /// products are computed in (`precision` asks for it).
     public static func summary(precision: ComputePrecision) -> String {
         let products: String
         switch (precision, precision.computed) {
-        case (.bfloat16, .bfloat16): products = "products with weights in bf16 on AMX"
+        case (.bfloat16, .bfloat16): products = "matrix products in bf16 on AMX"
         case (.bfloat16, _):
             let missing = !ComputePrecision.bfloat16Hardware ? "AMX-BF16, which this CPU has not"
                 : KernelPath.current != .avx512 ? "AMX on the avx512 kernel path" : "AMX, whose tile state Linux did not grant"
-            products = "products with weights in fp32 (precision bf16 needs \(missing))"
-        default: products = "products in fp32"
+            products = "matrix products in fp32 (precision bf16 needs \(missing))"
+        default: products = "matrix products in fp32"
         }
         return "\(name): C kernels on the \(KernelPath.current) path, OpenBLAS core \(String(cString: openblas_get_corename())), \(products)"
     }
