@@ -43,21 +43,41 @@ static inline __m512i to_bf16(const float *src, size_t count) {
     return (__m512i)_mm512_cvtne2ps_pbh(x1, x0);
 }
 
+// The same from 32 elements of `type` at element `index` of `src`: IEEE half is widened exactly first (so the
+// result is that of widening the weights, then rounding), bfloat16 is taken as it is.
+static inline __m512i element_to_bf16(const void *src, tokenflow_element_type type, size_t index, size_t count) {
+    __mmask32 mask = count >= 32 ? 0xFFFFFFFFu : (__mmask32)((1u << count) - 1);
+    switch (type) {
+    case TOKENFLOW_ELEMENT_BFLOAT16: return _mm512_maskz_loadu_epi16(mask, (const uint16_t *)src + index);
+    case TOKENFLOW_ELEMENT_HALF: {
+        __m512i halves = _mm512_maskz_loadu_epi16(mask, (const uint16_t *)src + index);
+        __m512 x0 = _mm512_cvtph_ps(_mm512_castsi512_si256(halves)), x1 = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(halves, 1));
+        return (__m512i)_mm512_cvtne2ps_pbh(x1, x0);
+    }
+    default: return to_bf16((const float *)src + index, count);
+    }
+}
+
 // A block: rows [0, mc) x k [0, kc) of row-major A as panels of 32 rows; in each, per 32 k, two 16 x 32 tiles
 // (rows 0-15, 16-31), row-major with 64-byte rows. Rows past mc and k past kc are zero.
-static void pack_a(const float *a, size_t lda, size_t mc, size_t kc, size_t kc_padded, uint16_t *dst) {
+// (Source blocks are given as their first element's index, so 16-bit sources need no pointer casts.)
+static void pack_a(const void *a, tokenflow_element_type type, size_t first, size_t lda, size_t mc, size_t kc,
+                   size_t kc_padded, uint16_t *dst) {
     for (size_t i0 = 0; i0 < mc; i0 += MICRO)
         for (size_t q = 0; q < kc_padded; q += KSTEP)
             for (size_t i = 0; i < MICRO; i++) {
                 uint16_t *row = dst + ((i0 / MICRO) * (kc_padded / KSTEP) + q / KSTEP) * (MICRO * KSTEP) + i * KSTEP;
-                __m512i v = i0 + i < mc && q < kc ? to_bf16(a + (i0 + i) * lda + q, kc - q) : _mm512_setzero_si512();
+                __m512i v = i0 + i < mc && q < kc ? element_to_bf16(a, type, first + (i0 + i) * lda + q, kc - q) : _mm512_setzero_si512();
                 _mm512_storeu_si512(row, v);
             }
 }
 
 // B block: k [0, kc) x columns [0, nc) as panels of 32 columns; in each, per 32 k, two tiles (columns 0-15,
 // 16-31) of 16 rows, row r holding (k = 2r, k = 2r + 1) pairs for its 16 columns (AMX's pairwise layout).
-static void pack_b(int transposed, const float *b, size_t ldb, size_t kc, size_t nc, size_t kc_padded, uint16_t *dst) {
+// A non-transposed B is float32 (the engine's are activations; its weights are A, or B transposed).
+static void pack_b(int transposed, const void *source, tokenflow_element_type type, size_t first, size_t ldb,
+                   size_t kc, size_t nc, size_t kc_padded, uint16_t *dst) {
+    const float *b = (const float *)source + first;
     const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
                                                 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     for (size_t j0 = 0; j0 < nc; j0 += MICRO)
@@ -81,7 +101,7 @@ static void pack_b(int transposed, const float *b, size_t ldb, size_t kc, size_t
                 for (size_t jj = 0; jj < MICRO; jj++) {
                     size_t j = j0 + jj;
                     uint32_t pairs[TILE];
-                    __m512i v = j < nc && q < kc ? to_bf16(b + j * ldb + q, kc - q) : _mm512_setzero_si512();
+                    __m512i v = j < nc && q < kc ? element_to_bf16(source, type, first + j * ldb + q, kc - q) : _mm512_setzero_si512();
                     _mm512_storeu_si512(pairs, v);
                     uint32_t *column = words + (jj / TILE) * TILE * TILE + jj % TILE;
                     for (size_t r = 0; r < TILE; r++) column[r * TILE] = pairs[r];
@@ -141,8 +161,9 @@ static void configure_tiles(void) {
     _tile_loadconfig(&config);
 }
 
-void tokenflow_gemm_bf16(int transpose_b, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
-                         const float *b, size_t ldb, float beta, float *c, size_t ldc, void *scratch) {
+void tokenflow_gemm_bf16(int transpose_b, size_t m, size_t n, size_t k, float alpha, const void *a,
+                         tokenflow_element_type a_type, size_t lda, const void *b, tokenflow_element_type b_type, size_t ldb,
+                         float beta, float *c, size_t ldc, void *scratch) {
     configure_tiles();
     uint16_t *packed_a = (uint16_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63), *packed_b = packed_a + (size_t)MC * KC;
     float acc[MICRO * MICRO] __attribute__((aligned(64)));
@@ -152,10 +173,10 @@ void tokenflow_gemm_bf16(int transpose_b, size_t m, size_t n, size_t k, float al
         for (size_t pc = 0; pc < k; pc += kstep) {
             size_t kc = k - pc < kstep ? k - pc : kstep, kc_padded = (kc + KSTEP - 1) / KSTEP * KSTEP;
             float block_beta = pc == 0 ? beta : 1;
-            pack_b(transpose_b, transpose_b ? b + jc * ldb + pc : b + pc * ldb + jc, ldb, kc, nc, kc_padded, packed_b);
+            pack_b(transpose_b, b, b_type, transpose_b ? jc * ldb + pc : pc * ldb + jc, ldb, kc, nc, kc_padded, packed_b);
             for (size_t ic = 0; ic < m; ic += MC) {
                 size_t mc = m - ic < MC ? m - ic : MC;
-                pack_a(a + ic * lda + pc, lda, mc, kc, kc_padded, packed_a);
+                pack_a(a, a_type, ic * lda + pc, lda, mc, kc, kc_padded, packed_a);
                 for (size_t jr = 0; jr < nc; jr += MICRO) {
                     const uint16_t *bp = packed_b + (jr / MICRO) * kc_padded * MICRO;
                     for (size_t ir = 0; ir < mc; ir += MICRO) {
@@ -211,7 +232,7 @@ static void pack_values_transposed(const float *v, size_t v_stride, size_t keys,
 void tokenflow_attention_pack_bf16(const float *k, size_t k_stride, const float *v, size_t v_stride, size_t keys,
                                    size_t head_dim, size_t value_dim, unsigned short *packed) {
     size_t keys_padded = round32(keys), dims_padded = round32(head_dim);
-    pack_a(k, k_stride, keys, head_dim, dims_padded, packed);
+    pack_a(k, TOKENFLOW_ELEMENT_FLOAT32, 0, k_stride, keys, head_dim, dims_padded, packed);
     pack_values_transposed(v, v_stride, keys, value_dim, keys_padded, packed + keys_padded * dims_padded);
 }
 
@@ -234,7 +255,7 @@ void tokenflow_attention_tile_bf16(const float *q, size_t q_stride, const unsign
     const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
                                                 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
 
-    pack_b(1, q, q_stride, head_dim, rows, dims_padded, qt); // Q^T; queries past `rows` are zero, never written out
+    pack_b(1, q, TOKENFLOW_ELEMENT_FLOAT32, 0, q_stride, head_dim, rows, dims_padded, qt); // Q^T; queries past `rows` are zero, never written out
     for (size_t i = 0; i < values_padded * QUERY_ROWS; i++) ot[i] = 0;
     for (size_t r = 0; r < QUERY_ROWS; r++) { running_max[r] = -__builtin_inff(); total[r] = 0; }
 

@@ -3,7 +3,8 @@ import Tensors
 // The parameterised layers shared by the UNet, the VAE and the text encoder, each loaded from a
 // WeightStore under a diffusers/transformers module path ("down_blocks.0.resnets.1.conv1").
 // Linear and convolution weights, nearly all of a model's parameters, stay in the file's precision
-// (`Weights`: F16/BF16 files take half the memory) and are widened for each call; biases and norms are Float32.
+// (`Weights`: F16/BF16 files take half the memory): widened for each float32 call, rounded straight from the
+// file's values by the bfloat16 kernels' packing; biases and norms are Float32.
 
 public struct Linear: Sendable {
     public let weight: Weights
@@ -15,7 +16,7 @@ public struct Linear: Sendable {
     }
 
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
-        try weight.withFloat32 { try linear(x, weight: $0, bias: bias) }
+        try linear(x, weights: weight, bias: bias)
     }
 }
 
@@ -34,7 +35,7 @@ public struct Conv2d: Sendable {
     }
 
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
-        try weight.withFloat32 { try conv2d(x, weight: $0, bias: bias, stride: stride, padding: padding) }
+        try conv2d(x, weights: weight, bias: bias, stride: stride, padding: padding)
     }
 }
 

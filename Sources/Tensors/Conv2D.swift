@@ -27,7 +27,15 @@ public enum ConvolutionAlgorithm: Sendable {
 /// (tests lower it to exercise several bands).
 public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padding: Padding2D,
                    unfoldBudget: Int = 4 << 20, algorithm: ConvolutionAlgorithm = .automatic) throws -> Tensor {
-    precondition(x.rank == 4 && weight.rank == 4, "conv2d: input \(x.shape) and weight \(weight.shape) must be 4-D")
+    try conv2d(x, weights: Weights(weight), bias: bias, stride: stride, padding: padding, unfoldBudget: unfoldBudget,
+               algorithm: algorithm)
+}
+
+/// `conv2d` with a layer's weights in their file's precision (`Weights.withOperand`; Winograd transforms them
+/// in Float32).
+public func conv2d(_ x: Tensor, weights weight: Weights, bias: Tensor?, stride: Int, padding: Padding2D,
+                   unfoldBudget: Int = 4 << 20, algorithm: ConvolutionAlgorithm = .automatic) throws -> Tensor {
+    precondition(x.rank == 4 && weight.shape.count == 4, "conv2d: input \(x.shape) and weight \(weight.shape) must be 4-D")
     let (batch, inChannels, height, width) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     let (outChannels, kernelH, kernelW) = (weight.shape[0], weight.shape[2], weight.shape[3])
     precondition(weight.shape[1] == inChannels, "conv2d: input has \(inChannels) channels, weight \(weight.shape) expects \(weight.shape[1])")
@@ -42,68 +50,70 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
     // measured (1 thread), 256 tiles (one 32x32 image) 1.7x faster than im2col, 64 tiles (16x16) 2x slower.
     let tiles = batch * ((outH + 1) / 2) * ((outW + 1) / 2)
     if winogradApplies && (algorithm == .winograd || (algorithm == .automatic && tiles >= 256)) {
-        try winogradConvolution3x3(x, weight: weight, bias: bias, padding: padding, out: out, bandBudget: unfoldBudget)
+        try weight.withFloat32 { try winogradConvolution3x3(x, weight: $0, bias: bias, padding: padding, out: out, bandBudget: unfoldBudget) }
         return out
     }
     let k = inChannels * kernelH * kernelW
 
-    for n in 0..<batch {
-        let src = x.pointer + n * inChannels * height * width
-        let dst = out.mutablePointer + n * outChannels * outPlane
-        if let bias {
-            for o in 0..<outChannels { (dst + o * outPlane).initialize(repeating: bias.pointer[o], count: outPlane) }
-        }
-        let beta: Float = bias == nil ? 0 : 1
-        if kernelH == 1 && kernelW == 1 && stride == 1 && padding == .uniform(0) {
-            try weightGEMM(m: outChannels, n: outPlane, k: inChannels, a: weight.pointer, lda: inChannels,
-                           b: src, ldb: outPlane, beta: beta, c: dst, ldc: outPlane)
-            continue
-        }
-        let bandRows = max(1, min(outH, unfoldBudget / max(k * outW, 1)))
-        let unfolded = try Tensor(uninitializedShape: [k, bandRows * outW])
-        let columns = unfolded.mutablePointer
-        var firstRow = 0
-        while firstRow < outH {
-            let rows = min(bandRows, outH - firstRow)
-            let bandWidth = rows * outW
-            let source = UncheckedBox(src), columnBox = UncheckedBox(columns)
-            // Row (c, ky, kx) of the unfolded band holds input pixel (oy*stride+ky-top, ox*stride+kx-left).
-            Threading.parallelRanges(inChannels) { channels in
-                for c in channels {
-                    let plane = source.value + c * height * width
-                    for ky in 0..<kernelH {
-                        for kx in 0..<kernelW {
-                            let row = columnBox.value + ((c * kernelH + ky) * kernelW + kx) * bandWidth
-                            for r in 0..<rows {
-                                let iy = (firstRow + r) * stride + ky - padding.top
-                                let dstRow = row + r * outW
-                                if iy < 0 || iy >= height {
-                                    dstRow.initialize(repeating: 0, count: outW)
-                                    continue
+    try weight.withOperand { w in
+        for n in 0..<batch {
+            let src = x.pointer + n * inChannels * height * width
+            let dst = out.mutablePointer + n * outChannels * outPlane
+            if let bias {
+                for o in 0..<outChannels { (dst + o * outPlane).initialize(repeating: bias.pointer[o], count: outPlane) }
+            }
+            let beta: Float = bias == nil ? 0 : 1
+            if kernelH == 1 && kernelW == 1 && stride == 1 && padding == .uniform(0) {
+                try weightGEMM(m: outChannels, n: outPlane, k: inChannels, a: w, lda: inChannels,
+                               b: GEMMOperand(src), ldb: outPlane, beta: beta, c: dst, ldc: outPlane)
+                continue
+            }
+            let bandRows = max(1, min(outH, unfoldBudget / max(k * outW, 1)))
+            let unfolded = try Tensor(uninitializedShape: [k, bandRows * outW])
+            let columns = unfolded.mutablePointer
+            var firstRow = 0
+            while firstRow < outH {
+                let rows = min(bandRows, outH - firstRow)
+                let bandWidth = rows * outW
+                let source = UncheckedBox(src), columnBox = UncheckedBox(columns)
+                // Row (c, ky, kx) of the unfolded band holds input pixel (oy*stride+ky-top, ox*stride+kx-left).
+                Threading.parallelRanges(inChannels) { channels in
+                    for c in channels {
+                        let plane = source.value + c * height * width
+                        for ky in 0..<kernelH {
+                            for kx in 0..<kernelW {
+                                let row = columnBox.value + ((c * kernelH + ky) * kernelW + kx) * bandWidth
+                                for r in 0..<rows {
+                                    let iy = (firstRow + r) * stride + ky - padding.top
+                                    let dstRow = row + r * outW
+                                    if iy < 0 || iy >= height {
+                                        dstRow.initialize(repeating: 0, count: outW)
+                                        continue
+                                    }
+                                    let srcRow = plane + iy * width
+                                    // Output columns whose input column ix = ox*stride + kx - left is inside the row.
+                                    let shift = kx - padding.left
+                                    let first = min(outW, max(0, (-shift + stride - 1) / stride))
+                                    let lastInput = width - 1 - shift // largest ox*stride allowed
+                                    let last = lastInput < 0 ? first : min(outW, max(first, lastInput / stride + 1))
+                                    dstRow.initialize(repeating: 0, count: first)
+                                    if stride == 1 {
+                                        (dstRow + first).update(from: srcRow + first + shift, count: last - first)
+                                    } else {
+                                        for ox in first..<last { dstRow[ox] = srcRow[ox * stride + shift] }
+                                    }
+                                    (dstRow + last).initialize(repeating: 0, count: outW - last)
                                 }
-                                let srcRow = plane + iy * width
-                                // Output columns whose input column ix = ox*stride + kx - left is inside the row.
-                                let shift = kx - padding.left
-                                let first = min(outW, max(0, (-shift + stride - 1) / stride))
-                                let lastInput = width - 1 - shift // largest ox*stride allowed
-                                let last = lastInput < 0 ? first : min(outW, max(first, lastInput / stride + 1))
-                                dstRow.initialize(repeating: 0, count: first)
-                                if stride == 1 {
-                                    (dstRow + first).update(from: srcRow + first + shift, count: last - first)
-                                } else {
-                                    for ox in first..<last { dstRow[ox] = srcRow[ox * stride + shift] }
-                                }
-                                (dstRow + last).initialize(repeating: 0, count: outW - last)
                             }
                         }
                     }
                 }
+                try weightGEMM(m: outChannels, n: bandWidth, k: k, a: w, lda: k,
+                               b: GEMMOperand(columns), ldb: bandWidth, beta: beta, c: dst + firstRow * outW, ldc: outPlane)
+                firstRow += rows
             }
-            try weightGEMM(m: outChannels, n: bandWidth, k: k, a: weight.pointer, lda: k,
-                           b: columns, ldb: bandWidth, beta: beta, c: dst + firstRow * outW, ldc: outPlane)
-            firstRow += rows
+            withExtendedLifetime(unfolded) {}  // `columns` points into it
         }
-        withExtendedLifetime(unfolded) {}  // `columns` points into it
     }
     return out
 }

@@ -71,13 +71,34 @@ public enum ComputePrecision: String, Sendable, CaseIterable {
     }
 }
 
+/// An operand of `weightGEMM`: float32 values, or a layer's weights as their file stores them (`Weights`), which
+/// the bfloat16 kernels round from directly, with no float32 copy.
+struct GEMMOperand {
+    let pointer: UnsafeRawPointer
+    let type: tokenflow_element_type
+
+    init(_ values: UnsafePointer<Float>) { self.init(UnsafeRawPointer(values), type: TOKENFLOW_ELEMENT_FLOAT32) }
+    init(_ pointer: UnsafeRawPointer, type: tokenflow_element_type) { self.pointer = pointer; self.type = type }
+
+    /// The float32 values; only operands made from float32 have them (float32 products widen weights first).
+    var float32: UnsafePointer<Float> {
+        precondition(type == TOKENFLOW_ELEMENT_FLOAT32, "a 16-bit GEMM operand has no float32 values")
+        return pointer.assumingMemoryBound(to: Float.self)
+    }
+
+    /// The operand from its element `index` on.
+    func advanced(by index: Int) -> GEMMOperand {
+        GEMMOperand(pointer + index * (type == TOKENFLOW_ELEMENT_FLOAT32 ? 4 : 2), type: type)
+    }
+}
+
 /// C = A op(B) + beta * C for a layer's weights (linear and convolution layers), in `ComputePrecision.current`:
 /// `sgemm` for float32; for bfloat16, AMX products split over the workers like `sgemm`'s, each with its own
-/// packing buffer (2 MB, kept between calls in `BufferPool.packing`).
-func weightGEMM(transposeB: Bool = false, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
-                b: UnsafePointer<Float>, ldb: Int, beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) throws {
+/// packing buffer (2 MB, kept between calls in `BufferPool.packing`). A non-transposed B is float32.
+func weightGEMM(transposeB: Bool = false, m: Int, n: Int, k: Int, a: GEMMOperand, lda: Int,
+                b: GEMMOperand, ldb: Int, beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) throws {
     guard k > 0, ComputePrecision.effective == .bfloat16 else {
-        sgemm(transposeB: transposeB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+        sgemm(transposeB: transposeB, m: m, n: n, k: k, a: a.float32, lda: lda, b: b.float32, ldb: ldb, beta: beta, c: c, ldc: ldc)
         return
     }
     if m == 0 || n == 0 { return }
@@ -86,12 +107,13 @@ func weightGEMM(transposeB: Bool = false, m: Int, n: Int, k: Int, a: UnsafePoint
     let floats = (tokenflow_gemm_bf16_scratch_bytes() + 3) / 4, workers = Threading.workerCount(count, granularity: granularity)
     let buffer = try BufferPool.packing.take(count: workers * floats, shape: [workers, floats])
     defer { BufferPool.packing.give(back: buffer) }
-    let pa = UncheckedBox(a), pb = UncheckedBox(b), pc = UncheckedBox(c)
+    let pc = UncheckedBox(c)
     Threading.parallelRanges(count, granularity: granularity, scratch: buffer.pointer, floats: floats) { range, scratch in
         let (rows, columns) = split == .columns ? (0..<m, range) : (range, 0..<n)
-        let bBlock = transposeB ? pb.value + columns.lowerBound * ldb : pb.value + columns.lowerBound
-        tokenflow_gemm_bf16(transposeB ? 1 : 0, rows.count, columns.count, k, 1, pa.value + rows.lowerBound * lda, lda,
-                            bBlock, ldb, beta, pc.value + rows.lowerBound * ldc + columns.lowerBound, ldc, scratch)
+        let aBlock = a.advanced(by: rows.lowerBound * lda)
+        let bBlock = b.advanced(by: transposeB ? columns.lowerBound * ldb : columns.lowerBound)
+        tokenflow_gemm_bf16(transposeB ? 1 : 0, rows.count, columns.count, k, 1, aBlock.pointer, aBlock.type, lda,
+                            bBlock.pointer, bBlock.type, ldb, beta, pc.value + rows.lowerBound * ldc + columns.lowerBound, ldc, scratch)
     }
 }
 
@@ -138,9 +160,14 @@ public func matmul(_ a: Tensor, _ b: Tensor, transposeB: Bool = false) throws ->
 
 /// y = x W^T + bias over the last dimension, with `weight` [out, in] as stored by PyTorch's nn.Linear.
 public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) throws -> Tensor {
-    precondition(weight.rank == 2 && x.shape.last == weight.shape[1],
-                 "linear: input \(x.shape) does not fit weight \(weight.shape)")
-    let outFeatures = weight.shape[0], inFeatures = weight.shape[1]
+    try linear(x, weights: Weights(weight), bias: bias)
+}
+
+/// `linear` with a layer's weights in their file's precision (`Weights.withOperand`).
+public func linear(_ x: Tensor, weights: Weights, bias: Tensor? = nil) throws -> Tensor {
+    precondition(weights.shape.count == 2 && x.shape.last == weights.shape[1],
+                 "linear: input \(x.shape) does not fit weight \(weights.shape)")
+    let outFeatures = weights.shape[0], inFeatures = weights.shape[1]
     let rows = x.count / max(inFeatures, 1)
     let out = try Tensor(uninitializedShape: Array(x.shape.dropLast()) + [outFeatures])
     let o = out.mutablePointer
@@ -148,7 +175,9 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) throws -> T
         precondition(bias.count == outFeatures, "linear: bias \(bias.shape) for \(outFeatures) outputs")
         for r in 0..<rows { (o + r * outFeatures).update(from: bias.pointer, count: outFeatures) }
     }
-    try weightGEMM(transposeB: true, m: rows, n: outFeatures, k: inFeatures, a: x.pointer, lda: inFeatures,
-                   b: weight.pointer, ldb: inFeatures, beta: bias == nil ? 0 : 1, c: o, ldc: outFeatures)
+    try weights.withOperand { w in
+        try weightGEMM(transposeB: true, m: rows, n: outFeatures, k: inFeatures, a: GEMMOperand(x.pointer), lda: inFeatures,
+                       b: w, ldb: inFeatures, beta: bias == nil ? 0 : 1, c: o, ldc: outFeatures)
+    }
     return out
 }

@@ -66,6 +66,16 @@ public struct Weights: @unchecked Sendable {
         }
     }
 
+    /// Runs `body` with the weights as a `weightGEMM` operand in `ComputePrecision.current`: for bfloat16 products
+    /// the 16-bit values as stored (the kernel's packing rounds from them: no widened copy), else Float32 (widened
+    /// into a reused buffer for F16/BF16, as `withFloat32`).
+    func withOperand<R>(_ body: (GEMMOperand) throws -> R) throws -> R {
+        if case .half(let halves, let bfloat16) = values, ComputePrecision.effective == .bfloat16 {
+            return try body(GEMMOperand(UnsafeRawPointer(halves.pointer), type: bfloat16 ? TOKENFLOW_ELEMENT_BFLOAT16 : TOKENFLOW_ELEMENT_HALF))
+        }
+        return try withFloat32 { try body(GEMMOperand($0.pointer)) }
+    }
+
     /// The weights as a Float32 tensor (for F16/BF16 a new widened copy).
     public func float32() throws -> Tensor {
         switch values {

@@ -45,8 +45,8 @@ func winogradConvolution3x3(_ x: Tensor, weight: Tensor, bias: Tensor?, padding:
             }
         }
         for position in 0..<16 {
-            try weightGEMM(m: outChannels, n: tiles, k: inChannels, a: u.value + position * outChannels * inChannels,
-                           lda: inChannels, b: v.value + position * inChannels * tiles, ldb: tiles,
+            try weightGEMM(m: outChannels, n: tiles, k: inChannels, a: GEMMOperand(u.value + position * outChannels * inChannels),
+                           lda: inChannels, b: GEMMOperand(v.value + position * inChannels * tiles), ldb: tiles,
                            c: m.value + position * outChannels * tiles, ldc: tiles)
         }
         // Y = A^T M A for every tile, plus the bias; outputs past an odd edge are dropped.

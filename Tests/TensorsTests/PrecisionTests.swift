@@ -1,3 +1,4 @@
+import Foundation
 import Tensors
 import XCTest
 
@@ -142,6 +143,38 @@ final class PrecisionTests: XCTestCase {
         let x = try gaussianNoise(shape: [1, 77, 64], seed: 34)
         let causal = try ComputePrecision.$current.withValue(.bfloat16) { try attention(query: x, key: x, value: x, heads: 2, causal: true) }
         XCTAssertEqual(causal.scalars, try attention(query: x, key: x, value: x, heads: 2, causal: true).scalars)
+    } }
+
+    /// F16 and BF16 weights go into the bf16 products as stored: packing rounds from the 16-bit values, with the
+    /// same result as widening them first (exactly: F16 widens exactly, and BF16 is its own rounding); in fp32
+    /// they are widened. Linear layers (weights as the transposed B), and 1x1 and im2col convolutions (as A).
+    func testSixteenBitWeightsGiveTheSameProductsAsWidenedOnes() throws { try onEveryKernelPath {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("precision-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let x = try gaussianNoise(shape: [70, 48], seed: 41), image = try gaussianNoise(shape: [1, 48, 9, 11], seed: 42)
+        let bias = try gaussianNoise(shape: [40], seed: 43)
+        for dtype in [SafetensorsDType.f16, .bf16] {
+            let path = "\(directory)/weights-\(dtype.rawValue).safetensors"
+            try writeSafetensors([("linear", try gaussianNoise(shape: [40, 48], seed: 44)),
+                                  ("conv", try gaussianNoise(shape: [40, 48, 3, 3], seed: 45)),
+                                  ("pointwise", try gaussianNoise(shape: [40, 48, 1, 1], seed: 46))], to: path, dtype: dtype)
+            let file = try SafetensorsFile(path: path)
+            let (linearWeights, conv, pointwise) = (try file.weights("linear"), try file.weights("conv"), try file.weights("pointwise"))
+            for precision in ComputePrecision.allCases {
+                try ComputePrecision.$current.withValue(precision) {
+                    let label = "\(dtype.rawValue) weights, \(precision.rawValue)"
+                    XCTAssertEqual(try linear(x, weights: linearWeights, bias: bias).scalars,
+                                   try linear(x, weight: try linearWeights.float32(), bias: bias).scalars, "\(label): linear")
+                    XCTAssertEqual(try conv2d(image, weights: conv, bias: bias, stride: 1, padding: .uniform(1), algorithm: .im2col).scalars,
+                                   try conv2d(image, weight: try conv.float32(), bias: bias, stride: 1, padding: .uniform(1), algorithm: .im2col).scalars,
+                                   "\(label): im2col convolution")
+                    XCTAssertEqual(try conv2d(image, weights: pointwise, bias: bias, stride: 1, padding: .uniform(0)).scalars,
+                                   try conv2d(image, weight: try pointwise.float32(), bias: bias, stride: 1, padding: .uniform(0)).scalars,
+                                   "\(label): 1x1 convolution")
+                }
+            }
+        }
     } }
 
     /// A NaN in the input must reach the output (the engine reports non-finite results; it must not hide them).

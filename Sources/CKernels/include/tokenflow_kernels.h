@@ -55,12 +55,19 @@ void tokenflow_attention_tile(const float *q, size_t q_stride, const float *k, s
 void tokenflow_widen_half(const void *src, float *dst, size_t count);
 void tokenflow_widen_bfloat16(const void *src, float *dst, size_t count);
 
-/* Matrix products with bfloat16 operands (rounded to nearest even from float32) and float32 accumulation, on
- * Intel AMX: C = alpha * A op(B) + beta * C, A row-major m x k, op(B) k x n (B row-major k x n, or with
- * `transpose_b` n x k), C row-major m x n, k > 0. Only where tokenflow_gemm_bf16_available() is 1; `scratch` holds
- * tokenflow_gemm_bf16_scratch_bytes() bytes (any alignment). */
-void tokenflow_gemm_bf16(int transpose_b, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
-                         const float *b, size_t ldb, float beta, float *c, size_t ldc, void *scratch);
+/* How an operand's elements are stored: float32, IEEE half or bfloat16. */
+typedef enum {
+    TOKENFLOW_ELEMENT_FLOAT32 = 0, TOKENFLOW_ELEMENT_HALF = 1, TOKENFLOW_ELEMENT_BFLOAT16 = 2,
+} tokenflow_element_type;
+
+/* Matrix products with bfloat16 operands (rounded to nearest even from float32; half widened exactly first;
+ * bfloat16 taken as is) and float32 accumulation, on Intel AMX: C = alpha * A op(B) + beta * C, A row-major
+ * m x k, op(B) k x n (B row-major k x n, float32; or with `transpose_b` n x k, any type), C row-major m x n,
+ * k > 0. Only where tokenflow_gemm_bf16_available() is 1; `scratch` holds tokenflow_gemm_bf16_scratch_bytes()
+ * bytes (any alignment). */
+void tokenflow_gemm_bf16(int transpose_b, size_t m, size_t n, size_t k, float alpha, const void *a,
+                         tokenflow_element_type a_type, size_t lda, const void *b, tokenflow_element_type b_type, size_t ldb,
+                         float beta, float *c, size_t ldc, void *scratch);
 size_t tokenflow_gemm_bf16_scratch_bytes(void);
 /* Attention with bfloat16 QK^T and PV on AMX (float32 sums and softmax), for the heads of
  * tokenflow_attention_tile without `causal`: one head's keys and values are packed once
