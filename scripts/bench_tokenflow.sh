@@ -3,15 +3,17 @@
 # guidance 7.5, pnp_attn_t 0.5, pnp_f_t 0.8, fp32) by our `tokenflow edit` and by the reference implementation
 # (omerbt/TokenFlow, driven by scripts/bench_tokenflow_reference.py) on the same decoded frames, in the same run.
 # Each side is one process timed by /usr/bin/time (wall seconds, peak RSS), model loading included.
-#   scripts/bench_tokenflow.sh [MODEL_DIR [THREADS]]
+#   scripts/bench_tokenflow.sh [MODEL_DIR [THREADS [PRECISION]]]
 #     MODEL_DIR: a diffusers folder (default /tmp/tokenflow-sd21/folder, written by scripts/make_full_size_model.py
-#     if missing); THREADS: both sides (default 2). TOKENFLOW_REFERENCE: the reference's *.py files (default
+#     if missing); THREADS: both sides (default 2); PRECISION: ours (fp32 by default; the reference runs fp32).
+#     With bf16, ours also runs in fp32 and the PSNR of the bf16 frames against the fp32 ones is printed. TOKENFLOW_REFERENCE: the reference's *.py files (default
 #     /tmp/tokenflow-ref); TOKENFLOW_BUILD: a folder with a release tokenflow-cli (default: build .build/release);
 #     TOKENFLOW_TORCH_PYTHON: python with the pinned tools (default venv/bin/python).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-/tmp/tokenflow-sd21/folder}
 threads=${2:-2}
+precision=${3:-fp32}
 python=${TOKENFLOW_TORCH_PYTHON:-venv/bin/python}
 reference=${TOKENFLOW_REFERENCE:-/tmp/tokenflow-ref}
 frames=8 size=256x160 steps=4
@@ -35,7 +37,7 @@ cc -O1 -o "$work/clip_tool" Tests/Host/c/clip_tool.c -lavformat -lavcodec -lavut
 prompts=(--prompt "a marble sculpture" --negative_prompt "ugly, blurry" --inversion_prompt "a colorful video")  # the reference driver's
 cpu="$("$build/tokenflow-cli" info "$dir" | sed -n 's/^CPU: //p') $(awk -F': ' '/^cpu family/ { f = $2 } /^model\t/ { m = $2 }
     END { printf "family %s model %s", f, m }' /proc/cpuinfo)"
-echo "# TokenFlow-PnP, $frames frames $size, $steps+$steps steps, threads $threads, model $dir; CPU: $cpu; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# TokenFlow-PnP, $frames frames $size, $steps+$steps steps, threads $threads, ours in $precision, model $dir; CPU: $cpu; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 run() {  # NAME COMMAND...: prints "NAME wall=S rss_mib=M"
     local name=$1; shift
     /usr/bin/time -f '%e %M' -o "$work/$name.time" "$@" >"$work/$name.log" 2>&1 || { tail -n 20 "$work/$name.log" >&2; die "$name failed"; }
@@ -43,12 +45,27 @@ run() {  # NAME COMMAND...: prints "NAME wall=S rss_mib=M"
     printf '%s wall=%.1f s peak_rss=%d MiB\n' "$name" "$wall" $((rss / 1024))
     eval "${name}_wall=$wall ${name}_rss=$rss"
 }
-mkdir "$work/ours"
-run ours "$build/tokenflow-cli" edit "$work/clip.nut" "$work/ours/%03d.png" --model "$dir" "${prompts[@]}" --method tokenflow \
-    --steps "$steps" --inversion_steps "$steps" --size "$size" --batch_size 8 --guidance 7.5 --pnp_attn_t 0.5 --pnp_f_t 0.8 \
-    --threads "$threads"
+edit() {  # NAME PRECISION: our edit into $work/NAME/
+    mkdir "$work/$1"
+    run "$1" "$build/tokenflow-cli" edit "$work/clip.nut" "$work/$1/%03d.png" --model "$dir" "${prompts[@]}" --method tokenflow \
+        --steps "$steps" --inversion_steps "$steps" --size "$size" --batch_size 8 --guidance 7.5 --pnp_attn_t 0.5 --pnp_f_t 0.8 \
+        --threads "$threads" --precision "$2"
+    grep '^running on' "$work/$1.log" | sed 's/^/# /'
+}
+edit ours "$precision"
 run reference "$python" scripts/bench_tokenflow_reference.py --reference "$reference" --model "$dir" --frames "$work/clip.rgb" \
     --size "$size" --steps "$steps" --inversion-steps "$steps" --threads "$threads"
 grep '^reference_pnp_edit' "$work/reference.log" | sed 's/^/# /'
 awk -v ow="$ours_wall" -v rw="$reference_wall" -v orss="$ours_rss" -v rrss="$reference_rss" \
     'BEGIN { printf "ratio ours/reference wall=%.2f rss=%.2f\n", ow / rw, orss / rrss }'
+if [ "$precision" != fp32 ]; then
+    edit fp32 fp32
+    "$python" - "$work/ours" "$work/fp32" <<'PY'
+import sys, pathlib
+import numpy as np
+from PIL import Image
+ours, fp32 = (sorted(pathlib.Path(d).glob("*.png")) for d in sys.argv[1:3])
+errors = [np.mean((np.asarray(Image.open(a), float) - np.asarray(Image.open(b), float)) ** 2) for a, b in zip(ours, fp32)]
+print("psnr of ours against ours in fp32 (dB, per frame): " + " ".join(f"{10 * np.log10(255 ** 2 / max(e, 1e-12)):.1f}" for e in errors))
+PY
+fi
