@@ -34,8 +34,9 @@ final class PrecisionTests: XCTestCase {
 
     func testBfloat16LinearMatchesFloat64ProductsOfRoundedOperands() throws { try onEveryKernelPath {
         // (rows, inputs, outputs): edges of the 32 x 32 micro-tile, one element, K over the 1024-deep blocks,
-        // M over the 512-row blocks, N over the 4096-column ones, and rows split over the workers.
-        for (rows, inputs, outputs) in [(37, 70, 45), (1, 1, 1), (64, 2100, 33), (600, 96, 700), (33, 1056, 1030), (40, 64, 4200)] {
+        // M over the 512-row blocks, N over the 4096-column ones (130 rows: split by rows, so each worker has all
+        // 4200 columns), and rows split over the workers.
+        for (rows, inputs, outputs) in [(37, 70, 45), (1, 1, 1), (64, 2100, 33), (600, 96, 700), (33, 1056, 1030), (130, 32, 4200)] {
             let x = try gaussianNoise(shape: [rows, inputs], seed: UInt64(rows)), w = try gaussianNoise(shape: [outputs, inputs], seed: 7)
             let bias = try gaussianNoise(shape: [outputs], seed: 8)
             let bf16 = try ComputePrecision.$current.withValue(.bfloat16) { try linear(x, weight: w, bias: bias) }
