@@ -2,17 +2,19 @@
 # Benchmark (not a test): the VAE's encode and decode of one 512x512 image (or --size WxH) in Swift and in
 # PyTorch (diffusers) on the same machine in the same run, with the ratios. The model folder is the full-size
 # random-weight one of scripts/make_full_size_model.py (never committed); only its vae/ is read.
-#   scripts/bench_vae.sh MODEL_DIR [THREADS [WxH]]   (2 threads, 512x512 by default; needs venv/ with the
+#   scripts/bench_vae.sh MODEL_DIR [THREADS [WxH [PRECISION]]]   (2 threads, 512x512, fp32 by default; PRECISION is
+#   the Swift side's, PyTorch runs fp32; needs venv/ with the
 #                                                    pinned tools, or TOKENFLOW_TORCH_PYTHON)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dir=${1:?usage: scripts/bench_vae.sh MODEL_DIR [THREADS [WxH]]}
+dir=${1:?usage: scripts/bench_vae.sh MODEL_DIR [THREADS [WxH [PRECISION]]]}
 threads=${2:-2}
 size=${3:-512x512}
+precision=${4:-fp32}
 python=${TOKENFLOW_TORCH_PYTHON:-venv/bin/python}
 [ -x "$python" ] || { echo "bench_vae: no PyTorch venv at $python (python3 -m venv venv && venv/bin/pip install -r Tests/Fixtures/requirements.txt)" >&2; exit 1; }
 swift build -c release --product tokenflow-bench >/dev/null
-swift_line=$(.build/release/tokenflow-bench vae "$dir" --size "$size" --repeats 3 --threads "$threads" | grep '^swift_vae')
+swift_line=$(.build/release/tokenflow-bench vae "$dir" --size "$size" --repeats 3 --threads "$threads" --precision "$precision" | grep '^swift_vae')
 torch_line=$("$python" scripts/bench_vae_torch.py "$dir" --size "$size" --repeats 3 --threads "$threads" | grep '^pytorch_vae')
 echo "$swift_line"
 echo "$torch_line"
