@@ -2,9 +2,8 @@
 # Benchmark (not a test): the VAE's encode and decode of one 512x512 image (or --size WxH) in Swift and in
 # PyTorch (diffusers) on the same machine in the same run, with the ratios. The model folder is the full-size
 # random-weight one of scripts/make_full_size_model.py (never committed); only its vae/ is read.
-#   scripts/bench_vae.sh MODEL_DIR [THREADS [WxH [PRECISION]]]   (2 threads, 512x512, fp32 by default; PRECISION is
-#   the Swift side's, PyTorch runs fp32; needs venv/ with the
-#                                                    pinned tools, or TOKENFLOW_TORCH_PYTHON)
+#   scripts/bench_vae.sh MODEL_DIR [THREADS [WxH [PRECISION]]]   (2 threads, 512x512, fp32 by default; PRECISION
+#   is the Swift side's, PyTorch runs fp32; needs venv/ with the pinned tools, or TOKENFLOW_TORCH_PYTHON)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:?usage: scripts/bench_vae.sh MODEL_DIR [THREADS [WxH [PRECISION]]]}
