@@ -20,8 +20,8 @@ public enum KernelCPU {
 
     /// Checks that this CPU runs the kernels, and (once) that OpenBLAS uses the best kernels it has for it.
     public static func require() throws {
-        guard has(TOKENFLOW_CPU_KERNELS) else {
-            let missing = named.filter { TOKENFLOW_CPU_KERNELS & $0.bit != 0 && !has($0.bit) }.map(\.name)
+        guard has(TOKENFLOW_CPU_AVX2_PATH) else {
+            let missing = named.filter { TOKENFLOW_CPU_AVX2_PATH & $0.bit != 0 && !has($0.bit) }.map(\.name)
             throw ModelError.unsupportedCPU("the kernels of this build need an x86-64 CPU with AVX2, FMA and F16C (Intel Haswell, AMD Zen or later); this CPU (\(name)) has no \(missing.joined(separator: ", "))")
         }
         _ = blasCoreChoice
@@ -35,7 +35,7 @@ public enum KernelCPU {
     static let blasCoreChoice: String? = {
         let current = String(cString: openblas_get_corename())
         let knowsAVX2 = ["haswell", "zen", "skylakex", "cooperlake", "sapphirerapids"].contains(current.lowercased())
-        guard !knowsAVX2, getenv("OPENBLAS_CORETYPE") == nil, has(TOKENFLOW_CPU_KERNELS) else { return nil }
+        guard !knowsAVX2, getenv("OPENBLAS_CORETYPE") == nil, has(TOKENFLOW_CPU_AVX2_PATH) else { return nil }
         let avx512 = TOKENFLOW_CPU_AVX512F | TOKENFLOW_CPU_AVX512BW | TOKENFLOW_CPU_AVX512VL
         let core = has(avx512 | TOKENFLOW_CPU_AVX512BF16) ? "Cooperlake" : has(avx512) ? "SkylakeX" : "Haswell"
         return tokenflow_blas_select_core(core) == 0 ? core : nil
