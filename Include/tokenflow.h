@@ -89,7 +89,7 @@ TF_API const char *tf_version_string(void);
 #define TF_ENOMEM    (-12)  /* out of memory */
 #define TF_EINVAL    (-22)  /* invalid argument: NULL pointer, bad setting, bad frame */
 #define TF_ERANGE    (-34)  /* the model produced NaN or infinite values (broken weights, extreme settings) */
-#define TF_ENOTSUP   (-95)  /* unsupported model configuration, or a CPU without what the library needs */
+#define TF_ENOTSUP   (-95)  /* unsupported model configuration */
 #define TF_ECANCELED (-125) /* the progress callback asked to stop */
 
 /* Short static description of an error code ("invalid argument", ...). Never NULL. */

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Makes OpenBLAS use its kernels for `core` ("Haswell", "SkylakeX", "Cooperlake"): a DYNAMIC_ARCH OpenBLAS
+/* Makes OpenBLAS use its kernels for `core` ("Nehalem", "Haswell", "SkylakeX", ...): a DYNAMIC_ARCH OpenBLAS
  * picks its kernels once, when it loads, and falls back to Prescott (SSE3) for a CPU it does not know (an
  * Emerald Rapids Xeon with Debian's 0.3.21), 3-8x slower than the AVX-512 kernels the CPU runs. OpenBLAS reads
  * OPENBLAS_CORETYPE when it initialises, so the choice is re-made through its own gotoblas_dynamic_quit/init

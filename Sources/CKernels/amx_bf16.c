@@ -240,7 +240,7 @@ void tokenflow_attention_pack_bf16(const float *k, size_t k_stride, const float 
 
 #define SUFFIX _amx
 #define VW 16
-#include "vector_math.inc"
+#include "vector.inc"
 
 void tokenflow_attention_tile_bf16(const float *q, size_t q_stride, const unsigned short *packed, size_t keys,
                                    size_t head_dim, size_t value_dim, float scale, float *out, size_t out_stride,

@@ -39,17 +39,6 @@ void tokenflow_attention_tile(const float *q, size_t q_stride, const float *k, s
                               const float *v, size_t v_stride, float *out, size_t out_stride,
                               size_t rows, size_t keys, size_t head_dim, size_t value_dim, float scale,
                               int causal, size_t first_query, float *scratch) {
-    switch (tokenflow_current_path()) {
-    case TOKENFLOW_PATH_AVX512:
-        attention_tile_avx512(q, q_stride, k, k_stride, v, v_stride, out, out_stride, rows, keys, head_dim, value_dim,
-                              scale, causal, first_query, scratch);
-        break;
-    case TOKENFLOW_PATH_AVX2:
-        attention_tile_avx2(q, q_stride, k, k_stride, v, v_stride, out, out_stride, rows, keys, head_dim, value_dim,
-                            scale, causal, first_query, scratch);
-        break;
-    default:
-        attention_tile_portable(q, q_stride, k, k_stride, v, v_stride, out, out_stride, rows, keys, head_dim,
-                                value_dim, scale, causal, first_query, scratch);
-    }
+    TOKENFLOW_DISPATCH(attention_tile, q, q_stride, k, k_stride, v, v_stride, out, out_stride, rows, keys, head_dim,
+                       value_dim, scale, causal, first_query, scratch)
 }

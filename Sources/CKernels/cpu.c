@@ -1,5 +1,5 @@
-// CPU features and the choice of kernel path. Compiled for any x86-64, so it runs before any kernel: an
-// older CPU gets an error message (Diffusion's KernelCPU) instead of SIGILL.
+// CPU features and the choice of kernel path. Compiled for any x86-64, like everything but the kernel variants
+// it chooses between.
 #include "tokenflow_kernels.h"
 
 #include <stdatomic.h>
@@ -44,8 +44,8 @@ void tokenflow_cpu_name(char *name) {
 tokenflow_path tokenflow_best_path(void) {
     unsigned has = tokenflow_cpu_features();
     unsigned avx512 = TOKENFLOW_CPU_AVX512F | TOKENFLOW_CPU_AVX512BW | TOKENFLOW_CPU_AVX512VL;
-    if ((has & (avx512 | TOKENFLOW_CPU_KERNELS)) == (avx512 | TOKENFLOW_CPU_KERNELS)) return TOKENFLOW_PATH_AVX512;
-    if ((has & TOKENFLOW_CPU_KERNELS) == TOKENFLOW_CPU_KERNELS) return TOKENFLOW_PATH_AVX2;
+    if ((has & (avx512 | TOKENFLOW_CPU_AVX2_PATH)) == (avx512 | TOKENFLOW_CPU_AVX2_PATH)) return TOKENFLOW_PATH_AVX512;
+    if ((has & TOKENFLOW_CPU_AVX2_PATH) == TOKENFLOW_CPU_AVX2_PATH) return TOKENFLOW_PATH_AVX2;
     return TOKENFLOW_PATH_PORTABLE;
 }
 

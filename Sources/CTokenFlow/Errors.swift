@@ -40,7 +40,7 @@ struct CError: Error {
         case let error as ModelError:
             switch error {
             case .missingFile: return TF_ENOENT
-            case .unsupportedConfig, .unsupportedCPU, .unsupportedCheckpoint: return TF_ENOTSUP
+            case .unsupportedConfig, .unsupportedCheckpoint: return TF_ENOTSUP
             case .invalidInput: return TF_EINVAL
             case .invalidConfig, .missingTensor, .wrongShape, .unexpectedTensors: return TF_EIO
             }

@@ -2,10 +2,9 @@ import CBLAS
 import CKernels
 import Tensors
 
-/// The kernels (module Tensors) are compiled for x86-64-v3, so the first instruction of any Tensors function
-/// may be one an older CPU lacks. Every public entry that reads a user's file with them (a model folder, a
-/// single-file checkpoint, an inversion file) calls `require()` first: an older CPU gets an error, not SIGILL.
-/// Detection is C compiled for any x86-64 (CKernels/cpu.c), and so is this module.
+/// What runs the numbers on this CPU. The engine runs on any x86-64: the Swift code is compiled for the
+/// baseline, and the hot kernels are C with a variant per instruction set, chosen at run time (CKernels/cpu.c).
+/// OpenBLAS picks its own kernels, not always ones that fit the CPU (`blasCoreChoice`).
 public enum KernelCPU {
     static let features = tokenflow_cpu_features()
 
@@ -18,27 +17,32 @@ public enum KernelCPU {
 
     private static func has(_ bit: Int) -> Bool { Int(features) & bit == bit }
 
-    /// Checks that this CPU runs the kernels, and (once) that OpenBLAS uses the best kernels it has for it.
-    public static func require() throws {
-        guard has(TOKENFLOW_CPU_KERNELS) else {
-            let missing = named.filter { TOKENFLOW_CPU_KERNELS & $0.bit != 0 && !has($0.bit) }.map(\.name)
-            throw ModelError.unsupportedCPU("the kernels of this build need an x86-64 CPU with AVX2, FMA and F16C (Intel Haswell, AMD Zen or later); this CPU (\(name)) has no \(missing.joined(separator: ", "))")
-        }
+    /// Makes OpenBLAS use the best kernels it has for this CPU (once). Every public entry that reads a user's
+    /// file (a model folder, a single-file checkpoint, an inversion file) calls it before the first GEMM.
+    public static func require() {
         _ = blasCoreChoice
     }
 
-    /// The OpenBLAS core chosen for this CPU when OpenBLAS's own choice is one it falls back to, made once
-    /// (nil: OpenBLAS's choice stands). OpenBLAS identifies CPUs by model number, so a CPU newer than the
-    /// OpenBLAS build gets Prescott's SSE3 kernels (measured on an Emerald Rapids Xeon, 1 thread: GEMM 9-12
-    /// GFLOP/s instead of 29-77 with Cooperlake's). The features decide instead; a user's own
-    /// OPENBLAS_CORETYPE is left alone.
-    static let blasCoreChoice: String? = {
+    /// The OpenBLAS core chosen for this CPU by its features, made once, and the one OpenBLAS had chosen (nil:
+    /// OpenBLAS's choice stands). OpenBLAS identifies CPUs mostly by model number: a CPU newer than the OpenBLAS
+    /// build gets Prescott's SSE3 kernels (measured on an Emerald Rapids Xeon, 1 thread: GEMM 9-12 GFLOP/s
+    /// instead of 29-77 with Cooperlake's), and a Haswell model without FMA (a virtual machine can hide it) gets
+    /// Haswell's FMA kernels, which it cannot run (seen under `qemu-x86_64 -cpu Haswell,-fma`: SIGILL). A user's
+    /// own OPENBLAS_CORETYPE is left alone.
+    static let blasCoreChoice: (core: String, replaced: String)? = {
+        guard getenv("OPENBLAS_CORETYPE") == nil else { return nil }
         let current = String(cString: openblas_get_corename())
-        let knowsAVX2 = ["haswell", "zen", "skylakex", "cooperlake", "sapphirerapids"].contains(current.lowercased())
-        guard !knowsAVX2, getenv("OPENBLAS_CORETYPE") == nil, has(TOKENFLOW_CPU_KERNELS) else { return nil }
-        let avx512 = TOKENFLOW_CPU_AVX512F | TOKENFLOW_CPU_AVX512BW | TOKENFLOW_CPU_AVX512VL
-        let core = has(avx512 | TOKENFLOW_CPU_AVX512BF16) ? "Cooperlake" : has(avx512) ? "SkylakeX" : "Haswell"
-        return tokenflow_blas_select_core(core) == 0 ? core : nil
+        let usesAVX2 = ["haswell", "zen", "skylakex", "cooperlake", "sapphirerapids"].contains(current.lowercased())
+        let core: String
+        if has(TOKENFLOW_CPU_AVX2_PATH) {
+            guard !usesAVX2 else { return nil }
+            let avx512 = TOKENFLOW_CPU_AVX512F | TOKENFLOW_CPU_AVX512BW | TOKENFLOW_CPU_AVX512VL
+            core = has(avx512 | TOKENFLOW_CPU_AVX512BF16) ? "Cooperlake" : has(avx512) ? "SkylakeX" : "Haswell"
+        } else {
+            guard usesAVX2 else { return nil }
+            core = has(TOKENFLOW_CPU_AVX) ? "Sandybridge" : "Nehalem"
+        }
+        return tokenflow_blas_select_core(core) == 0 ? (core, current) : nil
     }()
 
     /// The CPU's brand string, or "unknown CPU".
@@ -70,9 +74,9 @@ public enum KernelCPU {
     public static var report: String {
         let present = named.filter { has($0.bit) }.map(\.name)
         let config = String(cString: openblas_get_config()), core = String(cString: openblas_get_corename())
-        let chosen = blasCoreChoice == nil ? "" : " (chosen by this library: OpenBLAS does not know this CPU)"
+        let chosen = blasCoreChoice.map { " (chosen by this library from the CPU's features, instead of OpenBLAS's \($0.replaced))" } ?? ""
         return "CPU: \(name) (\(present.isEmpty ? "no AVX" : present.joined(separator: ", ")))\n"
-            + "kernels: Swift built for AVX2/FMA/F16C (x86-64-v3); C kernels on the \(KernelPath.current) path (this CPU runs \(KernelPath.available.map(\.description).joined(separator: ", ")))\n"
+            + "kernels: Swift built for any x86-64; C kernels on the \(KernelPath.current) path (this CPU runs \(KernelPath.available.map(\.description).joined(separator: ", ")))\n"
             + "OpenBLAS: \(config), core \(core)\(chosen)\n"
             + "precision bf16: \(ComputePrecision.bfloat16Hardware ? "on AMX (Linux's grant of the tile state is asked when first used)" : "computed as fp32 (no AMX-BF16)")"
     }

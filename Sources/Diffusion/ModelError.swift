@@ -7,8 +7,6 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
     case wrongShape(file: String, tensor: String, expected: [Int], found: [Int])
     case unexpectedTensors(file: String, names: [String])
     case invalidInput(String)
-    /// The CPU cannot run this build's kernels.
-    case unsupportedCPU(String)
     /// A file that is not a model this engine runs (a LoRA, an SDXL or inpainting checkpoint, a pickle, a
     /// partial checkpoint): `what` says what it is, `supported` what would work.
     case unsupportedCheckpoint(file: String, what: String, supported: String)
@@ -17,8 +15,6 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
         switch self {
         case .missingFile(let path):
             return "missing model file: \(path)"
-        case .unsupportedCPU(let reason):
-            return "unsupported CPU: \(reason)"
         case .invalidConfig(let file, let reason):
             return "invalid config \(file): \(reason)"
         case .unsupportedConfig(let file, let key, let value, let supported):

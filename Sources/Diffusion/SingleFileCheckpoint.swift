@@ -48,7 +48,7 @@ public final class SingleFileCheckpoint: @unchecked Sendable {
         + "(model.diffusion_model.*, first_stage_model.*, cond_stage_model.*), or a diffusers folder"
 
     public init(path: String) throws {
-        try KernelCPU.require()
+        KernelCPU.require()
         self.path = path
         try Self.refuseNonSafetensors(path)
         file = try SafetensorsFile(path: path)

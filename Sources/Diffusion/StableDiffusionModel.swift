@@ -44,7 +44,7 @@ public final class StableDiffusionModel: @unchecked Sendable {
     }
 
     public init(directory: String) throws {
-        try KernelCPU.require()
+        KernelCPU.require()
         path = directory
         guard FileManager.default.fileExists(atPath: directory) else {
             throw ModelError.missingFile("\(directory) (the model directory does not exist)")
@@ -68,7 +68,7 @@ public final class StableDiffusionModel: @unchecked Sendable {
     /// A single-file checkpoint: each part is built from its recognised config and read tensor by tensor from
     /// the memory-mapped file, so loading needs no more memory than the same weights in a folder.
     public init(checkpoint file: String) throws {
-        try KernelCPU.require()
+        KernelCPU.require()
         path = file
         let checkpoint = try SingleFileCheckpoint(path: file)
         self.checkpoint = checkpoint.summary

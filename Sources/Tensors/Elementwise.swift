@@ -1,4 +1,6 @@
-// Element-wise kernels. Large tensors are split over the worker threads in contiguous chunks.
+// Element-wise kernels. Large tensors are split over the worker threads in contiguous chunks. The hot ones
+// (activations, GEGLU, the scaled add) are C kernels with a variant per instruction set (CKernels).
+import CKernels
 
 /// Runs `body` over `0..<count` in parallel chunks when the tensor is big enough to pay for it.
 @inline(__always)
@@ -10,7 +12,7 @@ func forEachChunk(_ count: Int, _ body: (Range<Int>) -> Void) {
     }
 }
 
-/// out = op(x) element-wise, vectorised.
+/// out = op(x) element-wise, vectorised (at the x86-64 baseline: for the light operations that are not hot).
 public func map(_ x: Tensor, _ op: (FloatVector) -> FloatVector) throws -> Tensor {
     let out = try Tensor(uninitializedShape: x.shape)
     let input = UncheckedBox(x.pointer), output = UncheckedBox(out.mutablePointer)
@@ -20,19 +22,24 @@ public func map(_ x: Tensor, _ op: (FloatVector) -> FloatVector) throws -> Tenso
     return out
 }
 
+/// out = activation(x) element-wise, by the C kernel of the current path.
+private func activated(_ x: Tensor, _ activation: tokenflow_activation) throws -> Tensor {
+    let out = try Tensor(uninitializedShape: x.shape)
+    let input = UncheckedBox(x.pointer), output = UncheckedBox(out.mutablePointer)
+    forEachChunk(x.count) { range in
+        tokenflow_activation_apply(activation, input.value + range.lowerBound, output.value + range.lowerBound, range.count)
+    }
+    return out
+}
+
 /// x * sigmoid(x)
-public func silu(_ x: Tensor) throws -> Tensor { try map(x, siluVector) }
+public func silu(_ x: Tensor) throws -> Tensor { try activated(x, TOKENFLOW_ACTIVATION_SILU) }
 
 /// 0.5 x (1 + erf(x / sqrt 2)): PyTorch's default (exact) GELU.
-public func gelu(_ x: Tensor) throws -> Tensor { try map(x, geluVector) }
+public func gelu(_ x: Tensor) throws -> Tensor { try activated(x, TOKENFLOW_ACTIVATION_GELU) }
 
 /// x * sigmoid(1.702 x): CLIP's quick_gelu.
-public func quickGelu(_ x: Tensor) throws -> Tensor { try map(x) { v in v / (1 + vectorExp(-1.702 * v)) } }
-
-@inline(__always) func siluVector(_ v: FloatVector) -> FloatVector { v / (1 + vectorExp(-v)) }
-@inline(__always) func geluVector(_ v: FloatVector) -> FloatVector {
-    0.5 * v * (1 + vectorErf(v * 0.70710678118654752))
-}
+public func quickGelu(_ x: Tensor) throws -> Tensor { try activated(x, TOKENFLOW_ACTIVATION_QUICK_GELU) }
 
 /// GEGLU as in diffusers' feed-forward: x [..., 2D] -> hidden [..., D] * gelu(gate [..., D]).
 public func geglu(_ x: Tensor) throws -> Tensor {
@@ -42,16 +49,7 @@ public func geglu(_ x: Tensor) throws -> Tensor {
     let out = try Tensor(uninitializedShape: Array(x.shape.dropLast()) + [width])
     let input = UncheckedBox(x.pointer), output = UncheckedBox(out.mutablePointer)
     let body: (Range<Int>) -> Void = { range in
-        for r in range {
-            let hidden = input.value + r * 2 * width, gate = hidden + width, o = output.value + r * width
-            mapVectors(gate, o, width, geluVector)
-            var j = 0
-            while j + 16 <= width {
-                storeVector(loadVector(o + j) * loadVector(hidden + j), o + j)
-                j += 16
-            }
-            while j < width { o[j] *= hidden[j]; j += 1 }
-        }
+        tokenflow_geglu(input.value + range.lowerBound * 2 * width, output.value + range.lowerBound * width, range.count, width)
     }
     if x.count < 1 << 16 { body(0..<rows) } else { Threading.parallelRanges(rows, body) }
     return out
@@ -70,8 +68,7 @@ public func addInPlace(_ target: Tensor, _ other: Tensor, scale: Float = 1) {
     precondition(target.count == other.count, "addInPlace: sizes differ \(target.shape) vs \(other.shape)")
     let t = UncheckedBox(target.mutablePointer), o = UncheckedBox(other.pointer)
     forEachChunk(target.count) { range in
-        let tp = t.value, op = o.value
-        for i in range { tp[i] += scale * op[i] }
+        tokenflow_add_scaled(t.value + range.lowerBound, o.value + range.lowerBound, range.count, scale)
     }
 }
 

@@ -32,7 +32,7 @@ func timed(repeats: Int, _ body: () throws -> Void) throws -> Double {
 }
 
 // As the engine does before its first kernel (OpenBLAS's core included); every figure names the machine.
-do { try KernelCPU.require() } catch { print("error: \(error)"); exit(1) }
+KernelCPU.require()
 print(KernelCPU.report)
 switch arguments.first {
 case "kernels":

@@ -27,7 +27,7 @@ cc -O1 -I Include -o "$work/edit_clip" Examples/edit_clip.c -ldl || { fail "bad-
 "$cli" invert "$work/in.nut" "$work/inv.safetensors" --model "$model" --steps 2 --inversion_steps 2 --size input > "$work/invert.log" 2>&1 ||
     { fail "bad-inputs invert the clip" "$(tail -c 300 "$work/invert.log")"; finish; }
 
-# run HOST OUT: runs HOST on the settings in `settings` (NAME -> VALUE) under `runner`, output in $log.
+# run HOST OUT: runs HOST on the settings in `settings` (NAME -> VALUE), output in $log.
 run() {
     local host=$1 out=$2 args=() name
     case $host in
@@ -47,7 +47,7 @@ run() {
             command=("$(command -v gst-launch-1.0)" --no-fault videotestsrc num-buffers=$frames ! video/x-raw,width=64,height=48,framerate=10/1
                      ! videoconvert ! video/x-raw,format=RGB ! tokenflow "${args[@]}" ! filesink location="$out") ;;
     esac
-    ( [ -n "$limit" ] && ulimit -v "$limit"; exec timeout "$seconds" "${runner[@]}" "${command[@]}" ) > "$log" 2>&1
+    ( [ -n "$limit" ] && ulimit -v "$limit"; exec timeout "$seconds" "${command[@]}" ) > "$log" 2>&1
 }
 
 # wrote HOST OUT: whether the host wrote an edited frame. ffmpeg and GStreamer's filesink create their
@@ -73,11 +73,10 @@ while IFS='|' read -r name hosts breaking case_settings message; do
         [ "$breaking" = - ] || python3 Tests/Host/support/break_files.py ${breaking%% *} "$case_dir/$(cut -d' ' -f2 <<<"$breaking")" \
             $(cut -s -d' ' -f3- <<<"$breaking")
         declare -A settings=([model]="$case_dir/model" [prompt]="a red car" [steps]=2 [inversion_steps]=2 [size]=input)
-        runner=() limit="" seconds=120
+        limit="" seconds=120
         for setting in $case_settings; do
             value=${setting#*=}; value=${value//\{case\}/$case_dir}
             case $setting in
-                @cpu=*) runner=(qemu-x86_64 -cpu "$value"); seconds=600 ;;
                 @ulimit=*) limit=$value ;;
                 *) settings[${setting%%=*}]=$value ;;
             esac

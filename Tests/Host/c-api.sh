@@ -226,6 +226,10 @@ mkdir -p "$work/ppm"
 expect "c-api example reads raw RGB24 and writes PPM frames" test "$(ls "$work/ppm" | wc -l)" -eq 5 -a "$(head -c 2 "$work/ppm/frame-0004.ppm")" = P6
 "$work/edit_clip" "$prefix/lib/libtokenflow.so" -n 5 -k 1,3,0,4 -o "$work/keys.rgb" "${quick[@]}" batch_size=3 > "$work/keys.log" 2>&1
 expect "c-api example takes a keyframe schedule" test $? -eq 0 -a "$(stat -c %s "$work/keys.rgb" 2>/dev/null)" = $((5 * 64 * 48 * 3))
+# On a CPU without AVX (an emulated Nehalem) the library runs its portable path: a short clip, never SIGILL.
+timeout 600 qemu-x86_64 -cpu Nehalem "$work/edit_clip" "$prefix/lib/libtokenflow.so" -n 2 -o "$work/nehalem.rgb" "${quick[@]}" \
+    > "$work/nehalem.log" 2>&1
+expect "c-api example edits on a CPU without AVX" test $? -eq 0 -a "$(stat -c %s "$work/nehalem.rgb" 2>/dev/null)" = $((2 * 64 * 48 * 3))
 # The same edit from each tiny model's single-file checkpoint and from its folder: the same bytes.
 for name in sd2-tiny sd15-tiny; do
     for source in "$name" "$name.safetensors"; do

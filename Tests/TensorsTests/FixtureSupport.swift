@@ -25,3 +25,13 @@ func assertClose(_ actual: Tensor, _ expected: Tensor, tolerance: Float, _ label
     XCTAssertLessThanOrEqual(error, tolerance, "\(label): scaled max error \(error)", file: file, line: line)
     XCTAssertFalse(actual.scalars.contains { !$0.isFinite }, "\(label): non-finite output", file: file, line: line)
 }
+
+/// Runs `body` on every kernel path this CPU runs (the C kernels' variants), then goes back to the best one.
+func onEveryKernelPath(_ body: (KernelPath) throws -> Void, file: StaticString = #filePath, line: UInt = #line) throws {
+    defer { KernelPath.force(KernelPath.best) }
+    for path in KernelPath.available {
+        XCTAssertTrue(KernelPath.force(path), "\(path) path", file: file, line: line)
+        XCTAssertEqual(KernelPath.current, path, file: file, line: line)
+        try body(path)
+    }
+}

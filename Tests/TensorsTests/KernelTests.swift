@@ -35,16 +35,19 @@ final class KernelTests: XCTestCase {
                     tolerance: tolerance, "linear")
     }
 
-    /// Both algorithms against PyTorch (`winograd` applies to the 3x3 stride-1 cases; the others stay im2col).
+    /// Both algorithms against PyTorch (`winograd` applies to the 3x3 stride-1 cases; the others stay im2col), the
+    /// Winograd transforms on every kernel path.
     func testConvolutions() throws {
-        for name in ["conv3x3", "conv3x3s2", "conv1x1", "conv3x3_wide"] {
-            let w = t("\(name).w")
-            let stride = name.contains("s2") ? 2 : 1
-            let padding = w.shape[2] == 3 ? 1 : 0
-            for algorithm in [ConvolutionAlgorithm.im2col, .winograd] {
-                assertClose(try conv2d(t("\(name).x"), weight: w, bias: t("\(name).b"), stride: stride, padding: .uniform(padding),
-                                       algorithm: algorithm),
-                            t("\(name).out"), tolerance: tolerance, "\(name) \(algorithm)")
+        try onEveryKernelPath { path in
+            for name in ["conv3x3", "conv3x3s2", "conv1x1", "conv3x3_wide"] {
+                let w = t("\(name).w")
+                let stride = name.contains("s2") ? 2 : 1
+                let padding = w.shape[2] == 3 ? 1 : 0
+                for algorithm in [ConvolutionAlgorithm.im2col, .winograd] {
+                    assertClose(try conv2d(t("\(name).x"), weight: w, bias: t("\(name).b"), stride: stride, padding: .uniform(padding),
+                                           algorithm: algorithm),
+                                t("\(name).out"), tolerance: tolerance, "\(name) \(algorithm), \(path) path")
+                }
             }
         }
         let asymmetric = try conv2d(t("conv3x3s2_asym.x"), weight: t("conv3x3s2_asym.w"), bias: t("conv3x3s2_asym.b"),
@@ -55,8 +58,13 @@ final class KernelTests: XCTestCase {
     /// Winograd F(2x2, 3x3) against im2col at sizes the automatic choice gives it (a UNet level's channels,
     /// odd output sizes, one-sided padding, several bands of tile rows, a batch, bands across images). The two
     /// differ by rounding only: measured max 3.4-4.3e-7 of the output scale; tolerance 1e-5 of the scale, while
-    /// a wrong transform coefficient or tile offset errs by O(1).
+    /// a wrong transform coefficient or tile offset errs by O(1). On every kernel path (the transforms' vector
+    /// widths differ, so do their tails).
     func testWinogradMatchesIm2col() throws {
+        try onEveryKernelPath { path in try winogradMatchesIm2col(path) }
+    }
+
+    func winogradMatchesIm2col(_ path: KernelPath) throws {
         for (shape, padding, budget) in [([2, 48, 33, 35], Padding2D.uniform(1), 4 << 20),
                                          ([1, 64, 40, 32], Padding2D(top: 1, left: 0, bottom: 1, right: 2), 16 * 64 * 17 * 3),
                                          ([1, 16, 7, 5], Padding2D.uniform(1), 4 << 20),
@@ -66,7 +74,7 @@ final class KernelTests: XCTestCase {
             let w = try gaussianNoise(shape: [24, shape[1], 3, 3], seed: 5), b = try gaussianNoise(shape: [24], seed: 6)
             let expected = try conv2d(x, weight: w, bias: b, stride: 1, padding: padding, algorithm: .im2col)
             let winograd = try conv2d(x, weight: w, bias: b, stride: 1, padding: padding, unfoldBudget: budget, algorithm: .winograd)
-            assertClose(winograd, expected, tolerance: 1e-5, "Winograd \(shape) \(padding)")
+            assertClose(winograd, expected, tolerance: 1e-5, "Winograd \(shape) \(padding), \(path) path")
         }
     }
 
@@ -84,22 +92,27 @@ final class KernelTests: XCTestCase {
         }
     }
 
-    func testNormalization() throws {
+    func testNormalizationOnEveryKernelPath() throws {
         let x = t("groupnorm.x"), w = t("groupnorm.w"), b = t("groupnorm.b")
-        assertClose(try groupNorm(x, groups: 8, weight: w, bias: b, eps: 1e-6), t("groupnorm.out"), tolerance: tolerance, "groupnorm")
-        assertClose(try groupNorm(x, groups: 8, weight: w, bias: b, eps: 1e-6, fusedSiLU: true), t("groupnorm_silu.out"),
-                    tolerance: tolerance, "groupnorm + silu")
-        assertClose(try layerNorm(t("layernorm.x"), weight: t("layernorm.w"), bias: t("layernorm.b")), t("layernorm.out"),
-                    tolerance: tolerance, "layernorm")
+        try onEveryKernelPath { path in
+            assertClose(try groupNorm(x, groups: 8, weight: w, bias: b, eps: 1e-6), t("groupnorm.out"), tolerance: tolerance,
+                        "groupnorm, \(path) path")
+            assertClose(try groupNorm(x, groups: 8, weight: w, bias: b, eps: 1e-6, fusedSiLU: true), t("groupnorm_silu.out"),
+                        tolerance: tolerance, "groupnorm + silu, \(path) path")
+            assertClose(try layerNorm(t("layernorm.x"), weight: t("layernorm.w"), bias: t("layernorm.b")), t("layernorm.out"),
+                        tolerance: tolerance, "layernorm, \(path) path")
+        }
     }
 
-    func testActivations() throws {
+    func testActivationsOnEveryKernelPath() throws {
         let x = t("act.x")
-        assertClose(try silu(x), t("act.silu"), tolerance: tolerance, "silu")
-        assertClose(try gelu(x), t("act.gelu"), tolerance: tolerance, "gelu")
-        assertClose(try quickGelu(x), t("act.quick_gelu"), tolerance: tolerance, "quick_gelu")
-        assertClose(try geglu(t("geglu.x")), t("geglu.out"), tolerance: tolerance, "geglu")
-        assertClose(try softmax(t("softmax.x")), t("softmax.out"), tolerance: tolerance, "softmax")
+        try onEveryKernelPath { path in
+            assertClose(try silu(x), t("act.silu"), tolerance: tolerance, "silu, \(path) path")
+            assertClose(try gelu(x), t("act.gelu"), tolerance: tolerance, "gelu, \(path) path")
+            assertClose(try quickGelu(x), t("act.quick_gelu"), tolerance: tolerance, "quick_gelu, \(path) path")
+            assertClose(try geglu(t("geglu.x")), t("geglu.out"), tolerance: tolerance, "geglu, \(path) path")
+            assertClose(try softmax(t("softmax.x")), t("softmax.out"), tolerance: tolerance, "softmax, \(path) path")
+        }
     }
 
     func testShapeOps() {
@@ -114,10 +127,7 @@ final class KernelTests: XCTestCase {
 
     /// Every instruction-set path this CPU runs (the C kernels' dispatch), against PyTorch's SDPA.
     func testAttentionOnEveryKernelPath() throws {
-        defer { KernelPath.force(KernelPath.best) }
-        for path in KernelPath.available {
-            XCTAssertTrue(KernelPath.force(path))
-            XCTAssertEqual(KernelPath.current, path)
+        try onEveryKernelPath { path in
             for (name, heads) in [("attn_self", 4), ("attn_cross", 5)] {
                 let out = try attention(query: t("\(name).q"), key: t("\(name).k"), value: t("\(name).v"), heads: heads)
                 assertClose(out, t("\(name).out"), tolerance: tolerance, "\(name), \(path) path")
@@ -158,7 +168,12 @@ final class SmallConvolutionTests: XCTestCase {
         return out
     }
 
+    /// On every kernel path (the Winograd transforms' vector tails).
     func testTinyImagesAndEveryPadding() throws {
+        try onEveryKernelPath { path in try tinyImagesAndEveryPadding(path) }
+    }
+
+    func tinyImagesAndEveryPadding(_ path: KernelPath) throws {
         let w = try gaussianNoise(shape: [3, 2, 3, 3], seed: 7)
         for (h, wd) in [(1, 1), (1, 2), (2, 1), (1, 5), (4, 1), (3, 3)] {
             let x = try gaussianNoise(shape: [2, 2, h, wd], seed: UInt64(h * 10 + wd))
@@ -168,7 +183,7 @@ final class SmallConvolutionTests: XCTestCase {
                 for algorithm in [ConvolutionAlgorithm.im2col, .winograd] {
                     let actual = try conv2d(x, weight: w, bias: nil, stride: stride, padding: padding, algorithm: algorithm)
                     assertClose(actual, try directConvolution(x, w, stride: stride, padding: padding), tolerance: 1e-5,
-                                "\(h)x\(wd) stride \(stride) padding \(padding) \(algorithm)")
+                                "\(h)x\(wd) stride \(stride) padding \(padding) \(algorithm), \(path) path")
                 }
             }
         }

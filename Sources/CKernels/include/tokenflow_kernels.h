@@ -1,6 +1,6 @@
 // The engine's own hot kernels in C, compiled for any x86-64 with one variant per instruction set (portable,
 // AVX2/FMA, AVX-512), chosen at run time by what the CPU has. Also the CPU's features and name, which decide
-// that choice, the OpenBLAS core and whether the Swift kernels (x86-64-v3) can run at all.
+// that choice and the OpenBLAS core.
 #ifndef TOKENFLOW_KERNELS_H
 #define TOKENFLOW_KERNELS_H
 
@@ -12,8 +12,8 @@ enum {
     TOKENFLOW_CPU_AVX512F = 1 << 4, TOKENFLOW_CPU_AVX512BW = 1 << 5, TOKENFLOW_CPU_AVX512VL = 1 << 6,
     TOKENFLOW_CPU_AVX512BF16 = 1 << 7,
     TOKENFLOW_CPU_AMX_BF16 = 1 << 8, /* AMX tiles with bfloat16 products (the CPU's; Linux must still grant them) */
-    /* What the Swift kernels (module Tensors, compiled for x86-64-v3) need. */
-    TOKENFLOW_CPU_KERNELS = TOKENFLOW_CPU_AVX2 | TOKENFLOW_CPU_FMA | TOKENFLOW_CPU_F16C,
+    /* What the avx2 path (x86-64-v3) needs. */
+    TOKENFLOW_CPU_AVX2_PATH = TOKENFLOW_CPU_AVX2 | TOKENFLOW_CPU_FMA | TOKENFLOW_CPU_F16C,
 };
 unsigned tokenflow_cpu_features(void);
 
@@ -49,6 +49,43 @@ void tokenflow_attention_tile(const float *q, size_t q_stride, const float *k, s
                               const float *v, size_t v_stride, float *out, size_t out_stride,
                               size_t rows, size_t keys, size_t head_dim, size_t value_dim, float scale,
                               int causal, size_t first_query, float *scratch);
+
+/* Element-wise kernels over `count` floats (dst may be src). */
+typedef enum {
+    TOKENFLOW_ACTIVATION_NONE = 0,
+    TOKENFLOW_ACTIVATION_SILU = 1,       /* x * sigmoid(x) */
+    TOKENFLOW_ACTIVATION_GELU = 2,       /* 0.5 x (1 + erf(x / sqrt 2)), PyTorch's exact GELU */
+    TOKENFLOW_ACTIVATION_QUICK_GELU = 3, /* x * sigmoid(1.702 x), CLIP's */
+} tokenflow_activation;
+void tokenflow_activation_apply(tokenflow_activation activation, const float *src, float *dst, size_t count);
+/* target[i] += scale * other[i]. */
+void tokenflow_add_scaled(float *target, const float *other, size_t count, float scale);
+/* GEGLU of `rows` rows of 2 * width floats: dst[r][j] = src[r][j] * gelu(src[r][width + j]). */
+void tokenflow_geglu(const float *src, float *dst, size_t rows, size_t width);
+/* One group of GroupNorm: `channels` planes of `spatial` floats normalized by the group's mean and variance,
+ * then out = activation(normalized * gamma[c] + beta[c]) (gamma and beta: the group's channels). */
+void tokenflow_group_norm(const float *x, float *out, size_t channels, size_t spatial, const float *gamma,
+                          const float *beta, float eps, tokenflow_activation activation);
+/* LayerNorm of `rows` rows of `width` floats, with gamma and beta of `width`. */
+void tokenflow_layer_norm(const float *x, float *out, size_t rows, size_t width, const float *gamma, const float *beta,
+                          float eps);
+/* Softmax of `rows` rows of `width` floats. */
+void tokenflow_softmax(const float *x, float *out, size_t rows, size_t width);
+
+/* The transforms of Winograd F(2x2, 3x3) (Tensors/Winograd.swift). Input: one tile row of one channel's
+ * `height` x `width` plane, whose tiles read padded rows top ..< top + 4 (negative: padding) with `left`
+ * columns of padding, to v[xi * position_stride + tile] for the 16 positions xi of tiles_w tiles;
+ * `scratch` holds tokenflow_winograd_input_scratch_floats(tiles_w) floats. Output: from the products
+ * m[xi * position_stride + tile], the 2x2 outputs (+ bias) of tiles_w tiles to rows first_row, first_row + 1
+ * of an out_h x out_w plane (those past its edges dropped). Weights: u[xi][o][c] for the 3x3 filters
+ * weight[o][c] (out_channels x in_channels of them) of output channels first_out ..< end_out. */
+size_t tokenflow_winograd_input_scratch_floats(size_t tiles_w);
+void tokenflow_winograd_input_row(const float *plane, size_t height, size_t width, long top, long left, size_t tiles_w,
+                                  float *scratch, float *v, size_t position_stride);
+void tokenflow_winograd_output_row(const float *m, size_t position_stride, size_t tiles_w, float bias, float *plane,
+                                   size_t out_h, size_t out_w, size_t first_row);
+void tokenflow_winograd_weights(const float *weight, float *u, size_t out_channels, size_t in_channels,
+                                size_t first_out, size_t end_out);
 
 /* dst[i] = src[i] widened to float32, exactly: `src` holds `count` IEEE half (binary16) or bfloat16 values
  * (any alignment). */

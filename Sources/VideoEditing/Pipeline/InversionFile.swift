@@ -22,7 +22,7 @@ extension Inversion {
     }
 
     public static func load(from path: String) throws -> Inversion {
-        try KernelCPU.require()
+        KernelCPU.require()
         let file = try SafetensorsFile(path: path)
         let meta = file.metadata
         guard meta["format"] == "tokenflow-inversion" else {
