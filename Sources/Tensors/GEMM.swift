@@ -80,12 +80,6 @@ struct GEMMOperand {
     init(_ values: UnsafePointer<Float>) { self.init(UnsafeRawPointer(values), type: TOKENFLOW_ELEMENT_FLOAT32) }
     init(_ pointer: UnsafeRawPointer, type: tokenflow_element_type) { self.pointer = pointer; self.type = type }
 
-    /// The float32 values; only operands made from float32 have them (float32 products widen weights first).
-    var float32: UnsafePointer<Float> {
-        precondition(type == TOKENFLOW_ELEMENT_FLOAT32, "a 16-bit GEMM operand has no float32 values")
-        return pointer.assumingMemoryBound(to: Float.self)
-    }
-
     /// The operand from its element `index` on.
     func advanced(by index: Int) -> GEMMOperand {
         GEMMOperand(pointer + index * (type == TOKENFLOW_ELEMENT_FLOAT32 ? 4 : 2), type: type)
@@ -94,14 +88,18 @@ struct GEMMOperand {
 
 /// C = A op(B) + beta * C for a layer's weights (linear and convolution layers), in `ComputePrecision.current`:
 /// `sgemm` for float32; for bfloat16, AMX products split over the workers like `sgemm`'s, each with its own
-/// packing buffer (2 MB, kept between calls in `BufferPool.packing`). A non-transposed B is float32.
+/// packing buffer (9 MB, kept between calls in `BufferPool.packing`). A non-transposed B is float32.
 func weightGEMM(transposeB: Bool = false, m: Int, n: Int, k: Int, a: GEMMOperand, lda: Int,
                 b: GEMMOperand, ldb: Int, beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) throws {
-    guard k > 0, ComputePrecision.effective == .bfloat16 else {
-        sgemm(transposeB: transposeB, m: m, n: n, k: k, a: a.float32, lda: lda, b: b.float32, ldb: ldb, beta: beta, c: c, ldc: ldc)
+    if m == 0 || n == 0 { return }
+    // 16-bit operands come only from `Weights.withOperand` under bfloat16 products (AMX granted, for good), so
+    // they take the AMX path whatever happened since; float32 ones, unless bfloat16 is asked. K = 0 reads neither.
+    let sixteenBit = a.type != TOKENFLOW_ELEMENT_FLOAT32 || b.type != TOKENFLOW_ELEMENT_FLOAT32
+    guard k > 0 && (sixteenBit || ComputePrecision.effective == .bfloat16) else {
+        sgemm(transposeB: transposeB, m: m, n: n, k: k, a: a.pointer.assumingMemoryBound(to: Float.self), lda: lda,
+              b: b.pointer.assumingMemoryBound(to: Float.self), ldb: ldb, beta: beta, c: c, ldc: ldc)
         return
     }
-    if m == 0 || n == 0 { return }
     let split = GEMMSplit(m: m, n: n, k: k, threads: Threading.threadCount)
     let count = split == .columns ? n : m, granularity = 32 // blocks of one AMX micro-tile
     let floats = (tokenflow_gemm_bf16_scratch_bytes() + 3) / 4, workers = Threading.workerCount(count, granularity: granularity)

@@ -107,7 +107,7 @@ final class BufferPool: Sendable {
     /// Buffers for widened F16/BF16 weights (`Weights.withFloat32`): up to the largest weight, 59 MB for a
     /// 1280-channel 3x3 convolution.
     static let widening = BufferPool()
-    /// Packing buffers of the bfloat16 products (`weightGEMM`), one per worker.
+    /// Packing buffers of the bfloat16 products (`weightGEMM`), one per worker (9 MB each).
     static let packing = BufferPool()
 
     func take(count: Int, shape: [Int]) throws -> TensorStorage {
