@@ -21,6 +21,8 @@
 // Xeon, 1 thread, alternating runs).
 enum { TILE = 16, MICRO = 32, KSTEP = 32, MC = 512, KC = 1024, NC = 4096 };
 
+static size_t round32(size_t n) { return (n + 31) / 32 * 32; }
+
 size_t tokenflow_gemm_bf16_scratch_bytes(void) { return ((size_t)MC * KC + (size_t)KC * NC) * 2 + 64; }
 
 int tokenflow_gemm_bf16_available(void) {
@@ -163,9 +165,16 @@ static void configure_tiles(void) {
     _tile_loadconfig(&config);
 }
 
+size_t tokenflow_gemm_bf16_packed_a_elements(size_t m, size_t k) { return round32(m) * round32(k); }
+
+void tokenflow_gemm_bf16_pack_a(const void *a, tokenflow_element_type type, size_t lda, size_t m, size_t k,
+                                unsigned short *packed) {
+    pack_a(a, type, 0, lda, m, k, round32(k), packed); // one block of every row and every k
+}
+
 void tokenflow_gemm_bf16(int transpose_b, size_t m, size_t n, size_t k, float alpha, const void *a,
-                         tokenflow_element_type a_type, size_t lda, const void *b, tokenflow_element_type b_type, size_t ldb,
-                         float beta, float *c, size_t ldc, void *scratch) {
+                         tokenflow_element_type a_type, size_t lda, const unsigned short *packed_whole_a, const void *b,
+                         tokenflow_element_type b_type, size_t ldb, float beta, float *c, size_t ldc, void *scratch) {
     configure_tiles();
     uint16_t *packed_a = (uint16_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63), *packed_b = packed_a + (size_t)MC * KC;
     float acc[MICRO * MICRO] __attribute__((aligned(64)));
@@ -178,11 +187,14 @@ void tokenflow_gemm_bf16(int transpose_b, size_t m, size_t n, size_t k, float al
             pack_b(transpose_b, b, b_type, transpose_b ? jc * ldb + pc : pc * ldb + jc, ldb, kc, nc, kc_padded, packed_b);
             for (size_t ic = 0; ic < m; ic += MC) {
                 size_t mc = m - ic < MC ? m - ic : MC;
-                pack_a(a, a_type, ic * lda + pc, lda, mc, kc, kc_padded, packed_a);
+                if (!packed_whole_a) pack_a(a, a_type, ic * lda + pc, lda, mc, kc, kc_padded, packed_a);
                 for (size_t jr = 0; jr < nc; jr += MICRO) {
                     const uint16_t *bp = packed_b + (jr / MICRO) * kc_padded * MICRO;
                     for (size_t ir = 0; ir < mc; ir += MICRO) {
-                        const uint16_t *ap = packed_a + (ir / MICRO) * kc_padded * MICRO;
+                        // A packed whole has panels of round32(k): this block's k start pc / 32 steps into them.
+                        const uint16_t *ap = packed_whole_a
+                            ? packed_whole_a + ((ic + ir) / MICRO) * round32(k) * MICRO + pc * MICRO
+                            : packed_a + (ir / MICRO) * kc_padded * MICRO;
                         block_product(ap, bp, kc_padded / KSTEP, acc, MICRO);
                         size_t rows = mc - ir < MICRO ? mc - ir : MICRO, cols = nc - jr < MICRO ? nc - jr : MICRO;
                         store_c(acc, c + (ic + ir) * ldc + jc + jr, ldc, rows, cols, alpha, block_beta);
@@ -202,8 +214,6 @@ void tokenflow_gemm_bf16(int transpose_b, size_t m, size_t n, size_t k, float al
 // query tiles; a tile is 32 queries (two 16-lane vectors), and keys go 64 at a time.
 
 enum { QUERY_ROWS = TOKENFLOW_ATTENTION_BF16_QUERY_TILE, KEY_STEP = 64 };
-
-static size_t round32(size_t n) { return (n + 31) / 32 * 32; }
 
 size_t tokenflow_attention_bf16_packed_elements(size_t keys, size_t head_dim, size_t value_dim) {
     return round32(keys) * (round32(head_dim) + round32(value_dim));

@@ -56,6 +56,8 @@ public func conv2d(_ x: Tensor, weights weight: Weights, bias: Tensor?, stride: 
     let k = inChannels * kernelH * kernelW
 
     try weight.withOperand { w in
+        // bf16: the weights are rounded and packed once for every image and band, not per product.
+        let packed = try packedForBfloat16(w, lda: k, m: outChannels, k: k)
         for n in 0..<batch {
             let src = x.pointer + n * inChannels * height * width
             let dst = out.mutablePointer + n * outChannels * outPlane
@@ -64,7 +66,7 @@ public func conv2d(_ x: Tensor, weights weight: Weights, bias: Tensor?, stride: 
             }
             let beta: Float = bias == nil ? 0 : 1
             if kernelH == 1 && kernelW == 1 && stride == 1 && padding == .uniform(0) {
-                try weightGEMM(m: outChannels, n: outPlane, k: inChannels, a: w, lda: inChannels,
+                try weightGEMM(m: outChannels, n: outPlane, k: inChannels, a: w, lda: inChannels, packedA: packed,
                                b: GEMMOperand(src), ldb: outPlane, beta: beta, c: dst, ldc: outPlane)
                 continue
             }
@@ -108,7 +110,7 @@ public func conv2d(_ x: Tensor, weights weight: Weights, bias: Tensor?, stride: 
                         }
                     }
                 }
-                try weightGEMM(m: outChannels, n: bandWidth, k: k, a: w, lda: k,
+                try weightGEMM(m: outChannels, n: bandWidth, k: k, a: w, lda: k, packedA: packed,
                                b: GEMMOperand(columns), ldb: bandWidth, beta: beta, c: dst + firstRow * outW, ldc: outPlane)
                 firstRow += rows
             }

@@ -86,15 +86,27 @@ struct GEMMOperand {
     }
 }
 
+/// A, an m x k weight matrix used by several `weightGEMM`s (a convolution's, for every image and band), rounded
+/// and packed once for bfloat16 products; nil when the products are float32 (or empty).
+func packedForBfloat16(_ a: GEMMOperand, lda: Int, m: Int, k: Int) throws -> Tensor? {
+    guard m > 0, k > 0, a.type != TOKENFLOW_ELEMENT_FLOAT32 || ComputePrecision.effective == .bfloat16 else { return nil }
+    let packed = try Tensor(uninitializedShape: [(tokenflow_gemm_bf16_packed_a_elements(m, k) + 1) / 2])
+    tokenflow_gemm_bf16_pack_a(a.pointer, a.type, lda, m, k,
+                               UnsafeMutableRawPointer(packed.mutablePointer).assumingMemoryBound(to: UInt16.self))
+    return packed
+}
+
 /// C = A op(B) + beta * C for a layer's weights (linear and convolution layers), in `ComputePrecision.current`:
 /// `sgemm` for float32; for bfloat16, AMX products split over the workers like `sgemm`'s, each with its own
-/// packing buffer (9 MB, kept between calls in `BufferPool.packing`). A non-transposed B is float32.
-func weightGEMM(transposeB: Bool = false, m: Int, n: Int, k: Int, a: GEMMOperand, lda: Int,
+/// packing buffer (9 MB, kept between calls in `BufferPool.packing`), A's rounding skipped when `packedA`
+/// (`packedForBfloat16` of this A) is given. A non-transposed B is float32.
+func weightGEMM(transposeB: Bool = false, m: Int, n: Int, k: Int, a: GEMMOperand, lda: Int, packedA: Tensor? = nil,
                 b: GEMMOperand, ldb: Int, beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) throws {
     if m == 0 || n == 0 { return }
-    // 16-bit operands come only from `Weights.withOperand` under bfloat16 products (AMX granted, for good), so
-    // they take the AMX path whatever happened since; float32 ones, unless bfloat16 is asked. K = 0 reads neither.
-    let sixteenBit = a.type != TOKENFLOW_ELEMENT_FLOAT32 || b.type != TOKENFLOW_ELEMENT_FLOAT32
+    // 16-bit and packed operands come only from `Weights.withOperand` and `packedForBfloat16` under bfloat16
+    // products (AMX granted, for good), so they take the AMX path whatever happened since; float32 ones, unless
+    // bfloat16 is asked. K = 0 reads neither operand.
+    let sixteenBit = a.type != TOKENFLOW_ELEMENT_FLOAT32 || b.type != TOKENFLOW_ELEMENT_FLOAT32 || packedA != nil
     guard k > 0 && (sixteenBit || ComputePrecision.effective == .bfloat16) else {
         sgemm(transposeB: transposeB, m: m, n: n, k: k, a: a.pointer.assumingMemoryBound(to: Float.self), lda: lda,
               b: b.pointer.assumingMemoryBound(to: Float.self), ldb: ldb, beta: beta, c: c, ldc: ldc)
@@ -106,13 +118,16 @@ func weightGEMM(transposeB: Bool = false, m: Int, n: Int, k: Int, a: GEMMOperand
     let buffer = try BufferPool.packing.take(count: workers * floats, shape: [workers, floats])
     defer { BufferPool.packing.give(back: buffer) }
     let pc = UncheckedBox(c)
+    let packed = UncheckedBox(packedA.map { UnsafeRawPointer($0.pointer).assumingMemoryBound(to: UInt16.self) })
     Threading.parallelRanges(count, granularity: granularity, scratch: buffer.pointer, floats: floats) { range, scratch in
         let (rows, columns) = split == .columns ? (0..<m, range) : (range, 0..<n)
         let aBlock = a.advanced(by: rows.lowerBound * lda)
+        let packedRows = packed.value.map { $0 + tokenflow_gemm_bf16_packed_a_elements(rows.lowerBound, k) } // 32-row panels
         let bBlock = b.advanced(by: transposeB ? columns.lowerBound * ldb : columns.lowerBound)
-        tokenflow_gemm_bf16(transposeB ? 1 : 0, rows.count, columns.count, k, 1, aBlock.pointer, aBlock.type, lda,
+        tokenflow_gemm_bf16(transposeB ? 1 : 0, rows.count, columns.count, k, 1, aBlock.pointer, aBlock.type, lda, packedRows,
                             bBlock.pointer, bBlock.type, ldb, beta, pc.value + rows.lowerBound * ldc + columns.lowerBound, ldc, scratch)
     }
+    withExtendedLifetime(packedA) {}
 }
 
 @inline(__always)

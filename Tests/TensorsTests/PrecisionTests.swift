@@ -95,6 +95,16 @@ final class PrecisionTests: XCTestCase {
         let reference = amx ? try conv2d(try rounded(x), weight: try rounded(pointwise), bias: bias, stride: 1, padding: 0)
                             : try conv2d(x, weight: pointwise, bias: bias, stride: 1, padding: 0)
         assertClose(bf16, reference, tolerance: amx ? 1e-5 : 0, "1x1 bf16")
+        // The weights are packed once for all images: 128 channels x 9 taps = 1152 deep, over two 1024-deep
+        // blocks, two images, stride 2 (im2col).
+        let deep = try gaussianNoise(shape: [2, 128, 9, 7], seed: 15), deepWeight = try gaussianNoise(shape: [36, 128, 3, 3], seed: 16)
+        let deepBias = try gaussianNoise(shape: [36], seed: 17)
+        let strided = try ComputePrecision.$current.withValue(.bfloat16) {
+            try conv2d(deep, weight: deepWeight, bias: deepBias, stride: 2, padding: 1)
+        }
+        let stridedReference = amx ? try conv2d(try rounded(deep), weight: try rounded(deepWeight), bias: deepBias, stride: 2, padding: 1)
+                                   : try conv2d(deep, weight: deepWeight, bias: deepBias, stride: 2, padding: 1)
+        assertClose(strided, stridedReference, tolerance: amx ? 1e-5 : 0, "stride-2 bf16, 1152 deep")
     } }
 
     /// Attention's QK^T and PV in bfloat16: against float64 attention of the bfloat16-rounded queries, keys and
