@@ -101,14 +101,13 @@ static void pack_b(int transposed, const void *source, tokenflow_element_type ty
                 }
             } else {
                 // Column j of op(B) is row j of the stored matrix: its 32 k are contiguous, one pair per tile row.
+                // Its 16 pairs go down a tile column, 64 bytes apart: one scatter.
+                const __m512i down = _mm512_set_epi32(240, 224, 208, 192, 176, 160, 144, 128, 112, 96, 80, 64, 48, 32, 16, 0);
                 uint32_t *words = (uint32_t *)tiles;
                 for (size_t jj = 0; jj < MICRO; jj++) {
                     size_t j = j0 + jj;
-                    uint32_t pairs[TILE];
-                    __m512i v = j < nc && q < kc ? element_to_bf16(source, type, first + j * ldb + q, kc - q) : _mm512_setzero_si512();
-                    _mm512_storeu_si512(pairs, v);
-                    uint32_t *column = words + (jj / TILE) * TILE * TILE + jj % TILE;
-                    for (size_t r = 0; r < TILE; r++) column[r * TILE] = pairs[r];
+                    __m512i pairs = j < nc && q < kc ? element_to_bf16(source, type, first + j * ldb + q, kc - q) : _mm512_setzero_si512();
+                    _mm512_i32scatter_epi32(words + (jj / TILE) * TILE * TILE + jj % TILE, down, pairs, 4);
                 }
             }
         }
