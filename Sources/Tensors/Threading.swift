@@ -54,13 +54,18 @@ public enum Threading {
 
     /// Splits `0..<count` into `threadCount` contiguous ranges (rounded to `granularity`) and runs them.
     public static func parallelRanges(_ count: Int, granularity: Int = 1, _ body: (Range<Int>) -> Void) {
+        workerRanges(count, granularity: granularity) { range, _ in body(range) }
+    }
+
+    /// The split of `parallelRanges`, declared once: worker i runs its range with its index i.
+    private static func workerRanges(_ count: Int, granularity: Int, _ body: (Range<Int>, Int) -> Void) {
         if count <= 0 { return }
         let units = (count + granularity - 1) / granularity
-        let workers = min(units, threadCount)
+        let workers = workerCount(count, granularity: granularity)
         parallelFor(workers) { worker in
             let start = min(count, units * worker / workers * granularity)
             let end = min(count, units * (worker + 1) / workers * granularity)
-            if start < end { body(start..<end) }
+            if start < end { body(start..<end, worker) }
         }
     }
 }
@@ -85,15 +90,8 @@ extension Threading {
     /// `parallelRanges` with worker i's scratch at `scratch + i * floats` (`workerCount` workers).
     static func parallelRanges(_ count: Int, granularity: Int, scratch: UnsafeMutablePointer<Float>, floats: Int,
                                _ body: (Range<Int>, UnsafeMutablePointer<Float>) -> Void) {
-        if count <= 0 { return }
-        let units = (count + granularity - 1) / granularity
-        let workers = workerCount(count, granularity: granularity)
         let base = UncheckedBox(scratch)
-        parallelFor(workers) { worker in
-            let start = min(count, units * worker / workers * granularity)
-            let end = min(count, units * (worker + 1) / workers * granularity)
-            if start < end { body(start..<end, base.value + worker * floats) }
-        }
+        workerRanges(count, granularity: granularity) { range, worker in body(range, base.value + worker * floats) }
     }
 }
 
