@@ -124,7 +124,7 @@ func weightGEMM(transposeB: Bool = false, m: Int, n: Int, k: Int, a: GEMMOperand
         let aBlock = a.advanced(by: rows.lowerBound * lda)
         let packedRows = packed.value.map { $0 + tokenflow_gemm_bf16_packed_a_elements(rows.lowerBound, k) } // 32-row panels
         let bBlock = b.advanced(by: transposeB ? columns.lowerBound * ldb : columns.lowerBound)
-        tokenflow_gemm_bf16(transposeB ? 1 : 0, rows.count, columns.count, k, 1, aBlock.pointer, aBlock.type, lda, packedRows,
+        tokenflow_gemm_bf16(transposeB ? 1 : 0, rows.count, columns.count, k, aBlock.pointer, aBlock.type, lda, packedRows,
                             bBlock.pointer, bBlock.type, ldb, beta, pc.value + rows.lowerBound * ldc + columns.lowerBound, ldc, scratch)
     }
     withExtendedLifetime(packedA) {}

@@ -105,6 +105,14 @@ final class PrecisionTests: XCTestCase {
         let stridedReference = amx ? try conv2d(try rounded(deep), weight: try rounded(deepWeight), bias: deepBias, stride: 2, padding: 1)
                                    : try conv2d(deep, weight: deepWeight, bias: deepBias, stride: 2, padding: 1)
         assertClose(strided, stridedReference, tolerance: amx ? 1e-5 : 0, "stride-2 bf16, 1152 deep")
+        // An odd depth (3 channels x 9 taps = 27, as a VAE's first layer): the last pair of k is half zero.
+        let rgb = try gaussianNoise(shape: [1, 3, 17, 19], seed: 18), rgbWeight = try gaussianNoise(shape: [8, 3, 3, 3], seed: 19)
+        let odd = try ComputePrecision.$current.withValue(.bfloat16) {
+            try conv2d(rgb, weight: rgbWeight, bias: nil, stride: 1, padding: .uniform(1), algorithm: .im2col)
+        }
+        let oddReference = amx ? try conv2d(try rounded(rgb), weight: try rounded(rgbWeight), bias: nil, stride: 1, padding: .uniform(1), algorithm: .im2col)
+                               : try conv2d(rgb, weight: rgbWeight, bias: nil, stride: 1, padding: .uniform(1), algorithm: .im2col)
+        assertClose(odd, oddReference, tolerance: amx ? 1e-5 : 0, "27-deep bf16")
     } }
 
     /// Attention's QK^T and PV in bfloat16: against float64 attention of the bfloat16-rounded queries, keys and

@@ -98,13 +98,13 @@ typedef enum {
 } tokenflow_element_type;
 
 /* Matrix products with bfloat16 operands (rounded to nearest even from float32; half widened exactly first;
- * bfloat16 taken as is) and float32 accumulation, on Intel AMX: C = alpha * A op(B) + beta * C, A row-major
+ * bfloat16 taken as is) and float32 accumulation, on Intel AMX: C = A op(B) + beta * C, A row-major
  * m x k, op(B) k x n (B row-major k x n, float32; or with `transpose_b` n x k, any type), C row-major m x n,
  * k > 0. A may come packed whole instead (`packed_whole_a`, from tokenflow_gemm_bf16_pack_a with the same m and
  * k, or rows from a multiple of 32 on; `a` is then not read): a matrix used by several products is rounded
  * once. Only where tokenflow_gemm_bf16_available() is 1; `scratch` holds tokenflow_gemm_bf16_scratch_bytes()
  * bytes (any alignment). */
-void tokenflow_gemm_bf16(int transpose_b, size_t m, size_t n, size_t k, float alpha, const void *a,
+void tokenflow_gemm_bf16(int transpose_b, size_t m, size_t n, size_t k, const void *a,
                          tokenflow_element_type a_type, size_t lda, const unsigned short *packed_whole_a, const void *b,
                          tokenflow_element_type b_type, size_t ldb, float beta, float *c, size_t ldc, void *scratch);
 size_t tokenflow_gemm_bf16_packed_a_elements(size_t m, size_t k);
