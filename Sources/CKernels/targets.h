@@ -5,8 +5,9 @@
 
 #define TOKENFLOW_TARGET_AVX2 "avx2,fma,f16c"
 #define TOKENFLOW_TARGET_AVX512 "avx512f,avx512bw,avx512vl,avx2,fma,f16c"
-// The bfloat16 kernels on AMX (amx_bf16.c): run only where tokenflow_gemm_bf16_available() says so.
-#define TOKENFLOW_TARGET_AMX "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c,amx-tile,amx-bf16"
+// The bfloat16 kernels (bf16_products.c): run only where tokenflow_bf16_current_unit() is not NONE, their AMX
+// instructions only where it is AMX (compilers emit those only from intrinsics).
+#define TOKENFLOW_TARGET_BF16 "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c,amx-tile,amx-bf16"
 
 // Calls the current path's variant of a kernel written once per path: NAME_avx512, NAME_avx2 or NAME_portable.
 #define TOKENFLOW_DISPATCH(name, ...)                                                                              \

@@ -59,10 +59,9 @@ public enum KernelCPU {
     public static func summary(precision: ComputePrecision) -> String {
         let products: String
         switch (precision, precision.computed) {
-        case (.bfloat16, .bfloat16): products = "matrix products in bf16 on AMX"
+        case (.bfloat16, .bfloat16): products = "matrix products in bf16 on \(Bfloat16Unit.current.map(\.description) ?? "?")"
         case (.bfloat16, _):
-            let missing = !ComputePrecision.bfloat16Hardware ? "AMX-BF16, which this CPU has not"
-                : KernelPath.current != .avx512 ? "AMX on the avx512 kernel path" : "AMX, whose tile state Linux did not grant"
+            let missing = Bfloat16Unit.inHardware ? "the avx512 kernel path" : "AMX-BF16 or AVX512-BF16, which this CPU has not"
             products = "matrix products in fp32 (precision bf16 needs \(missing))"
         default: products = "matrix products in fp32"
         }
@@ -78,6 +77,13 @@ public enum KernelCPU {
         return "CPU: \(name) (\(present.isEmpty ? "no AVX" : present.joined(separator: ", ")))\n"
             + "kernels: Swift built for any x86-64; C kernels on the \(KernelPath.current) path (this CPU runs \(KernelPath.available.map(\.description).joined(separator: ", ")))\n"
             + "OpenBLAS: \(config), core \(core)\(chosen)\n"
-            + "precision bf16: \(ComputePrecision.bfloat16Hardware ? "on AMX (Linux's grant of the tile state is asked when first used)" : "computed as fp32 (no AMX-BF16)")"
+            + "precision bf16: \(bfloat16Units)"
+    }
+
+    /// Where precision bf16 would run, without asking Linux for AMX's tile state (`report` asks nothing).
+    private static var bfloat16Units: String {
+        guard Bfloat16Unit.inHardware else { return "computed as fp32 (no AMX-BF16 or AVX512-BF16)" }
+        return has(TOKENFLOW_CPU_AMX_BF16) ? "on AMX (Linux's grant of the tile state is asked when first used; AVX512-BF16 without it)"
+            : "on AVX512-BF16"
     }
 }

@@ -23,7 +23,7 @@ public func attention(query: Tensor, key: Tensor, value: Tensor, heads: Int, sca
     let o = UncheckedBox(out.mutablePointer)
 
     if !causal && ComputePrecision.effective == .bfloat16 {
-        // precision=bf16: QK^T and PV on AMX. Each (image, head)'s keys and values are packed once (half their
+        // precision=bf16: QK^T and PV on the bfloat16 unit. Each (image, head)'s keys and values are packed once (half their
         // float32 size), then shared by its query tiles. Causal attention (CLIP's, 77 tokens) stays float32.
         let packedFloats = (tokenflow_attention_bf16_packed_elements(keys, headDim, valueDim) + 1) / 2
         let packed = try Tensor(uninitializedShape: [batch * heads, packedFloats])

@@ -47,28 +47,52 @@ private enum GEMMSplit {
 
 /// The precision of the model's matrix products: float32, the default and the parity reference; or bfloat16
 /// operands with float32 sums for the products with weights (linear and convolution layers, `weightGEMM`) and
-/// attention's QK^T and PV (softmax in float32), computed on Intel AMX where the CPU has it and Linux grants it,
-/// and as float32 elsewhere (AVX512-BF16 alone measured slower than float32 FMAs; amx_bf16.c). Norms,
-/// activations, causal attention and the nearest-neighbour search stay float32. A run sets it with
-/// `ComputePrecision.$current.withValue`; it is read on the calling thread of each layer.
+/// attention's QK^T and PV (softmax in float32), computed on the CPU's bfloat16 unit (`Bfloat16Unit`) and as
+/// float32 where it has none. Norms, activations, causal attention and the nearest-neighbour search stay float32.
+/// A run sets it with `ComputePrecision.$current.withValue`; it is read on the calling thread of each layer.
 public enum ComputePrecision: String, Sendable, CaseIterable {
     case float32 = "fp32", bfloat16 = "bf16"
 
     @TaskLocal public static var current: ComputePrecision = .float32
 
-    /// Whether this CPU has bfloat16 products (AMX-BF16). Reading it asks nothing of the OS.
-    public static var bfloat16Hardware: Bool { Int(tokenflow_cpu_features()) & TOKENFLOW_CPU_AMX_BF16 != 0 }
-
     /// What `current` is computed in here.
     public static var effective: ComputePrecision { current.computed }
 
-    /// What this precision is computed in here: bfloat16 needs AMX, the avx512 kernel path (the AMX kernel
-    /// packs with AVX-512; a path forced lower, by TOKENFLOW_KERNELS or a test, computes float32) and Linux's
-    /// grant of the tile state (asked once, when first needed).
+    /// What this precision is computed in here: bfloat16 needs a bfloat16 unit and the avx512 kernel path (both
+    /// units pack with AVX-512; a path forced lower, by TOKENFLOW_KERNELS or a test, computes float32).
     public var computed: ComputePrecision {
-        self == .bfloat16 && Self.bfloat16Hardware && KernelPath.current == .avx512 && tokenflow_gemm_bf16_available() != 0
-            ? .bfloat16 : .float32
+        self == .bfloat16 && KernelPath.current == .avx512 && Bfloat16Unit.current != nil ? .bfloat16 : .float32
     }
+}
+
+/// Where bfloat16 products run (bf16_products.c): Intel AMX's tiles where the CPU has AMX-BF16 and Linux grants
+/// the tile state; else AVX512-BF16's dot products (AMD Zen 4 and 5, Intel Cooper Lake). The best one this CPU
+/// has is used unless `force` chose a lower one (tests run both where AMX is).
+public enum Bfloat16Unit: Int, CaseIterable, Sendable, CustomStringConvertible {
+    case avx512 = 1, amx = 2
+
+    /// The unit in use; nil when the CPU has none. The first call asks Linux for AMX's tile state.
+    public static var current: Bfloat16Unit? { Bfloat16Unit(rawValue: Int(tokenflow_bf16_current_unit().rawValue)) }
+
+    /// The best unit this CPU has, as `current` asks it.
+    public static var best: Bfloat16Unit? { Bfloat16Unit(rawValue: Int(tokenflow_bf16_best_unit().rawValue)) }
+
+    /// Whether this CPU has bfloat16 products at all. Reading it asks nothing of the OS.
+    public static var inHardware: Bool {
+        let needed = TOKENFLOW_CPU_AVX512F | TOKENFLOW_CPU_AVX512BW | TOKENFLOW_CPU_AVX512VL | TOKENFLOW_CPU_AVX512BF16
+        return Int(tokenflow_cpu_features()) & needed == needed
+    }
+
+    /// The units this CPU has, lowest first.
+    public static var available: [Bfloat16Unit] { allCases.filter { $0.rawValue <= best?.rawValue ?? 0 } }
+
+    /// Makes bfloat16 products run on `unit`; false (nothing changed) when this CPU has no such unit.
+    @discardableResult
+    public static func force(_ unit: Bfloat16Unit) -> Bool {
+        tokenflow_bf16_force_unit(tokenflow_bf16_unit(rawValue: UInt32(unit.rawValue))) == 0
+    }
+
+    public var description: String { self == .amx ? "AMX" : "AVX512-BF16" }
 }
 
 /// An operand of `weightGEMM`: float32 values, or a layer's weights as their file stores them (`Weights`), which
@@ -97,15 +121,15 @@ func packedForBfloat16(_ a: GEMMOperand, lda: Int, m: Int, k: Int) throws -> Ten
 }
 
 /// C = A op(B) + beta * C for a layer's weights (linear and convolution layers), in `ComputePrecision.current`:
-/// `sgemm` for float32; for bfloat16, AMX products split over the workers like `sgemm`'s, each with its own
+/// `sgemm` for float32; for bfloat16, the bfloat16 unit's products split over the workers like `sgemm`'s, each with its own
 /// packing buffer (9 MB, kept between calls in `BufferPool.packing`), A's rounding skipped when `packedA`
 /// (`packedForBfloat16` of this A) is given. A non-transposed B is float32.
 func weightGEMM(transposeB: Bool = false, m: Int, n: Int, k: Int, a: GEMMOperand, lda: Int, packedA: Tensor? = nil,
                 b: GEMMOperand, ldb: Int, beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) throws {
     if m == 0 || n == 0 { return }
     // 16-bit and packed operands come only from `Weights.withOperand` and `packedForBfloat16` under bfloat16
-    // products (AMX granted, for good), so they take the AMX path whatever happened since; float32 ones, unless
-    // bfloat16 is asked. K = 0 reads neither operand.
+    // products (a bfloat16 unit present, for good), so they take the bfloat16 path whatever happened since;
+    // float32 ones, unless bfloat16 is asked. K = 0 reads neither operand.
     let sixteenBit = a.type != TOKENFLOW_ELEMENT_FLOAT32 || b.type != TOKENFLOW_ELEMENT_FLOAT32 || packedA != nil
     guard k > 0 && (sixteenBit || ComputePrecision.effective == .bfloat16) else {
         sgemm(transposeB: transposeB, m: m, n: n, k: k, a: a.pointer.assumingMemoryBound(to: Float.self), lda: lda,
@@ -113,7 +137,7 @@ func weightGEMM(transposeB: Bool = false, m: Int, n: Int, k: Int, a: GEMMOperand
         return
     }
     let split = GEMMSplit(m: m, n: n, k: k, threads: Threading.threadCount)
-    let count = split == .columns ? n : m, granularity = 32 // blocks of one AMX micro-tile
+    let count = split == .columns ? n : m, granularity = 32 // blocks of one 32 x 32 micro-tile
     let floats = (tokenflow_gemm_bf16_scratch_bytes() + 3) / 4, workers = Threading.workerCount(count, granularity: granularity)
     let buffer = try BufferPool.packing.take(count: workers * floats, shape: [workers, floats])
     defer { BufferPool.packing.give(back: buffer) }

@@ -164,10 +164,13 @@ public final class SafetensorsFile: @unchecked Sendable {
         let result = try Tensor(uninitializedShape: shape)
         let count = result.count, output = result.mutablePointer
         guard count > 0, let source else { return result }
-        switch entry.info.dtype {
-        case .f32: UnsafeMutableRawPointer(output).copyMemory(from: source, byteCount: 4 * count)
-        case .f16: widenHalfPrecision(source, bfloat16: false, into: output, count: count)
-        default: widenHalfPrecision(source, bfloat16: true, into: output, count: count)
+        let dtype = entry.info.dtype
+        copyOnEveryWorker(count: count, sourceElementBytes: dtype.byteSize, destinationElementBytes: 4, from: source, into: UnsafeMutableRawPointer(output)) { source, destination, count in
+            switch dtype {
+            case .f32: destination.copyMemory(from: source, byteCount: 4 * count)
+            case .f16: widenHalfPrecision(source, bfloat16: false, into: destination.assumingMemoryBound(to: Float.self), count: count)
+            default: widenHalfPrecision(source, bfloat16: true, into: destination.assumingMemoryBound(to: Float.self), count: count)
+            }
         }
         releasePages(source, byteCount: count * entry.info.dtype.byteSize)
         return result

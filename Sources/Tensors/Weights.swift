@@ -23,7 +23,9 @@ public struct Weights: @unchecked Sendable {
     init(shape: [Int], bfloat16: Bool, copying source: UnsafeRawPointer) throws {
         let count = Tensor.elementCount(shape)
         let storage = try TensorStorage(count: (count + 1) / 2, shape: shape)
-        UnsafeMutableRawPointer(storage.pointer).copyMemory(from: source, byteCount: 2 * count)
+        copyOnEveryWorker(count: count, sourceElementBytes: 2, destinationElementBytes: 2, from: source, into: UnsafeMutableRawPointer(storage.pointer)) {
+            $1.copyMemory(from: $0, byteCount: 2 * $2)
+        }
         self.init(shape: shape, values: .half(storage, bfloat16: bfloat16))
     }
 
@@ -125,6 +127,18 @@ final class BufferPool: Sendable {
 
 /// `count` IEEE half (or, with `bfloat16`, bfloat16) values at `source` (any alignment), widened exactly.
 @inline(__always)
+/// Fills a new buffer of `count` elements from a model file's mapping, in parts of 2 MB of the destination on
+/// every worker (`fill(source, destination, elements)` for each part): faulting in and zeroing the fresh pages
+/// is most of loading a model (5 GB of F32 weights spent ~5 s in the kernel on one thread), and each worker
+/// pays for its own parts.
+func copyOnEveryWorker(count: Int, sourceElementBytes: Int, destinationElementBytes: Int, from source: UnsafeRawPointer,
+                       into destination: UnsafeMutableRawPointer, _ fill: (UnsafeRawPointer, UnsafeMutableRawPointer, Int) -> Void) {
+    let from = UncheckedBox(source), into = UncheckedBox(destination)
+    Threading.parallelRanges(count, granularity: TensorStorage.hugePageBytes / destinationElementBytes) { range in
+        fill(from.value + range.lowerBound * sourceElementBytes, into.value + range.lowerBound * destinationElementBytes, range.count)
+    }
+}
+
 func widenHalfPrecision(_ source: UnsafeRawPointer, bfloat16: Bool, into destination: UnsafeMutablePointer<Float>, count: Int) {
     if bfloat16 { tokenflow_widen_bfloat16(source, destination, count) } else { tokenflow_widen_half(source, destination, count) }
 }

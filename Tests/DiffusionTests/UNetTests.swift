@@ -31,23 +31,28 @@ final class UNetTests: XCTestCase {
     /// summation order gives) already moves the reference by 0.8-1.1% rms (the fixture's rounding noise): so
     /// this bounds the engine's bf16 output to that noise (gross errors, e.g. a wrong layout or scale, are far
     /// outside it), and the exact numerics are the kernel tests' (Tensors' PrecisionTests, against float64).
-    /// Without AMX, bf16 is computed as fp32 and must equal fp32's output exactly.
+    /// On each bfloat16 unit the CPU has (AMX, AVX512-BF16). Without one, bf16 is computed as fp32 and must equal
+    /// fp32's output exactly.
     func checkBfloat16(_ model: String) throws {
         let unet = try UNet(directory: tinyModelDirectory(model) + "/unet")
         let inputs = try expectedOutputs(model), expected = try expectedOutputs("bf16-\(model)")
         let sample = try inputs.tensor("unet.sample"), context = try inputs.tensor("unet.encoder_hidden_states")
-        for t in [1, 500, 981] {
+        defer { if let best = Bfloat16Unit.best { Bfloat16Unit.force(best) } }
+        for unit in Bfloat16Unit.available.isEmpty ? [nil] : Bfloat16Unit.available.map(Optional.some) {
+          if let unit { XCTAssertTrue(Bfloat16Unit.force(unit)) }
+          for t in [1, 500, 981] {
             let bf16 = try ComputePrecision.$current.withValue(.bfloat16) { try unet(sample, timesteps: [Float(t)], context: context) }
             let fp32 = try unet(sample, timesteps: [Float(t)], context: context)
             guard ComputePrecision.bfloat16.computed == .bfloat16 else {
-                XCTAssertEqual(bf16.scalars, fp32.scalars, "\(model) t=\(t) without AMX")
+                XCTAssertEqual(bf16.scalars, fp32.scalars, "\(model) t=\(t) without a bfloat16 unit")
                 continue
             }
             let reference = try expected.tensor("unet.t\(t).out"), noise = try expected.tensor("unet.t\(t).rounding_noise_rms")[flat: 0]
-            let error = relativeRMS(bf16, reference)
-            print("\(model) t=\(t): bf16 \(error) rms from the reference (rounding noise \(noise)), fp32 \(relativeRMS(fp32, reference))")
-            XCTAssertLessThanOrEqual(error, 1.5 * noise, "\(model) t=\(t): bf16 against diffusers with rounded operands")
-            XCTAssertGreaterThan(relativeRMS(bf16, fp32), 1e-3, "\(model) t=\(t): bf16 should differ from fp32")
+            let error = relativeRMS(bf16, reference), on = unit.map(\.description) ?? "-"
+            print("\(model) t=\(t) on \(on): bf16 \(error) rms from the reference (rounding noise \(noise)), fp32 \(relativeRMS(fp32, reference))")
+            XCTAssertLessThanOrEqual(error, 1.5 * noise, "\(model) t=\(t) on \(on): bf16 against diffusers with rounded operands")
+            XCTAssertGreaterThan(relativeRMS(bf16, fp32), 1e-3, "\(model) t=\(t) on \(on): bf16 should differ from fp32")
+          }
         }
     }
 

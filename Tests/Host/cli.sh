@@ -30,14 +30,20 @@ expect "cli logs the CPU, the C kernels' path and OpenBLAS's core" \
 "$cli" edit "$work/in.nut" "$work/out.mkv" --prompt "a marble statue" "${quick[@]}" > /dev/null 2>&1
 expect "cli mkv copies audio" grep -q "audio=pcm_s16le" <("$tool" probe "$work/out.mkv")
 
-# precision=bf16: on AMX the matrix products run in bf16, elsewhere in fp32; the log says which, and why.
+# precision=bf16: on AMX or AVX512-BF16 the matrix products run in bf16, elsewhere in fp32; the log says which,
+# and why. Where AMX is, TOKENFLOW_BF16=avx512 runs the AVX512-BF16 products instead.
 "$cli" edit "$work/in.nut" "$work/bf16.mp4" --prompt "a marble statue" "${quick[@]}" --precision bf16 > "$work/bf16.log" 2>&1
 expect "cli edit with precision bf16 keeps count, size and rate" \
     grep -q "frames=10 width=64 height=48 fps=10/1" <("$tool" probe "$work/bf16.mp4")
 if grep -qw amx_bf16 /proc/cpuinfo; then
     expect "cli logs bf16 products on AMX" grep -q ", matrix products in bf16 on AMX$" "$work/bf16.log"
+    TOKENFLOW_BF16=avx512 "$cli" edit "$work/in.nut" "$work/bf16-avx512.mp4" --prompt "a marble statue" "${quick[@]}" \
+        --precision bf16 > "$work/bf16-avx512.log" 2>&1
+    expect "cli logs bf16 products on AVX512-BF16 when asked" grep -q ", matrix products in bf16 on AVX512-BF16$" "$work/bf16-avx512.log"
+elif grep -qw avx512_bf16 /proc/cpuinfo && grep -qw avx512bw /proc/cpuinfo && grep -qw avx512vl /proc/cpuinfo; then
+    expect "cli logs bf16 products on AVX512-BF16" grep -q ", matrix products in bf16 on AVX512-BF16$" "$work/bf16.log"
 else
-    expect "cli logs fp32 products and why (no AMX)" grep -q ", matrix products in fp32 (precision bf16 needs AMX" "$work/bf16.log"
+    expect "cli logs fp32 products and why (no bf16 unit)" grep -q ", matrix products in fp32 (precision bf16 needs AMX-BF16 or AVX512-BF16" "$work/bf16.log"
 fi
 
 # Image sequence output, odd size input (70x45 -> working 72x48 -> back to 70x45).

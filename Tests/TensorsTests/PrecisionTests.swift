@@ -2,20 +2,27 @@ import Foundation
 import Tensors
 import XCTest
 
-/// `precision=bf16`: the products with weights (linear and convolution layers) take bfloat16 operands and sum
-/// in float32 on Intel AMX. The reference is float64 products of the same operands rounded to bfloat16 here,
-/// by integer arithmetic (the kernel rounds with the CPU's VCVTNE2PS2BF16): what stays is float32 summation
-/// error. Without AMX (another CPU, or a kernel path forced below avx512) bf16 must compute exactly what fp32
-/// computes; every test runs on every kernel path this CPU has.
+/// `precision=bf16`: the products with weights (linear and convolution layers) and attention's take bfloat16
+/// operands and sum in float32, on Intel AMX or AVX512-BF16. The reference is float64 products of the same
+/// operands rounded to bfloat16 here, by integer arithmetic (the kernels round with the CPU's VCVTNE2PS2BF16): what
+/// stays is float32 summation error. Without a bfloat16 unit (another CPU, or a kernel path forced below avx512)
+/// bf16 must compute exactly what fp32 computes; every test runs on every kernel path and every bfloat16 unit this
+/// CPU has.
 final class PrecisionTests: XCTestCase {
-    private var amx: Bool { ComputePrecision.bfloat16.computed == .bfloat16 }
+    private var bfloat16Unit: Bool { ComputePrecision.bfloat16.computed == .bfloat16 }
 
     private func onEveryKernelPath(_ body: () throws -> Void) throws {
-        defer { KernelPath.force(KernelPath.best) }
+        defer {
+            KernelPath.force(KernelPath.best)
+            if let best = Bfloat16Unit.best { Bfloat16Unit.force(best) }
+        }
         for path in KernelPath.available {
             XCTAssertTrue(KernelPath.force(path))
-            XCTAssertEqual(amx, path == .avx512 && ComputePrecision.bfloat16Hardware, "AMX used on the \(path) path")
-            try body()
+            for unit in Bfloat16Unit.available.isEmpty ? [nil] : Bfloat16Unit.available.map(Optional.some) {
+                if let unit { XCTAssertTrue(Bfloat16Unit.force(unit)) }
+                XCTAssertEqual(bfloat16Unit, path == .avx512 && Bfloat16Unit.inHardware, "bfloat16 products on the \(path) path")
+                try body()
+            }
         }
     }
 
@@ -42,8 +49,8 @@ final class PrecisionTests: XCTestCase {
             let bf16 = try ComputePrecision.$current.withValue(.bfloat16) { try linear(x, weight: w, bias: bias) }
             let fp32 = try linear(x, weight: w, bias: bias)
             let label = "linear \(rows)x\(inputs) -> \(outputs)"
-            guard amx else {
-                XCTAssertEqual(bf16.scalars, fp32.scalars, "\(label): bf16 without AMX is fp32")
+            guard bfloat16Unit else {
+                XCTAssertEqual(bf16.scalars, fp32.scalars, "\(label): bf16 without a bfloat16 unit is fp32")
                 continue
             }
             let (xr, wr) = (try rounded(x), try rounded(w))
@@ -78,8 +85,8 @@ final class PrecisionTests: XCTestCase {
                 try conv2d(x, weight: w, bias: bias, stride: 1, padding: .uniform(1), algorithm: algorithm)
             }
             let fp32 = try conv2d(x, weight: w, bias: bias, stride: 1, padding: .uniform(1), algorithm: algorithm)
-            guard amx else {
-                XCTAssertEqual(bf16.scalars, fp32.scalars, "\(algorithm): bf16 without AMX is fp32")
+            guard bfloat16Unit else {
+                XCTAssertEqual(bf16.scalars, fp32.scalars, "\(algorithm): bf16 without a bfloat16 unit is fp32")
                 continue
             }
             if algorithm == .im2col {
@@ -92,9 +99,9 @@ final class PrecisionTests: XCTestCase {
             XCTAssertGreaterThan(scaledMaxError(bf16, fp32), 1e-5, "\(algorithm): bf16 should differ from fp32")
         }
         let bf16 = try ComputePrecision.$current.withValue(.bfloat16) { try conv2d(x, weight: pointwise, bias: bias, stride: 1, padding: 0) }
-        let reference = amx ? try conv2d(try rounded(x), weight: try rounded(pointwise), bias: bias, stride: 1, padding: 0)
+        let reference = bfloat16Unit ? try conv2d(try rounded(x), weight: try rounded(pointwise), bias: bias, stride: 1, padding: 0)
                             : try conv2d(x, weight: pointwise, bias: bias, stride: 1, padding: 0)
-        assertClose(bf16, reference, tolerance: amx ? 1e-5 : 0, "1x1 bf16")
+        assertClose(bf16, reference, tolerance: bfloat16Unit ? 1e-5 : 0, "1x1 bf16")
         // The weights are packed once for all images: 128 channels x 9 taps = 1152 deep, over two 1024-deep
         // blocks, two images, stride 2 (im2col).
         let deep = try gaussianNoise(shape: [2, 128, 9, 7], seed: 15), deepWeight = try gaussianNoise(shape: [36, 128, 3, 3], seed: 16)
@@ -102,17 +109,17 @@ final class PrecisionTests: XCTestCase {
         let strided = try ComputePrecision.$current.withValue(.bfloat16) {
             try conv2d(deep, weight: deepWeight, bias: deepBias, stride: 2, padding: 1)
         }
-        let stridedReference = amx ? try conv2d(try rounded(deep), weight: try rounded(deepWeight), bias: deepBias, stride: 2, padding: 1)
+        let stridedReference = bfloat16Unit ? try conv2d(try rounded(deep), weight: try rounded(deepWeight), bias: deepBias, stride: 2, padding: 1)
                                    : try conv2d(deep, weight: deepWeight, bias: deepBias, stride: 2, padding: 1)
-        assertClose(strided, stridedReference, tolerance: amx ? 1e-5 : 0, "stride-2 bf16, 1152 deep")
+        assertClose(strided, stridedReference, tolerance: bfloat16Unit ? 1e-5 : 0, "stride-2 bf16, 1152 deep")
         // An odd depth (3 channels x 9 taps = 27, as a VAE's first layer): the last pair of k is half zero.
         let rgb = try gaussianNoise(shape: [1, 3, 17, 19], seed: 18), rgbWeight = try gaussianNoise(shape: [8, 3, 3, 3], seed: 19)
         let odd = try ComputePrecision.$current.withValue(.bfloat16) {
             try conv2d(rgb, weight: rgbWeight, bias: nil, stride: 1, padding: .uniform(1), algorithm: .im2col)
         }
-        let oddReference = amx ? try conv2d(try rounded(rgb), weight: try rounded(rgbWeight), bias: nil, stride: 1, padding: .uniform(1), algorithm: .im2col)
+        let oddReference = bfloat16Unit ? try conv2d(try rounded(rgb), weight: try rounded(rgbWeight), bias: nil, stride: 1, padding: .uniform(1), algorithm: .im2col)
                                : try conv2d(rgb, weight: rgbWeight, bias: nil, stride: 1, padding: .uniform(1), algorithm: .im2col)
-        assertClose(odd, oddReference, tolerance: amx ? 1e-5 : 0, "27-deep bf16")
+        assertClose(odd, oddReference, tolerance: bfloat16Unit ? 1e-5 : 0, "27-deep bf16")
     } }
 
     /// Attention's QK^T and PV in bfloat16: against float64 attention of the bfloat16-rounded queries, keys and
@@ -127,8 +134,8 @@ final class PrecisionTests: XCTestCase {
             let label = "attention \(queries)x\(keys), \(heads) heads of \(headDim)"
             let bf16 = try ComputePrecision.$current.withValue(.bfloat16) { try attention(query: q, key: k, value: v, heads: heads) }
             let fp32 = try attention(query: q, key: k, value: v, heads: heads)
-            guard amx else {
-                XCTAssertEqual(bf16.scalars, fp32.scalars, "\(label): bf16 without AMX is fp32")
+            guard bfloat16Unit else {
+                XCTAssertEqual(bf16.scalars, fp32.scalars, "\(label): bf16 without a bfloat16 unit is fp32")
                 continue
             }
             let (qr, kr, vr) = (try rounded(q), try rounded(k), try rounded(v))

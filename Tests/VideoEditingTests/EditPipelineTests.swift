@@ -65,7 +65,7 @@ final class EditPipelineTests: XCTestCase {
         XCTAssertNotEqual(try seededSchedule(settings, frameCount: 4), try seededSchedule(quickSettings(), frameCount: 4))
     }
 
-    /// precision=bf16 reaches the model through the pipeline: on AMX the edit differs from fp32's (by how much
+    /// precision=bf16 reaches the model through the pipeline: with a bfloat16 unit the edit differs from fp32's (by how much
     /// is the UNet tests' and the benchmarks' matter: on the tiny random model an edit amplifies bf16's rounding
     /// well beyond a real model's), elsewhere it is fp32's, bit for bit.
     func testBfloat16PrecisionReachesTheModel() throws {

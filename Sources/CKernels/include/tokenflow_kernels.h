@@ -98,11 +98,11 @@ typedef enum {
 } tokenflow_element_type;
 
 /* Matrix products with bfloat16 operands (rounded to nearest even from float32; half widened exactly first;
- * bfloat16 taken as is) and float32 accumulation, on Intel AMX: C = A op(B) + beta * C, A row-major
+ * bfloat16 taken as is) and float32 accumulation, on the current bfloat16 unit: C = A op(B) + beta * C, A row-major
  * m x k, op(B) k x n (B row-major k x n, float32; or with `transpose_b` n x k, any type), C row-major m x n,
  * k > 0. A may come packed whole instead (`packed_whole_a`, from tokenflow_gemm_bf16_pack_a with the same m and
  * k, or rows from a multiple of 32 on; `a` is then not read): a matrix used by several products is rounded
- * once. Only where tokenflow_gemm_bf16_available() is 1; `scratch` holds tokenflow_gemm_bf16_scratch_bytes()
+ * once. Only where tokenflow_bf16_current_unit() is not NONE; `scratch` holds tokenflow_gemm_bf16_scratch_bytes()
  * bytes (any alignment). */
 void tokenflow_gemm_bf16(int transpose_b, size_t m, size_t n, size_t k, const void *a,
                          tokenflow_element_type a_type, size_t lda, const unsigned short *packed_whole_a, const void *b,
@@ -111,12 +111,12 @@ size_t tokenflow_gemm_bf16_packed_a_elements(size_t m, size_t k);
 void tokenflow_gemm_bf16_pack_a(const void *a, tokenflow_element_type type, size_t lda, size_t m, size_t k,
                                 unsigned short *packed);
 size_t tokenflow_gemm_bf16_scratch_bytes(void);
-/* Attention with bfloat16 QK^T and PV on AMX (float32 sums and softmax), for the heads of
+/* Attention with bfloat16 QK^T and PV on the current bfloat16 unit (float32 sums and softmax), for the heads of
  * tokenflow_attention_tile without `causal`: one head's keys and values are packed once
  * (tokenflow_attention_pack_bf16: tokenflow_attention_bf16_packed_elements 16-bit elements), then each tile of up
  * to TOKENFLOW_ATTENTION_BF16_QUERY_TILE query rows is computed from them with
  * tokenflow_attention_bf16_scratch_floats floats of scratch (any alignment). Only where
- * tokenflow_gemm_bf16_available() is 1. */
+ * tokenflow_bf16_current_unit() is not NONE. */
 enum { TOKENFLOW_ATTENTION_BF16_QUERY_TILE = 32 };
 size_t tokenflow_attention_bf16_packed_elements(size_t keys, size_t head_dim, size_t value_dim);
 size_t tokenflow_attention_bf16_scratch_floats(size_t head_dim, size_t value_dim);
@@ -126,9 +126,15 @@ void tokenflow_attention_tile_bf16(const float *q, size_t q_stride, const unsign
                                    size_t head_dim, size_t value_dim, float scale, float *out, size_t out_stride,
                                    size_t rows, float *scratch);
 
-/* 1 when this CPU has AMX-BF16 and Linux has granted this process the tile state (asked on the first call:
- * arch_prctl(ARCH_REQ_XCOMP_PERM), which from then on needs larger alternate signal stacks), else 0. */
-int tokenflow_gemm_bf16_available(void);
+/* The unit bfloat16 products run on. The best: AMX where the CPU has AMX-BF16 and Linux grants this process the
+ * tile state (asked on the first call: arch_prctl(ARCH_REQ_XCOMP_PERM), which from then on needs larger alternate
+ * signal stacks); else AVX512-BF16 where the CPU has it (with AVX-512 F/BW/VL); else none. The current one is the
+ * best unless TOKENFLOW_BF16=avx512 (read once) or tokenflow_bf16_force_unit lowered it (tests run both units where
+ * AMX is); forcing fails (-1) for a unit above the best. */
+typedef enum { TOKENFLOW_BF16_NONE = 0, TOKENFLOW_BF16_AVX512 = 1, TOKENFLOW_BF16_AMX = 2 } tokenflow_bf16_unit;
+tokenflow_bf16_unit tokenflow_bf16_best_unit(void);
+tokenflow_bf16_unit tokenflow_bf16_current_unit(void);
+int tokenflow_bf16_force_unit(tokenflow_bf16_unit unit);
 
 /* The FMA peak probe for benchmarks: `iterations` rounds of independent multiply-adds on the current path
  * (tokenflow_fma_probe_flops_per_iteration() float32 operations each); the result only defeats folding. */

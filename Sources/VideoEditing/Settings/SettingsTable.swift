@@ -214,7 +214,7 @@ public enum SettingsTable {
             .choice("precision", \.precision, [
                 Setting.Choice(name: ComputePrecision.float32.rawValue, help: "float32 throughout (the reference implementation's numerics)"),
                 Setting.Choice(name: ComputePrecision.bfloat16.rawValue,
-                               help: "bfloat16 operands with float32 sums in the linear, convolution and attention products, on CPUs with Intel AMX (several times faster products; results differ from fp32's by about 1e-2 relative); computed as fp32 on other CPUs"),
+                               help: "bfloat16 operands with float32 sums in the linear, convolution and attention products, on CPUs with Intel AMX (several times faster products) or else AVX512-BF16 (AMD Zen 4 and 5); results differ from fp32's by about 1e-2 relative; computed as fp32 on other CPUs"),
             ], help: "precision of the model's matrix products; softmax, normalisation and activations stay float32"),
             .integer("window", \.window, 0...Int64(Int32.max),
                      help: "frames edited and output together; each window attends to anchor frames of earlier ones, so all share one look; 0 = the whole stream as one edit, output at its end"),

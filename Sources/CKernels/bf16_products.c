@@ -1,14 +1,19 @@
-// The `precision=bf16` kernels on Intel AMX (tokenflow_kernels.h): matrix products with bfloat16 operands and
-// float32 accumulation, for the products with weights and for attention's QK^T and PV. AMX's TDPBF16PS does a 16 x 16 x 32 block per instruction,
-// ~13x the float32 FMA rate of AVX-512 on the same core (measured on an Emerald Rapids Xeon: 2.2 TFLOP/s
-// against 170 GFLOP/s); AVX512-BF16's VDPBF16PS measured half the float32 rate there, so it is not used.
-// Operands are rounded to bfloat16 while they are packed into AMX's tile layouts, so the packing (not the
-// products) is most of the time.
+// The `precision=bf16` kernels (tokenflow_kernels.h): matrix products with bfloat16 operands and float32
+// accumulation, for the products with weights and for attention's QK^T and PV, on one of two units:
+// - Intel AMX, where the CPU has it and Linux grants the tile state: TDPBF16PS does a 16 x 16 x 32 block per
+//   instruction, ~13x the float32 FMA rate of AVX-512 on the same core (Emerald Rapids Xeon: 2.2 TFLOP/s against
+//   170 GFLOP/s);
+// - else AVX512-BF16's VDPBF16PS, 16 lanes of two products each: twice the multiply-adds of a float32 FMA per
+//   instruction, which AMD's Zen 4 and 5 issue at the FMA rate (not measured here; on the Emerald Rapids Xeon,
+//   which uses AMX, it measured half the float32 rate).
+// Both run on the same packed layouts (AMX's), the same blocking and the same drivers; only the 32 x 32 block
+// product differs. Operands are rounded to bfloat16 while they are packed.
 #include "targets.h"
 #include "tokenflow_kernels.h"
 
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <immintrin.h>
 #include <sys/syscall.h>
@@ -25,19 +30,45 @@ static size_t round32(size_t n) { return (n + 31) / 32 * 32; }
 
 size_t tokenflow_gemm_bf16_scratch_bytes(void) { return ((size_t)MC * KC + (size_t)KC * NC) * 2 + 64; }
 
-int tokenflow_gemm_bf16_available(void) {
+// Whether Linux grants this process AMX's 8 KB of tile state (the signal frames grow by it): asked once.
+static int amx_granted(void) {
     static atomic_int state = -1; // -1: not asked yet
     int known = atomic_load(&state);
     if (known >= 0) return known;
-    // Linux hands out AMX's 8 KB of tile state only to processes that ask (the signal frames grow by it).
     enum { ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18 };
-    int granted = (tokenflow_cpu_features() & TOKENFLOW_CPU_AMX_BF16) &&
-                  syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+    int granted = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
     atomic_store(&state, granted);
     return granted;
 }
 
-#pragma clang attribute push(__attribute__((target(TOKENFLOW_TARGET_AMX))), apply_to = function)
+tokenflow_bf16_unit tokenflow_bf16_best_unit(void) {
+    unsigned has = tokenflow_cpu_features();
+    unsigned avx512 = TOKENFLOW_CPU_AVX512F | TOKENFLOW_CPU_AVX512BW | TOKENFLOW_CPU_AVX512VL | TOKENFLOW_CPU_AVX512BF16;
+    if ((has & avx512) != avx512) return TOKENFLOW_BF16_NONE; // packing rounds with AVX512-BF16 on both units
+    if ((has & TOKENFLOW_CPU_AMX_BF16) && amx_granted()) return TOKENFLOW_BF16_AMX;
+    return TOKENFLOW_BF16_AVX512;
+}
+
+static atomic_int current_unit = -1; // -1 until first asked
+
+tokenflow_bf16_unit tokenflow_bf16_current_unit(void) {
+    int unit = atomic_load(&current_unit);
+    if (unit >= 0) return (tokenflow_bf16_unit)unit;
+    tokenflow_bf16_unit chosen = tokenflow_bf16_best_unit();
+    const char *asked = getenv("TOKENFLOW_BF16"); // "avx512": AVX512-BF16 even where AMX is (benchmarks)
+    if (asked != NULL && strcmp(asked, "avx512") == 0 && chosen > TOKENFLOW_BF16_AVX512) chosen = TOKENFLOW_BF16_AVX512;
+    int expected = -1;
+    atomic_compare_exchange_strong(&current_unit, &expected, (int)chosen);
+    return (tokenflow_bf16_unit)atomic_load(&current_unit);
+}
+
+int tokenflow_bf16_force_unit(tokenflow_bf16_unit unit) {
+    if (unit > tokenflow_bf16_best_unit()) return -1;
+    atomic_store(&current_unit, (int)unit);
+    return 0;
+}
+
+#pragma clang attribute push(__attribute__((target(TOKENFLOW_TARGET_BF16))), apply_to = function)
 
 // 32 floats (fewer at an edge: `count`, the rest zero) to 32 bfloat16, rounded to nearest even.
 static inline __m512i to_bf16(const float *src, size_t count) {
@@ -122,7 +153,7 @@ static void pack_b(int transposed, const void *source, tokenflow_element_type ty
 // out's own values when `accumulate`; step i of A is two tiles of 16 rows x 32 (rows 0-15, then 16-31) at
 // a + 1024 i, of B two tiles of 16 pair rows x 16 columns (columns 0-15, then 16-31) at b + 1024 i: the layouts
 // pack_a and pack_b write.
-static inline void block_product(const uint16_t *a, const uint16_t *b, size_t steps, float *out, size_t out_stride,
+static inline void block_product_amx(const uint16_t *a, const uint16_t *b, size_t steps, float *out, size_t out_stride,
                                  int accumulate) {
     size_t bytes = out_stride * 4;
     if (accumulate) {
@@ -141,6 +172,41 @@ static inline void block_product(const uint16_t *a, const uint16_t *b, size_t st
     }
     _tile_stored(0, out, bytes); _tile_stored(1, out + 16, bytes);
     _tile_stored(2, out + 16 * out_stride, bytes); _tile_stored(3, out + 16 * out_stride + 16, bytes);
+}
+
+// The same on AVX512-BF16, from the same layouts: row r's pair (k, k + 1) of A is one 32-bit word, broadcast;
+// B's pair row of 16 columns is one vector, and VDPBF16PS adds both products of each lane's pair, as TDPBF16PS.
+// Eight rows at a time: 16 accumulators.
+static inline void block_product_avx512(const uint16_t *a, const uint16_t *b, size_t steps, float *out, size_t out_stride,
+                                        int accumulate) {
+    for (size_t r0 = 0; r0 < MICRO; r0 += 8) {
+        __m512 acc[8][2];
+        for (size_t r = 0; r < 8; r++)
+            for (size_t h = 0; h < 2; h++)
+                acc[r][h] = accumulate ? _mm512_loadu_ps(out + (r0 + r) * out_stride + TILE * h) : _mm512_setzero_ps();
+        for (size_t i = 0; i < steps; i++) {
+            const uint16_t *rows = a + 1024 * i + KSTEP * r0, *pairs = b + 1024 * i;
+            for (size_t p = 0; p < TILE; p++) {
+                __m512bh b0 = (__m512bh)_mm512_loadu_si512(pairs + KSTEP * p);
+                __m512bh b1 = (__m512bh)_mm512_loadu_si512(pairs + TILE * KSTEP + KSTEP * p);
+                for (size_t r = 0; r < 8; r++) {
+                    uint32_t pair;
+                    memcpy(&pair, rows + KSTEP * r + 2 * p, sizeof pair);
+                    __m512bh broadcast = (__m512bh)_mm512_set1_epi32((int)pair);
+                    acc[r][0] = _mm512_dpbf16_ps(acc[r][0], broadcast, b0);
+                    acc[r][1] = _mm512_dpbf16_ps(acc[r][1], broadcast, b1);
+                }
+            }
+        }
+        for (size_t r = 0; r < 8; r++)
+            for (size_t h = 0; h < 2; h++) _mm512_storeu_ps(out + (r0 + r) * out_stride + TILE * h, acc[r][h]);
+    }
+}
+
+static inline void block_product(int amx, const uint16_t *a, const uint16_t *b, size_t steps, float *out, size_t out_stride,
+                                 int accumulate) {
+    if (amx) block_product_amx(a, b, steps, out, out_stride, accumulate);
+    else block_product_avx512(a, b, steps, out, out_stride, accumulate);
 }
 
 // C[rows x cols] = acc + beta * C, from a 32 x 32 block of accumulators (blocks at C's edges, or a beta other
@@ -186,7 +252,8 @@ void tokenflow_gemm_bf16_pack_a(const void *a, tokenflow_element_type type, size
 void tokenflow_gemm_bf16(int transpose_b, size_t m, size_t n, size_t k, const void *a,
                          tokenflow_element_type a_type, size_t lda, const unsigned short *packed_whole_a, const void *b,
                          tokenflow_element_type b_type, size_t ldb, float beta, float *c, size_t ldc, void *scratch) {
-    configure_tiles();
+    const int amx = tokenflow_bf16_current_unit() == TOKENFLOW_BF16_AMX;
+    if (amx) configure_tiles();
     uint16_t *packed_a = (uint16_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63), *packed_b = packed_a + (size_t)MC * KC;
     float acc[MICRO * MICRO] __attribute__((aligned(64)));
     size_t kblocks = (k + KC - 1) / KC, kstep = ((k + kblocks - 1) / kblocks + KSTEP - 1) / KSTEP * KSTEP;
@@ -210,9 +277,9 @@ void tokenflow_gemm_bf16(int transpose_b, size_t m, size_t n, size_t k, const vo
                         float *out = c + (ic + ir) * ldc + jc + jr;
                         // Whole blocks accumulate in C itself (loaded into the tiles), without a copy through `acc`.
                         if (rows == MICRO && cols == MICRO && (block_beta == 0 || block_beta == 1)) {
-                            block_product(ap, bp, kc_padded / KSTEP, out, ldc, block_beta == 1);
+                            block_product(amx, ap, bp, kc_padded / KSTEP, out, ldc, block_beta == 1);
                         } else {
-                            block_product(ap, bp, kc_padded / KSTEP, acc, MICRO, 0);
+                            block_product(amx, ap, bp, kc_padded / KSTEP, acc, MICRO, 0);
                             store_c(acc, out, ldc, rows, cols, block_beta);
                         }
                     }
@@ -220,7 +287,7 @@ void tokenflow_gemm_bf16(int transpose_b, size_t m, size_t n, size_t k, const vo
             }
         }
     }
-    _tile_release();
+    if (amx) _tile_release();
 }
 // ---- Attention ----
 // Computed transposed, so every softmax step is lane-wise with the query rows as the vector lanes (as in the
@@ -265,14 +332,15 @@ void tokenflow_attention_pack_bf16(const float *k, size_t k_stride, const float 
     pack_values_transposed(v, v_stride, keys, value_dim, keys_padded, packed + keys_padded * dims_padded);
 }
 
-#define SUFFIX _amx
+#define SUFFIX _bf16
 #define VW 16
 #include "vector.inc"
 
 void tokenflow_attention_tile_bf16(const float *q, size_t q_stride, const unsigned short *packed, size_t keys,
                                    size_t head_dim, size_t value_dim, float scale, float *out, size_t out_stride,
                                    size_t rows, float *scratch) {
-    configure_tiles();
+    const int amx = tokenflow_bf16_current_unit() == TOKENFLOW_BF16_AMX;
+    if (amx) configure_tiles();
     const size_t dims_padded = round32(head_dim), values_padded = round32(value_dim), keys_padded = round32(keys);
     const uint16_t *packed_k = packed, *packed_vt = packed + keys_padded * dims_padded;
     float *base = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
@@ -291,29 +359,29 @@ void tokenflow_attention_tile_bf16(const float *q, size_t q_stride, const unsign
     for (size_t first_key = 0; first_key < keys; first_key += KEY_STEP) {
         size_t n = keys - first_key < KEY_STEP ? keys - first_key : KEY_STEP, halves = (n + 31) / 32;
         for (size_t h = 0; h < halves; h++) // S^T rows 32h ..< 32h + 32: these 32 keys' scores of every query
-            block_product(packed_k + (first_key / 32 + h) * dims_padded * 32, qt, dims_padded / 32, st + 32 * h * QUERY_ROWS, QUERY_ROWS, 0);
+            block_product(amx, packed_k + (first_key / 32 + h) * dims_padded * 32, qt, dims_padded / 32, st + 32 * h * QUERY_ROWS, QUERY_ROWS, 0);
         V correction[2];
         for (size_t t = 0; t < 2; t++) { // each vector of 16 queries
-            V old_max = load_amx(running_max + 16 * t), new_max = old_max, sum = splat_amx(0);
-            for (size_t j = 0; j < n; j++) new_max = vmax_amx(new_max, load_amx(st + j * QUERY_ROWS + 16 * t) * scale);
+            V old_max = load_bf16(running_max + 16 * t), new_max = old_max, sum = splat_bf16(0);
+            for (size_t j = 0; j < n; j++) new_max = vmax_bf16(new_max, load_bf16(st + j * QUERY_ROWS + 16 * t) * scale);
             // The first keys' correction is exp(-inf) ~ 1e-38, applied to a zero sum and a zero accumulator.
-            correction[t] = exp_amx(old_max - new_max);
+            correction[t] = exp_bf16(old_max - new_max);
             for (size_t j = 0; j < 32 * halves; j += 2) { // P^T's pair row (j, j + 1), zero past the n keys
-                V even = j < n ? exp_amx(load_amx(st + j * QUERY_ROWS + 16 * t) * scale - new_max) : splat_amx(0);
-                V odd = j + 1 < n ? exp_amx(load_amx(st + (j + 1) * QUERY_ROWS + 16 * t) * scale - new_max) : splat_amx(0);
+                V even = j < n ? exp_bf16(load_bf16(st + j * QUERY_ROWS + 16 * t) * scale - new_max) : splat_bf16(0);
+                V odd = j + 1 < n ? exp_bf16(load_bf16(st + (j + 1) * QUERY_ROWS + 16 * t) * scale - new_max) : splat_bf16(0);
                 sum += even + odd;
                 __m512i both = (__m512i)_mm512_cvtne2ps_pbh((__m512)odd, (__m512)even);
                 _mm512_storeu_si512(pt + (j / 32) * 1024 + t * 512 + (j % 32) / 2 * 32, _mm512_permutexvar_epi16(interleave, both));
             }
-            store_amx(running_max + 16 * t, new_max);
-            store_amx(total + 16 * t, load_amx(total + 16 * t) * correction[t] + sum);
+            store_bf16(running_max + 16 * t, new_max);
+            store_bf16(total + 16 * t, load_bf16(total + 16 * t) * correction[t] + sum);
         }
         for (size_t c = 0; c < values_padded; c += 32) { // O^T rows c ..< c + 32 = their correction x O^T + V^T P^T
-            block_product(packed_vt + (c / 32) * keys_padded * 32 + first_key * 32, pt, halves, block, QUERY_ROWS, 0);
+            block_product(amx, packed_vt + (c / 32) * keys_padded * 32 + first_key * 32, pt, halves, block, QUERY_ROWS, 0);
             for (size_t i = 0; i < 32; i++)
                 for (size_t t = 0; t < 2; t++) {
                     float *row = ot + (c + i) * QUERY_ROWS + 16 * t;
-                    store_amx(row, load_amx(row) * correction[t] + load_amx(block + i * QUERY_ROWS + 16 * t));
+                    store_bf16(row, load_bf16(row) * correction[t] + load_bf16(block + i * QUERY_ROWS + 16 * t));
                 }
         }
     }
@@ -321,7 +389,7 @@ void tokenflow_attention_tile_bf16(const float *q, size_t q_stride, const unsign
         float inverse = 1 / total[r];
         for (size_t c = 0; c < value_dim; c++) out[r * out_stride + c] = ot[c * QUERY_ROWS + r] * inverse;
     }
-    _tile_release();
+    if (amx) _tile_release();
 }
 
 #undef V
