@@ -231,4 +231,10 @@ expect "ffmpeg-filter resolution change in the decoded stream (graph rebuilt) ->
 ff -reinit_filter 0 -i "$work/ab.h264" -vf "scale=64:48,tokenflow=$quick" -f framemd5 "$work/res3.md5" > "$work/res3.log" 2>&1; status=$?
 expect "ffmpeg-filter resolution change with -reinit_filter 0 and scale: 12 frames of 64x48" bash -c \
     "test $status -eq 0 && test \$(grep -c '^0,' '$work/res3.md5') -eq 12 && grep -q '^#dimensions 0: 64x48' '$work/res3.md5'"
+
+# On a CPU without AVX (an emulated Nehalem) the filter runs the library's portable path: an edit, never SIGILL.
+timeout 600 qemu-x86_64 -cpu Nehalem "$ffmpeg" -hide_banner -nostdin -nostats -y \
+    -filter_complex "$clip,trim=end_frame=2,tokenflow=$quick" -f framemd5 "$work/nehalem.md5" > "$work/nehalem.log" 2>&1; status=$?
+expect "ffmpeg-filter edits on a CPU without AVX (qemu Nehalem): 2 frames" bash -c \
+    "test $status -eq 0 && test \$(grep -c '^0,' '$work/nehalem.md5') -eq 2"
 finish

@@ -229,6 +229,16 @@ else
     cat "$work/gray.log"; fail gst-launch-refuses-gray8 "exit $status"
 fi
 
+# --- a CPU without AVX (an emulated Nehalem): the library's portable path, never SIGILL ----------------
+timeout 600 qemu-x86_64 -cpu Nehalem "$(command -v gst-launch-1.0)" --no-fault -q videotestsrc num-buffers=2 ! "$source_caps" \
+    ! videoconvert ! video/x-raw,format=RGB ! tokenflow "${settings[@]}" ! filesink location="$work/nehalem.rgb" >"$work/nehalem.log" 2>&1
+status=$?
+if [ $status -eq 0 ] && [ "$(stat -c %s "$work/nehalem.rgb" 2>/dev/null)" = $((2 * 64 * 48 * 3)) ]; then
+    pass gst-launch-on-a-cpu-without-avx
+else
+    tail -20 "$work/nehalem.log"; fail gst-launch-on-a-cpu-without-avx "exit $status"
+fi
+
 # --- install ---------------------------------------------------------------------------------------
 prefix=$work/prefix
 rm -rf "$prefix"
