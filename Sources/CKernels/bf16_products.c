@@ -133,6 +133,24 @@ static inline void transpose_words(__m512i rows[16]) {
     }
 }
 
+// One pair row (k, k + 1) of a packed B: rows `even` and `odd` (NULL: zero) of nc float32 columns, rounded and
+// interleaved into every 32-column panel (`panel` elements apart) from `pair_row` on; columns past nc are zero.
+static inline void pack_pair_row(const float *even, const float *odd, size_t nc, size_t panel, uint16_t *pair_row) {
+    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                                23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    for (size_t j = 0; j < nc; j += TILE) {
+        size_t cols = nc - j < TILE ? nc - j : TILE;
+        __mmask16 mask = cols == TILE ? 0xFFFF : (__mmask16)((1u << cols) - 1);
+        __m512 e = even ? _mm512_maskz_loadu_ps(mask, even + j) : _mm512_setzero_ps();
+        __m512 o = odd ? _mm512_maskz_loadu_ps(mask, odd + j) : _mm512_setzero_ps();
+        __m512i both = (__m512i)_mm512_cvtne2ps_pbh(o, e);
+        _mm512_storeu_si512(pair_row + (j / MICRO) * panel + (j % MICRO) / TILE * TILE * KSTEP,
+                            _mm512_permutexvar_epi16(interleave, both));
+    }
+    if (nc % MICRO != 0 && nc % MICRO <= TILE) // the last panel's second tile has no columns
+        _mm512_storeu_si512(pair_row + (nc / MICRO) * panel + TILE * KSTEP, _mm512_setzero_si512());
+}
+
 // B block: k [0, kc) x columns [0, nc) as panels of 32 columns; in each, per 32 k, two tiles (columns 0-15,
 // 16-31) of 16 rows, row r holding (k = 2r, k = 2r + 1) pairs for its 16 columns (AMX's pairwise layout).
 // A non-transposed B is float32 (the engine's are activations; its weights are A, or B transposed).
@@ -142,23 +160,10 @@ static void pack_b(int transposed, const void *source, tokenflow_element_type ty
     const size_t panel = (kc_padded / KSTEP) * (MICRO * KSTEP); // elements of one 32-column panel
     if (!transposed) {
         // Rows are read in order, two at a time, across all the block's columns: walking down a 32-column strip
-        // instead (one cache line per row, rows ldb apart) stalled on its loads, ~12% of a bf16 edit's time.
-        const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
-                                                    23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-        for (size_t k = 0; k < kc_padded; k += 2) {
-            uint16_t *pair_row = dst + (k / KSTEP) * (MICRO * KSTEP) + (k % KSTEP) / 2 * KSTEP;
-            for (size_t j = 0; j < nc; j += TILE) {
-                size_t cols = nc - j < TILE ? nc - j : TILE;
-                __mmask16 mask = cols == TILE ? 0xFFFF : (__mmask16)((1u << cols) - 1);
-                __m512 even = k < kc ? _mm512_maskz_loadu_ps(mask, b + k * ldb + j) : _mm512_setzero_ps();
-                __m512 odd = k + 1 < kc ? _mm512_maskz_loadu_ps(mask, b + (k + 1) * ldb + j) : _mm512_setzero_ps();
-                __m512i both = (__m512i)_mm512_cvtne2ps_pbh(odd, even);
-                _mm512_storeu_si512(pair_row + (j / MICRO) * panel + (j % MICRO) / TILE * TILE * KSTEP,
-                                    _mm512_permutexvar_epi16(interleave, both));
-            }
-            if (nc % MICRO != 0 && nc % MICRO <= TILE) // the last panel's second tile has no columns: zero
-                _mm512_storeu_si512(pair_row + (nc / MICRO) * panel + TILE * KSTEP, _mm512_setzero_si512());
-        }
+        // instead (one cache line per row, rows ldb apart) stalled on its loads.
+        for (size_t k = 0; k < kc_padded; k += 2)
+            pack_pair_row(k < kc ? b + k * ldb : NULL, k + 1 < kc ? b + (k + 1) * ldb : NULL, nc, panel,
+                          dst + (k / KSTEP) * (MICRO * KSTEP) + (k % KSTEP) / 2 * KSTEP);
         return;
     }
     // Column j of op(B) is row j of the stored matrix: its 32 k are contiguous, 16 pairs. A tile's 16 columns
@@ -278,9 +283,17 @@ void tokenflow_gemm_bf16_pack_a(const void *a, tokenflow_element_type type, size
     pack_a(a, type, 0, lda, m, k, round32(k), packed); // one block of every row and every k
 }
 
+size_t tokenflow_gemm_bf16_packed_b_elements(size_t k, size_t n) { return round32(k) * round32(n); }
+
+void tokenflow_gemm_bf16_pack_b_rows(const float *even, const float *odd, size_t n, size_t row, size_t k,
+                                     unsigned short *packed) {
+    pack_pair_row(even, odd, n, round32(k) * MICRO, packed + (row / KSTEP) * (MICRO * KSTEP) + (row % KSTEP) / 2 * KSTEP);
+}
+
 void tokenflow_gemm_bf16(int transpose_b, size_t m, size_t n, size_t k, const void *a,
                          tokenflow_element_type a_type, size_t lda, const unsigned short *packed_whole_a, const void *b,
-                         tokenflow_element_type b_type, size_t ldb, float beta, float *c, size_t ldc, void *scratch) {
+                         tokenflow_element_type b_type, size_t ldb, const unsigned short *packed_whole_b, float beta,
+                         float *c, size_t ldc, void *scratch) {
     const int amx = tokenflow_bf16_current_unit() == TOKENFLOW_BF16_AMX;
     if (amx) configure_tiles();
     uint16_t *packed_a = (uint16_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63), *packed_b = packed_a + (size_t)MC * KC;
@@ -291,12 +304,14 @@ void tokenflow_gemm_bf16(int transpose_b, size_t m, size_t n, size_t k, const vo
         for (size_t pc = 0; pc < k; pc += kstep) {
             size_t kc = k - pc < kstep ? k - pc : kstep, kc_padded = (kc + KSTEP - 1) / KSTEP * KSTEP;
             float block_beta = pc == 0 ? beta : 1;
-            pack_b(transpose_b, b, b_type, transpose_b ? jc * ldb + pc : pc * ldb + jc, ldb, kc, nc, kc_padded, packed_b);
+            if (!packed_whole_b) pack_b(transpose_b, b, b_type, transpose_b ? jc * ldb + pc : pc * ldb + jc, ldb, kc, nc, kc_padded, packed_b);
             for (size_t ic = 0; ic < m; ic += MC) {
                 size_t mc = m - ic < MC ? m - ic : MC;
                 if (!packed_whole_a) pack_a(a, a_type, ic * lda + pc, lda, mc, kc, kc_padded, packed_a);
                 for (size_t jr = 0; jr < nc; jr += MICRO) {
-                    const uint16_t *bp = packed_b + (jr / MICRO) * kc_padded * MICRO;
+                    // B packed whole has panels of round32(k), as A.
+                    const uint16_t *bp = packed_whole_b ? packed_whole_b + ((jc + jr) / MICRO) * round32(k) * MICRO + pc * MICRO
+                                                        : packed_b + (jr / MICRO) * kc_padded * MICRO;
                     for (size_t ir = 0; ir < mc; ir += MICRO) {
                         // A packed whole has panels of round32(k): this block's k start pc / 32 steps into them.
                         const uint16_t *ap = packed_whole_a

@@ -123,14 +123,16 @@ func packedForBfloat16(_ a: GEMMOperand, lda: Int, m: Int, k: Int) throws -> Ten
 /// C = A op(B) + beta * C for a layer's weights (linear and convolution layers), in `ComputePrecision.current`:
 /// `sgemm` for float32; for bfloat16, the bfloat16 unit's products split over the workers like `sgemm`'s, each with its own
 /// packing buffer (9 MB, kept between calls in `BufferPool.packing`), A's rounding skipped when `packedA`
-/// (`packedForBfloat16` of this A) is given. A non-transposed B is float32.
+/// (`packedForBfloat16` of this A) is given, and B's when `packedB` is (a `PackedB` its producer wrote; `b` is
+/// then not read). A non-transposed B is float32.
 func weightGEMM(transposeB: Bool = false, m: Int, n: Int, k: Int, a: GEMMOperand, lda: Int, packedA: Tensor? = nil,
-                b: GEMMOperand, ldb: Int, beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) throws {
+                b: GEMMOperand, ldb: Int, packedB: PackedB? = nil, beta: Float = 0, c: UnsafeMutablePointer<Float>,
+                ldc: Int) throws {
     if m == 0 || n == 0 { return }
-    // 16-bit and packed operands come only from `Weights.withOperand` and `packedForBfloat16` under bfloat16
-    // products (a bfloat16 unit present, for good), so they take the bfloat16 path whatever happened since;
-    // float32 ones, unless bfloat16 is asked. K = 0 reads neither operand.
-    let sixteenBit = a.type != TOKENFLOW_ELEMENT_FLOAT32 || b.type != TOKENFLOW_ELEMENT_FLOAT32 || packedA != nil
+    // 16-bit and packed operands come only from `Weights.withOperand`, `packedForBfloat16` and `PackedB` under
+    // bfloat16 products (a bfloat16 unit present, for good), so they take the bfloat16 path whatever happened
+    // since; float32 ones, unless bfloat16 is asked. K = 0 reads neither operand.
+    let sixteenBit = a.type != TOKENFLOW_ELEMENT_FLOAT32 || b.type != TOKENFLOW_ELEMENT_FLOAT32 || packedA != nil || packedB != nil
     guard k > 0 && (sixteenBit || ComputePrecision.effective == .bfloat16) else {
         sgemm(transposeB: transposeB, m: m, n: n, k: k, a: a.pointer.assumingMemoryBound(to: Float.self), lda: lda,
               b: b.pointer.assumingMemoryBound(to: Float.self), ldb: ldb, beta: beta, c: c, ldc: ldc)
@@ -143,15 +145,44 @@ func weightGEMM(transposeB: Bool = false, m: Int, n: Int, k: Int, a: GEMMOperand
     defer { BufferPool.packing.give(back: buffer) }
     let pc = UncheckedBox(c)
     let packed = UncheckedBox(packedA.map { UnsafeRawPointer($0.pointer).assumingMemoryBound(to: UInt16.self) })
+    let packedColumns = UncheckedBox(packedB.map { $0.pointer })
     Threading.parallelRanges(count, granularity: granularity, scratch: buffer.pointer, floats: floats) { range, scratch in
         let (rows, columns) = split == .columns ? (0..<m, range) : (range, 0..<n)
         let aBlock = a.advanced(by: rows.lowerBound * lda)
         let packedRows = packed.value.map { $0 + tokenflow_gemm_bf16_packed_a_elements(rows.lowerBound, k) } // 32-row panels
         let bBlock = b.advanced(by: transposeB ? columns.lowerBound * ldb : columns.lowerBound)
+        let packedBlock = packedColumns.value.map { $0 + tokenflow_gemm_bf16_packed_b_elements(k, columns.lowerBound) } // 32-column panels
         tokenflow_gemm_bf16(transposeB ? 1 : 0, rows.count, columns.count, k, aBlock.pointer, aBlock.type, lda, packedRows,
-                            bBlock.pointer, bBlock.type, ldb, beta, pc.value + rows.lowerBound * ldc + columns.lowerBound, ldc, scratch)
+                            bBlock.pointer, bBlock.type, ldb, packedBlock, beta, pc.value + rows.lowerBound * ldc + columns.lowerBound,
+                            ldc, scratch)
     }
-    withExtendedLifetime(packedA) {}
+    withExtendedLifetime((packedA, packedB)) {}
+}
+
+/// A k x n float32 B packed whole for bfloat16 products by the code that makes it (Winograd's input transform):
+/// `writeRows` puts each pair of rows in place, rounded, so B never exists as float32 in memory.
+struct PackedB: Sendable {
+    let k: Int, n: Int
+    private let storage: Tensor
+
+    init(k: Int, n: Int) throws {
+        self.k = k
+        self.n = n
+        storage = try Tensor(uninitializedShape: [(tokenflow_gemm_bf16_packed_b_elements(k, n) + 1) / 2])
+    }
+
+    var pointer: UnsafeMutablePointer<UInt16> { UnsafeMutableRawPointer(storage.mutablePointer).assumingMemoryBound(to: UInt16.self) }
+
+    /// Rows `row` (even) and row + 1 from `columns` (<= n) floats each (nil: zeros, as past the last row), for
+    /// products of that many columns. Every pair of round32(k) rows must be written; pairs may be written from
+    /// several threads at once.
+    func writeRows(_ row: Int, even: UnsafePointer<Float>?, odd: UnsafePointer<Float>?, columns: Int) {
+        precondition(row % 2 == 0 && row < (k + 31) / 32 * 32 && columns <= n, "PackedB rows \(row) of \(k), \(columns) of \(n) columns")
+        tokenflow_gemm_bf16_pack_b_rows(even, odd, columns, row, k, pointer)
+    }
+
+    /// Rows past k up to the next multiple of 32, which the products read: zero.
+    var paddedRows: StrideTo<Int> { stride(from: (k + 1) / 2 * 2, to: (k + 31) / 32 * 32, by: 2) }
 }
 
 @inline(__always)

@@ -22,33 +22,70 @@ func winogradConvolution3x3(_ x: Tensor, weight: Tensor, bias: Tensor?, padding:
     // images of a batch, so small images still make wide GEMMs (per image, packing dominated at 32x20).
     let allTileRows = batch * tilesH
     let bandTileRows = max(1, min(allTileRows, bandBudget / max(16 * max(inChannels, outChannels) * tilesW, 1)))
-    let transformedInput = try Tensor(uninitializedShape: [16, inChannels, bandTileRows * tilesW])
-    let products = try Tensor(uninitializedShape: [16, outChannels, bandTileRows * tilesW])
-    // Per worker: one tile row's 4 input rows split into even and odd columns, padded to whole vectors.
+    let bandTiles = bandTileRows * tilesW
+    // bfloat16 products: the 16 transformed weight matrices are rounded and packed once for every band, and the
+    // input transform writes its tiles rounded, straight into the products' packed layout (`PackedB`): the
+    // float32 transformed input, written and read again to be packed, was most of a bf16 convolution's time.
+    let bfloat16 = ComputePrecision.effective == .bfloat16
+    let u = UncheckedBox(transformedWeight.pointer)
+    let packedWeights = try (0..<16).map { position in
+        bfloat16 ? try packedForBfloat16(GEMMOperand(u.value + position * outChannels * inChannels), lda: inChannels,
+                                         m: outChannels, k: inChannels) : nil
+    }
+    let packedInput = bfloat16 ? try (0..<16).map { _ in try PackedB(k: inChannels, n: bandTiles) } : []
+    let transformedInput = try Tensor(uninitializedShape: bfloat16 ? [0] : [16, inChannels, bandTiles])
+    let products = try Tensor(uninitializedShape: [16, outChannels, bandTiles])
+    // Per worker: one tile row's 4 input rows split into even and odd columns, padded to whole vectors (and for
+    // bfloat16, two channels' transformed band).
     let inputScratch = tokenflow_winograd_input_scratch_floats(tilesW)
-    let u = UncheckedBox(transformedWeight.pointer), v = UncheckedBox(transformedInput.mutablePointer)
-    let m = UncheckedBox(products.mutablePointer)
+    let v = UncheckedBox(transformedInput.mutablePointer), m = UncheckedBox(products.mutablePointer)
     let source = UncheckedBox(x.pointer), destination = UncheckedBox(out.mutablePointer)
     let biasPointer = bias.map { UncheckedBox($0.pointer) }
 
     var firstTileRow = 0
     while firstTileRow < allTileRows {
         let tileRows = min(bandTileRows, allTileRows - firstTileRow), tiles = tileRows * tilesW
-        // V[xi][c][t] = (B^T d B)[xi] for the 4x4 input tile d of tile t (zero outside the image).
-        try Threading.parallelRanges(inChannels, scratchFloats: inputScratch) { channels, scratch in
-            for c in channels {
-                for tileRow in 0..<tileRows {
-                    let (image, row) = (firstTileRow + tileRow).quotientAndRemainder(dividingBy: tilesH)
-                    tokenflow_winograd_input_row(source.value + (image * inChannels + c) * height * width, height, width,
-                                                 2 * row - padding.top, padding.left, tilesW, scratch,
-                                                 v.value + c * tiles + tileRow * tilesW, inChannels * tiles)
+        // V[xi][c][t] = (B^T d B)[xi] for the 4x4 input tile d of tile t (zero outside the image), into
+        // v[xi * stride + t] (stride: the positions' distance).
+        func transform(channel c: Int, scratch: UnsafeMutablePointer<Float>, into v: UnsafeMutablePointer<Float>, stride: Int) {
+            for tileRow in 0..<tileRows {
+                let (image, row) = (firstTileRow + tileRow).quotientAndRemainder(dividingBy: tilesH)
+                tokenflow_winograd_input_row(source.value + (image * inChannels + c) * height * width, height, width,
+                                             2 * row - padding.top, padding.left, tilesW, scratch, v + tileRow * tilesW, stride)
+            }
+        }
+        if bfloat16 {
+            let pairs = (inChannels + 1) / 2
+            try Threading.parallelRanges(pairs, scratchFloats: 32 * tiles + inputScratch) { range, scratch in
+                let even = scratch, odd = scratch + 16 * tiles
+                for pair in range {
+                    let c = 2 * pair
+                    transform(channel: c, scratch: scratch + 32 * tiles, into: even, stride: tiles)
+                    if c + 1 < inChannels { transform(channel: c + 1, scratch: scratch + 32 * tiles, into: odd, stride: tiles) }
+                    for position in 0..<16 {
+                        packedInput[position].writeRows(c, even: even + position * tiles,
+                                                        odd: c + 1 < inChannels ? odd + position * tiles : nil, columns: tiles)
+                    }
                 }
+            }
+            for position in 0..<16 {
+                for row in packedInput[position].paddedRows { packedInput[position].writeRows(row, even: nil, odd: nil, columns: tiles) }
+            }
+        } else {
+            try Threading.parallelRanges(inChannels, scratchFloats: inputScratch) { channels, scratch in
+                for c in channels { transform(channel: c, scratch: scratch, into: v.value + c * tiles, stride: inChannels * tiles) }
             }
         }
         for position in 0..<16 {
-            try weightGEMM(m: outChannels, n: tiles, k: inChannels, a: GEMMOperand(u.value + position * outChannels * inChannels),
-                           lda: inChannels, b: GEMMOperand(v.value + position * inChannels * tiles), ldb: tiles,
-                           c: m.value + position * outChannels * tiles, ldc: tiles)
+            let a = GEMMOperand(u.value + position * outChannels * inChannels), c = m.value + position * outChannels * tiles
+            if bfloat16 {
+                try weightGEMM(m: outChannels, n: tiles, k: inChannels, a: a, lda: inChannels, packedA: packedWeights[position],
+                               b: GEMMOperand(UnsafeRawPointer(packedInput[position].pointer), type: TOKENFLOW_ELEMENT_BFLOAT16),
+                               ldb: tiles, packedB: packedInput[position], c: c, ldc: tiles)
+            } else {
+                try weightGEMM(m: outChannels, n: tiles, k: inChannels, a: a, lda: inChannels,
+                               b: GEMMOperand(v.value + position * inChannels * tiles), ldb: tiles, c: c, ldc: tiles)
+            }
         }
         // Y = A^T M A for every tile, plus the bias; outputs past an odd edge are dropped.
         Threading.parallelRanges(outChannels) { channels in
@@ -64,7 +101,7 @@ func winogradConvolution3x3(_ x: Tensor, weight: Tensor, bias: Tensor?, padding:
         }
         firstTileRow += tileRows
     }
-    withExtendedLifetime((transformedWeight, transformedInput, products)) {}
+    withExtendedLifetime((transformedWeight, transformedInput, products, packedWeights, packedInput)) {}
 }
 
 /// U[xi][o][c] = (G g G^T)[xi] for every 3x3 filter g = weight[o][c] (CKernels/winograd.inc): made per call, so

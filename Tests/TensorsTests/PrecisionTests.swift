@@ -122,6 +122,27 @@ final class PrecisionTests: XCTestCase {
         assertClose(odd, oddReference, tolerance: bfloat16Unit ? 1e-5 : 0, "27-deep bf16")
     } }
 
+    /// Winograd in bfloat16 writes its transformed input rounded into the products' packed layout: with small
+    /// integer images and filters every value on the way (transformed tiles: integers; transformed filters:
+    /// quarters; products and sums) is exact in bfloat16 and float32, so any difference from im2col in fp32 is a
+    /// layout error. Odd channel counts (a half-empty last pair), several bands of tile rows, a partial last band.
+    func testBfloat16WinogradIsExactOnSmallIntegers() throws { try onEveryKernelPath {
+        var generator = SystemRandomNumberGenerator()
+        func integers(_ shape: [Int]) throws -> Tensor {
+            try Tensor(shape: shape, values: (0..<shape.reduce(1, *)).map { _ in Float(Int.random(in: -2...2, using: &generator)) })
+        }
+        for (inChannels, outChannels) in [(37, 20), (64, 33), (1, 3)] {
+            let x = try integers([2, inChannels, 9, 11]), w = try integers([outChannels, inChannels, 3, 3])
+            let bias = try integers([outChannels])
+            let bf16 = try ComputePrecision.$current.withValue(.bfloat16) {
+                try conv2d(x, weight: w, bias: bias, stride: 1, padding: .uniform(1), unfoldBudget: 16 * max(inChannels, outChannels) * 6 * 3,
+                           algorithm: .winograd)
+            }
+            let exact = try conv2d(x, weight: w, bias: bias, stride: 1, padding: .uniform(1), algorithm: .im2col)
+            XCTAssertEqual(bf16.scalars, exact.scalars, "winograd bf16, \(inChannels) -> \(outChannels) channels")
+        }
+    } }
+
     /// Attention's QK^T and PV in bfloat16: against float64 attention of the bfloat16-rounded queries, keys and
     /// values. What stays is the rounding of the softmax weights P to bfloat16 (2^-9 of each weight, so at most
     /// 2^-9 of the largest value) and float32 sums: tolerance 4e-3 of the values' scale. Head widths 40, 64 and

@@ -102,14 +102,23 @@ typedef enum {
  * m x k, op(B) k x n (B row-major k x n, float32; or with `transpose_b` n x k, any type), C row-major m x n,
  * k > 0. A may come packed whole instead (`packed_whole_a`, from tokenflow_gemm_bf16_pack_a with the same m and
  * k, or rows from a multiple of 32 on; `a` is then not read): a matrix used by several products is rounded
- * once. Only where tokenflow_bf16_current_unit() is not NONE; `scratch` holds tokenflow_gemm_bf16_scratch_bytes()
- * bytes (any alignment). */
+ * once. So may B (`packed_whole_b`, tokenflow_gemm_bf16_packed_b_elements(k, n) elements, every pair row of
+ * round32(k) written by tokenflow_gemm_bf16_pack_b_rows; or columns from a multiple of 32 on; `b` is then not
+ * read): a producer (Winograd's input transform) writes its output rounded, in place. Only where
+ * tokenflow_bf16_current_unit() is not NONE; `scratch` holds tokenflow_gemm_bf16_scratch_bytes() bytes (any
+ * alignment). */
 void tokenflow_gemm_bf16(int transpose_b, size_t m, size_t n, size_t k, const void *a,
                          tokenflow_element_type a_type, size_t lda, const unsigned short *packed_whole_a, const void *b,
-                         tokenflow_element_type b_type, size_t ldb, float beta, float *c, size_t ldc, void *scratch);
+                         tokenflow_element_type b_type, size_t ldb, const unsigned short *packed_whole_b, float beta,
+                         float *c, size_t ldc, void *scratch);
 size_t tokenflow_gemm_bf16_packed_a_elements(size_t m, size_t k);
 void tokenflow_gemm_bf16_pack_a(const void *a, tokenflow_element_type type, size_t lda, size_t m, size_t k,
                                 unsigned short *packed);
+/* Rows `row` (even) and row + 1 of a k x n float32 B, each n floats (NULL: zeros, as past the last row), as one
+ * pair row of a B packed whole. */
+size_t tokenflow_gemm_bf16_packed_b_elements(size_t k, size_t n);
+void tokenflow_gemm_bf16_pack_b_rows(const float *even, const float *odd, size_t n, size_t row, size_t k,
+                                     unsigned short *packed);
 size_t tokenflow_gemm_bf16_scratch_bytes(void);
 /* Attention with bfloat16 QK^T and PV on the current bfloat16 unit (float32 sums and softmax), for the heads of
  * tokenflow_attention_tile without `causal`: one head's keys and values are packed once
