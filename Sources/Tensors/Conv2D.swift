@@ -61,8 +61,11 @@ public func conv2d(_ x: Tensor, weights weight: Weights, bias: Tensor?, stride: 
         for n in 0..<batch {
             let src = x.pointer + n * inChannels * height * width
             let dst = out.mutablePointer + n * outChannels * outPlane
-            if let bias {
-                for o in 0..<outChannels { (dst + o * outPlane).initialize(repeating: bias.pointer[o], count: outPlane) }
+            if let bias { // on every worker: this first write faults in and zeroes the new output's pages
+                let output = UncheckedBox(dst), values = UncheckedBox(bias.pointer)
+                Threading.parallelRanges(outChannels) { channels in
+                    for o in channels { (output.value + o * outPlane).initialize(repeating: values.value[o], count: outPlane) }
+                }
             }
             let beta: Float = bias == nil ? 0 : 1
             if kernelH == 1 && kernelW == 1 && stride == 1 && padding == .uniform(0) {

@@ -241,7 +241,11 @@ public func linear(_ x: Tensor, weights: Weights, bias: Tensor? = nil) throws ->
     let o = out.mutablePointer
     if let bias {
         precondition(bias.count == outFeatures, "linear: bias \(bias.shape) for \(outFeatures) outputs")
-        for r in 0..<rows { (o + r * outFeatures).update(from: bias.pointer, count: outFeatures) }
+        // On every worker: this first write into the new output is where its pages are faulted in and zeroed.
+        let output = UncheckedBox(o), values = UncheckedBox(bias.pointer)
+        Threading.parallelRanges(rows, granularity: 64) { range in
+            for r in range { (output.value + r * outFeatures).update(from: values.value, count: outFeatures) }
+        }
     }
     try weights.withOperand { w in
         try weightGEMM(transposeB: true, m: rows, n: outFeatures, k: inFeatures, a: GEMMOperand(x.pointer), lda: inFeatures,
