@@ -125,8 +125,6 @@ final class BufferPool: Sendable {
     func give(back buffer: TensorStorage) { free.withLock { $0.append(buffer) } }
 }
 
-/// `count` IEEE half (or, with `bfloat16`, bfloat16) values at `source` (any alignment), widened exactly.
-@inline(__always)
 /// Fills a new buffer of `count` elements from a model file's mapping, in parts of 2 MB of the destination on
 /// every worker (`fill(source, destination, elements)` for each part): faulting in and zeroing the fresh pages
 /// is most of loading a model (5 GB of F32 weights spent ~5 s in the kernel on one thread), and each worker
@@ -139,6 +137,8 @@ func copyOnEveryWorker(count: Int, sourceElementBytes: Int, destinationElementBy
     }
 }
 
+/// `count` IEEE half (or, with `bfloat16`, bfloat16) values at `source` (any alignment), widened exactly.
+@inline(__always)
 func widenHalfPrecision(_ source: UnsafeRawPointer, bfloat16: Bool, into destination: UnsafeMutablePointer<Float>, count: Int) {
     if bfloat16 { tokenflow_widen_bfloat16(source, destination, count) } else { tokenflow_widen_half(source, destination, count) }
 }
