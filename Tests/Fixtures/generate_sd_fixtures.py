@@ -262,6 +262,11 @@ def build_and_save(name, out_dir, vocab_dir):
     )
     # F16 models are converted (rounded) here; the references are computed from the reloaded weights.
     pipe.to(dtype=dtype)
+    # The token embedding (49408 x hidden: nearly all of a tiny text encoder) is stored F16 in every model, so
+    # that the F32 model's files stay small too; rounded here, so the references (computed from the reloaded
+    # weights, in float32) see exactly what the files hold.
+    embedding = text_encoder.text_model.embeddings.token_embedding
+    embedding.weight.data = embedding.weight.data.half()
     pipe.save_pretrained(folder, safe_serialization=True, variant=variant)
     # Replace the tokenizer files save_pretrained copied with the symlinked layout.
     make_tokenizer_folder(os.path.join(folder, "tokenizer"), vocab_dir, pad_token)
