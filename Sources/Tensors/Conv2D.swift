@@ -16,11 +16,11 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int
     try conv2d(x, weight: weight, bias: bias, stride: stride, padding: .uniform(padding))
 }
 
-/// How a convolution is computed: `automatic` takes Winograd F(2x2, 3x3) (Winograd.swift) for 3x3 stride-1
-/// convolutions with at least 256 tiles of 2x2 outputs over the batch, and im2col + GEMM otherwise; tests and
-/// benchmarks force either (`winograd` where it applies).
-public enum ConvolutionAlgorithm: Sendable {
-    case automatic, im2col, winograd
+/// How a convolution is computed: `automatic` takes Winograd (Winograd.swift) for 3x3 stride-1 convolutions
+/// with enough output tiles over the batch (`conv2d` says how many), F(4x4, 3x3) in fp32 and F(2x2, 3x3) in
+/// bfloat16, and im2col + GEMM otherwise; tests and benchmarks force each (the Winograd ones where they apply).
+public enum ConvolutionAlgorithm: Sendable, CaseIterable {
+    case automatic, im2col, winograd2x2, winograd4x4
 }
 
 /// `unfoldBudget` bounds the im2col band, and the Winograd band's transformed input and products, in elements
@@ -45,54 +45,55 @@ public func conv2d(_ x: Tensor, weights weight: Weights, bias: Tensor?, stride: 
     precondition(outH > 0 && outW > 0, "conv2d: input \(x.shape) too small for kernel \(kernelH)x\(kernelW)")
     let out = try Tensor(uninitializedShape: [batch, outChannels, outH, outW])
     let outPlane = outH * outW
-    let winogradApplies = kernelH == 3 && kernelW == 3 && stride == 1
-    // Winograd's weight transform is made once per call and its saving grows with the tiles of the whole batch:
-    // measured (1 thread), 256 tiles (one 32x32 image) 1.7x faster than im2col, 64 tiles (16x16) 2x slower.
-    let tiles = batch * ((outH + 1) / 2) * ((outW + 1) / 2)
-    if winogradApplies && (algorithm == .winograd || (algorithm == .automatic && tiles >= 256)) {
-        try weight.withFloat32 { try winogradConvolution3x3(x, weight: $0, bias: bias, padding: padding, out: out, bandBudget: unfoldBudget) }
+    if kernelH == 3 && kernelW == 3 && stride == 1,
+       let tile = winogradTile(algorithm, batch: batch, outH: outH, outW: outW) {
+        try weight.withFloat32 {
+            try winogradConvolution3x3(x, weight: $0, bias: bias, padding: padding, out: out, tile: tile, bandBudget: unfoldBudget)
+        }
         return out
     }
     let k = inChannels * kernelH * kernelW
-
     try weight.withOperand { w in
-        // bf16: the weights are rounded and packed once for every image and band, not per product.
+        // bf16: the weights are rounded and packed once for every band, not per product.
         let packed = try packedForBfloat16(w, lda: k, m: outChannels, k: k)
-        for n in 0..<batch {
-            let src = x.pointer + n * inChannels * height * width
-            let dst = out.mutablePointer + n * outChannels * outPlane
-            if let bias { // on every worker: this first write faults in and zeroes the new output's pages
-                let output = UncheckedBox(dst), values = UncheckedBox(bias.pointer)
-                Threading.parallelRanges(outChannels) { channels in
-                    for o in channels { (output.value + o * outPlane).initialize(repeating: values.value[o], count: outPlane) }
-                }
-            }
-            let beta: Float = bias == nil ? 0 : 1
-            if kernelH == 1 && kernelW == 1 && stride == 1 && padding == .uniform(0) {
+        // A large image's 1x1 convolution is one GEMM per image on the input as stored: re-packing the weights per
+        // image costs 1/outPlane of its products.
+        if kernelH == 1 && kernelW == 1 && stride == 1 && padding == .uniform(0) && outPlane >= 4096 {
+            for n in 0..<batch {
+                let dst = out.mutablePointer + n * outChannels * outPlane
+                if let bias { fill(dst, rows: outChannels, columns: outPlane, rowStride: outPlane, with: bias) }
                 try weightGEMM(m: outChannels, n: outPlane, k: inChannels, a: w, lda: inChannels, packedA: packed,
-                               b: GEMMOperand(src), ldb: outPlane, beta: beta, c: dst, ldc: outPlane)
-                continue
+                               b: GEMMOperand(x.pointer + n * inChannels * outPlane), ldb: outPlane,
+                               beta: bias == nil ? 0 : 1, c: dst, ldc: outPlane)
             }
-            let bandRows = max(1, min(outH, unfoldBudget / max(k * outW, 1)))
-            let unfolded = try Tensor(uninitializedShape: [k, bandRows * outW])
-            let columns = unfolded.mutablePointer
-            var firstRow = 0
-            while firstRow < outH {
-                let rows = min(bandRows, outH - firstRow)
-                let bandWidth = rows * outW
-                let source = UncheckedBox(src), columnBox = UncheckedBox(columns)
-                // Row (c, ky, kx) of the unfolded band holds input pixel (oy*stride+ky-top, ox*stride+kx-left).
-                Threading.parallelRanges(inChannels) { channels in
+            return
+        }
+        // Each band is unfolded (im2col) and multiplied as one GEMM. Small images go several to a band when the
+        // weights are larger than a core's L2 (4 MB in fp32), so they are packed once per band, not once per image
+        // (at the UNet's 8x5 level, 1280 channels, packing them per image cost more than the products).
+        let plan = ConvolutionBands(batch: batch, rows: outH, rowColumns: outW, columnBudget: unfoldBudget / max(k, 1),
+                                    severalImages: outChannels * k >= 1 << 20)
+        // A slot's padding columns are never written: zeros, so that no stray bits make slow (subnormal) products.
+        let unfolded = try plan.padded ? Tensor(zeros: [k, plan.columns]) : Tensor(uninitializedShape: [k, plan.columns])
+        let products = try Tensor(uninitializedShape: [outChannels, plan.columns])
+        let source = UncheckedBox(x.pointer), columns = UncheckedBox(unfolded.mutablePointer)
+        let product = UncheckedBox(products.mutablePointer), destination = UncheckedBox(out.mutablePointer)
+        for band in plan.bands {
+            let bandWidth = plan.columns(of: band)
+            // Row (c, ky, kx) of the unfolded band holds input pixel (oy*stride+ky-top, ox*stride+kx-left) of each
+            // part's image, from the part's column on.
+            Threading.parallelRanges(inChannels) { channels in
+                for part in band {
                     for c in channels {
-                        let plane = source.value + c * height * width
+                        let plane = source.value + (part.image * inChannels + c) * height * width
                         for ky in 0..<kernelH {
                             for kx in 0..<kernelW {
-                                let row = columnBox.value + ((c * kernelH + ky) * kernelW + kx) * bandWidth
-                                for r in 0..<rows {
-                                    let iy = (firstRow + r) * stride + ky - padding.top
+                                let row = columns.value + ((c * kernelH + ky) * kernelW + kx) * bandWidth + part.column
+                                for r in 0..<part.rows {
+                                    let iy = (part.firstRow + r) * stride + ky - padding.top
                                     let dstRow = row + r * outW
                                     if iy < 0 || iy >= height {
-                                        dstRow.initialize(repeating: 0, count: outW)
+                                        dstRow.update(repeating: 0, count: outW)
                                         continue
                                     }
                                     let srcRow = plane + iy * width
@@ -101,24 +102,123 @@ public func conv2d(_ x: Tensor, weights weight: Weights, bias: Tensor?, stride: 
                                     let first = min(outW, max(0, (-shift + stride - 1) / stride))
                                     let lastInput = width - 1 - shift // largest ox*stride allowed
                                     let last = lastInput < 0 ? first : min(outW, max(first, lastInput / stride + 1))
-                                    dstRow.initialize(repeating: 0, count: first)
+                                    dstRow.update(repeating: 0, count: first)
                                     if stride == 1 {
                                         (dstRow + first).update(from: srcRow + first + shift, count: last - first)
                                     } else {
                                         for ox in first..<last { dstRow[ox] = srcRow[ox * stride + shift] }
                                     }
-                                    (dstRow + last).initialize(repeating: 0, count: outW - last)
+                                    (dstRow + last).update(repeating: 0, count: outW - last)
                                 }
                             }
                         }
                     }
                 }
-                try weightGEMM(m: outChannels, n: bandWidth, k: k, a: w, lda: k, packedA: packed,
-                               b: GEMMOperand(columns), ldb: bandWidth, beta: beta, c: dst + firstRow * outW, ldc: outPlane)
-                firstRow += rows
             }
-            withExtendedLifetime(unfolded) {}  // `columns` points into it
+            // The bias is where the products are summed into (beta 1), as for one image: the sums round alike.
+            if band.count == 1 {
+                let part = band[0], dst = out.mutablePointer + (part.image * outChannels * outH + part.firstRow) * outW
+                if let bias { fill(dst, rows: outChannels, columns: part.rows * outW, rowStride: outPlane, with: bias) }
+                try weightGEMM(m: outChannels, n: part.rows * outW, k: k, a: w, lda: k, packedA: packed,
+                               b: GEMMOperand(columns.value), ldb: bandWidth, beta: bias == nil ? 0 : 1, c: dst, ldc: outPlane)
+                continue
+            }
+            if let bias { fill(product.value, rows: outChannels, columns: bandWidth, rowStride: bandWidth, with: bias) }
+            try weightGEMM(m: outChannels, n: bandWidth, k: k, a: w, lda: k, packedA: packed, b: GEMMOperand(columns.value),
+                           ldb: bandWidth, beta: bias == nil ? 0 : 1, c: product.value, ldc: bandWidth)
+            // Each image's columns to its plane of the output, on every worker.
+            Threading.parallelRanges(outChannels) { channels in
+                for part in band {
+                    for o in channels {
+                        (destination.value + (part.image * outChannels + o) * outPlane)
+                            .update(from: product.value + o * bandWidth + part.column, count: outPlane)
+                    }
+                }
+            }
         }
+        withExtendedLifetime((unfolded, products)) {}
     }
     return out
+}
+
+/// How a convolution's GEMMs cut the batch (im2col: output rows; Winograd: tile rows) into bands of at most
+/// `columnBudget` columns. With `severalImages`, small images go several to a band, so the weights are packed
+/// (and for Winograd transformed) once per band, not once per image; each image then takes a slot of columns
+/// rounded up to 16, so that every image's columns sit alike in the GEMM's 16-column blocks and identical images
+/// give identical outputs (OpenBLAS rounds the columns of a partial block differently). Otherwise, and for
+/// images over the budget, a band is one image, or a range of its rows.
+struct ConvolutionBands {
+    /// Rows firstRow ..< firstRow + rows of one image, at `column` of its band.
+    struct Part {
+        let image: Int, firstRow: Int, rows: Int, column: Int
+    }
+    let bands: [[Part]]
+    /// The widest band's columns.
+    let columns: Int
+    /// Whether a band has columns no image fills (a slot's padding).
+    let padded: Bool
+    /// Whether the bands are made of slots: several images to a band.
+    private let slotted: Bool
+    private let rowColumns: Int, slot: Int
+
+    init(batch: Int, rows: Int, rowColumns: Int, columnBudget: Int, severalImages: Bool) {
+        let imageColumns = rows * rowColumns, slot = (imageColumns + 15) / 16 * 16
+        let imagesPerBand = severalImages ? min(batch, columnBudget / slot) : min(1, columnBudget / imageColumns)
+        (self.slot, self.rowColumns, slotted) = (slot, rowColumns, severalImages && imagesPerBand > 0)
+        if imagesPerBand > 0 {
+            bands = Swift.stride(from: 0, to: batch, by: imagesPerBand).map { first in
+                (first..<min(batch, first + imagesPerBand)).map {
+                    Part(image: $0, firstRow: 0, rows: rows, column: ($0 - first) * slot)
+                }
+            }
+            columns = severalImages ? imagesPerBand * slot : imageColumns
+        } else {
+            let bandRows = max(1, min(rows, columnBudget / max(rowColumns, 1)))
+            bands = (0..<batch).flatMap { image in
+                Swift.stride(from: 0, to: rows, by: bandRows).map {
+                    [Part(image: image, firstRow: $0, rows: min(bandRows, rows - $0), column: 0)]
+                }
+            }
+            columns = bandRows * rowColumns
+        }
+        padded = slotted && slot > imageColumns
+    }
+
+    /// A band's columns: its images' slots, or its one part's rows.
+    func columns(of band: [Part]) -> Int { slotted ? band.count * slot : band[0].rows * rowColumns }
+}
+
+/// Row r of the rows x columns floats at `pointer` (rows `rowStride` apart) set to bias[r], on every worker: this
+/// first write into a new output is where its pages are faulted in and zeroed.
+private func fill(_ pointer: UnsafeMutablePointer<Float>, rows: Int, columns: Int, rowStride: Int, with bias: Tensor) {
+    let output = UncheckedBox(pointer), values = UncheckedBox(bias.pointer)
+    Threading.parallelRanges(rows) { rows in
+        for row in rows { (output.value + row * rowStride).initialize(repeating: values.value[row], count: columns) }
+    }
+}
+
+/// The Winograd tiling a 3x3 stride-1 convolution takes, nil for im2col. In fp32 the one with the least estimated
+/// work per (input, output) channel pair: positions x (columns + 170). The columns are the batch's tiles (im2col:
+/// output pixels, 9 positions), each image's rounded up to its 16-column slot (`ConvolutionBands`), so small
+/// images' edge tiles and padding count whole; 170 columns' worth stands for the work per weight that does not
+/// grow with the batch: transforming (Winograd) and packing the weights per call. Fitted to
+/// `tokenflow-bench kernels` (this engine's shapes, 2 threads, Emerald Rapids): at each UNet level of batch 3 at
+/// 64x64 latent and of batch 24 at the 256x160 edit's 32x20, it picks the measured fastest, or one within 1.05x
+/// of it (at 4x3, where all three were). bfloat16 keeps F(2x2, 3x3) from 256 tiles: F(4x4, 3x3)'s error with
+/// bfloat16 operands is 7x F(2x2, 3x3)'s (`WinogradTile`).
+private func winogradTile(_ algorithm: ConvolutionAlgorithm, batch: Int, outH: Int, outW: Int) -> WinogradTile? {
+    func tiles(_ tile: WinogradTile) -> Int {
+        batch * ((outH + tile.rawValue - 1) / tile.rawValue) * ((outW + tile.rawValue - 1) / tile.rawValue)
+    }
+    switch algorithm {
+    case .im2col: return nil
+    case .winograd2x2: return .two
+    case .winograd4x4: return .four
+    case .automatic where ComputePrecision.effective == .bfloat16: return tiles(.two) >= 256 ? .two : nil
+    case .automatic:
+        func work(positions: Int, perImage: Int) -> Int { positions * (batch * ((perImage + 15) / 16 * 16) + 170) }
+        let im2col = work(positions: 9, perImage: outH * outW)
+        let two = work(positions: 16, perImage: tiles(.two) / batch), four = work(positions: 36, perImage: tiles(.four) / batch)
+        return four <= min(two, im2col) ? .four : two < im2col ? .two : nil
+    }
 }

@@ -29,7 +29,8 @@ func kernelCases() throws -> [KernelCase] {
     // comparison. GFLOP/s count a direct convolution's work for all.
     for (channels, size) in [(320, 64), (640, 32), (1280, 16), (1280, 8)] {
         let x = try random([1, channels, size, size]), w = try random([channels, channels, 3, 3])
-        for (algorithm, suffix) in [(ConvolutionAlgorithm.automatic, ""), (.im2col, " im2col"), (.winograd, " winograd")] {
+        for (algorithm, suffix) in [(ConvolutionAlgorithm.automatic, ""), (.im2col, " im2col"), (.winograd2x2, " winograd 2x2"),
+                                   (.winograd4x4, " winograd 4x4")] {
             cases.append(KernelCase(name: "conv3x3 \(channels)ch \(size)x\(size)\(suffix)",
                                     flops: 2.0 * Double(channels * channels * 9 * size * size)) {
                 _ = try conv2d(x, weight: w, bias: nil, stride: 1, padding: .uniform(1), algorithm: algorithm)

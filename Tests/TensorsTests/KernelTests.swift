@@ -35,7 +35,7 @@ final class KernelTests: XCTestCase {
                     tolerance: tolerance, "linear")
     }
 
-    /// Both algorithms against PyTorch (`winograd` applies to the 3x3 stride-1 cases; the others stay im2col), the
+    /// Every algorithm against PyTorch (Winograd applies to the 3x3 stride-1 cases; the others stay im2col), the
     /// Winograd transforms on every kernel path.
     func testConvolutions() throws {
         try onEveryKernelPath { path in
@@ -43,7 +43,7 @@ final class KernelTests: XCTestCase {
                 let w = t("\(name).w")
                 let stride = name.contains("s2") ? 2 : 1
                 let padding = w.shape[2] == 3 ? 1 : 0
-                for algorithm in [ConvolutionAlgorithm.im2col, .winograd] {
+                for algorithm in [ConvolutionAlgorithm.im2col, .winograd2x2, .winograd4x4] {
                     assertClose(try conv2d(t("\(name).x"), weight: w, bias: t("\(name).b"), stride: stride, padding: .uniform(padding),
                                            algorithm: algorithm),
                                 t("\(name).out"), tolerance: tolerance, "\(name) \(algorithm), \(path) path")
@@ -55,26 +55,35 @@ final class KernelTests: XCTestCase {
         assertClose(asymmetric, t("conv3x3s2_asym.out"), tolerance: tolerance, "conv stride 2, pad right/bottom")
     }
 
-    /// Winograd F(2x2, 3x3) against im2col at sizes the automatic choice gives it (a UNet level's channels,
-    /// odd output sizes, one-sided padding, several bands of tile rows, a batch, bands across images). The two
-    /// differ by rounding only: measured max 3.4-4.3e-7 of the output scale; tolerance 1e-5 of the scale, while
-    /// a wrong transform coefficient or tile offset errs by O(1). On every kernel path (the transforms' vector
-    /// widths differ, so do their tails).
+    /// Winograd F(2x2, 3x3) and F(4x4, 3x3) against im2col at sizes the automatic choice gives them (a UNet
+    /// level's channels, output sizes that are no multiple of the tile, one-sided padding, several bands of tile
+    /// rows, a batch of two images in 16-column slots of one band). They differ from im2col by rounding only:
+    /// measured max 3.4-4.3e-7 of the output scale for F(2x2, 3x3), 2.4-5.8e-6 for F(4x4, 3x3), whose transforms
+    /// have coefficients up to 8; tolerance 1e-5 of the scale, while a wrong transform coefficient or tile offset
+    /// errs by O(1). On every kernel path (the transforms' vector widths differ, so do their tails).
     func testWinogradMatchesIm2col() throws {
         try onEveryKernelPath { path in try winogradMatchesIm2col(path) }
     }
 
     func winogradMatchesIm2col(_ path: KernelPath) throws {
-        for (shape, padding, budget) in [([2, 48, 33, 35], Padding2D.uniform(1), 4 << 20),
-                                         ([1, 64, 40, 32], Padding2D(top: 1, left: 0, bottom: 1, right: 2), 16 * 64 * 17 * 3),
-                                         ([1, 16, 7, 5], Padding2D.uniform(1), 4 << 20),
-                                         // Bands of 2 tile rows over 3 images of 5 tile rows: bands straddle images.
-                                         ([3, 16, 9, 11], Padding2D.uniform(1), 16 * 24 * 6 * 2)] {
-            let x = try gaussianNoise(shape: shape, seed: UInt64(shape[1]))
-            let w = try gaussianNoise(shape: [24, shape[1], 3, 3], seed: 5), b = try gaussianNoise(shape: [24], seed: 6)
-            let expected = try conv2d(x, weight: w, bias: b, stride: 1, padding: padding, algorithm: .im2col)
-            let winograd = try conv2d(x, weight: w, bias: b, stride: 1, padding: padding, unfoldBudget: budget, algorithm: .winograd)
-            assertClose(winograd, expected, tolerance: 1e-5, "Winograd \(shape) \(padding), \(path) path")
+        for tile in WinogradTile.allCases {
+            let algorithm: ConvolutionAlgorithm = tile == .two ? .winograd2x2 : .winograd4x4
+            // A band budget of `rows` tile rows for a `width`-wide output with `channels` channels.
+            func bands(of rows: Int, width: Int, channels: Int) -> Int {
+                (tile.rawValue + 2) * (tile.rawValue + 2) * channels * ((width + tile.rawValue - 1) / tile.rawValue) * rows
+            }
+            for (shape, padding, budget) in [([2, 48, 33, 35], Padding2D.uniform(1), 4 << 20),
+                                             ([1, 64, 40, 32], Padding2D(top: 1, left: 0, bottom: 1, right: 2),
+                                              bands(of: 3, width: 33, channels: 64)),
+                                             ([1, 16, 7, 5], Padding2D.uniform(1), 4 << 20),
+                                             // Bands of 2 tile rows in each of 3 images of 3-5 tile rows.
+                                             ([3, 16, 9, 11], Padding2D.uniform(1), bands(of: 2, width: 11, channels: 24))] {
+                let x = try gaussianNoise(shape: shape, seed: UInt64(shape[1]))
+                let w = try gaussianNoise(shape: [24, shape[1], 3, 3], seed: 5), b = try gaussianNoise(shape: [24], seed: 6)
+                let expected = try conv2d(x, weight: w, bias: b, stride: 1, padding: padding, algorithm: .im2col)
+                let winograd = try conv2d(x, weight: w, bias: b, stride: 1, padding: padding, unfoldBudget: budget, algorithm: algorithm)
+                assertClose(winograd, expected, tolerance: 1e-5, "Winograd \(tile.rawValue)x\(tile.rawValue) \(shape) \(padding), \(path) path")
+            }
         }
     }
 
@@ -168,6 +177,66 @@ final class SmallConvolutionTests: XCTestCase {
         return out
     }
 
+    /// im2col's bands: several small images to a band when the weights are large (the second case: 128 x 1024 x
+    /// 3 x 3), each image in its own 16-column slot; else one image, or bands of its rows, to a band (3-5 rows in
+    /// bands of 2). For 3x3 (stride 1 and 2) and 1x1 convolutions, with and without a bias, against a direct
+    /// convolution; and identical images give identical outputs.
+    func testIm2colBands() throws {
+        for (inChannels, outChannels, rowsPerBand) in [(5, 6, 2), (1024, 128, 5)] {
+            let image = try gaussianNoise(shape: [1, inChannels, 5, 7], seed: 21), other = try gaussianNoise(shape: [1, inChannels, 5, 7], seed: 20)
+            // Images 0 and 2 are the same.
+            let x = try Tensor(uninitializedShape: [3, inChannels, 5, 7])
+            for (n, source) in [image, other, image].enumerated() {
+                for i in 0..<source.count { x[flat: n * source.count + i] = source[flat: i] }
+            }
+            let bias = try gaussianNoise(shape: [outChannels], seed: 22)
+            for (kernel, stride, padding) in [(3, 1, 1), (3, 2, 1), (1, 1, 0)] {
+                let w = try gaussianNoise(shape: [outChannels, inChannels, kernel, kernel], seed: UInt64(23 + kernel))
+                let outW = (7 + 2 * padding - kernel) / stride + 1
+                let direct = try directConvolution(x, w, stride: stride, padding: .uniform(padding))
+                for withBias in [false, true] {
+                    let label = "\(inChannels) -> \(outChannels) channels, \(kernel)x\(kernel) stride \(stride), bias \(withBias)"
+                    let banded = try conv2d(x, weight: w, bias: withBias ? bias : nil, stride: stride, padding: .uniform(padding),
+                                            unfoldBudget: rowsPerBand * inChannels * kernel * kernel * outW * (inChannels > 5 ? 16 : 1),
+                                            algorithm: .im2col)
+                    let expected = try direct.copy()
+                    let plane = direct.count / (3 * outChannels)
+                    if withBias {
+                        for i in 0..<expected.count { expected[flat: i] += bias[flat: (i / plane) % outChannels] }
+                    }
+                    assertClose(banded, expected, tolerance: 1e-5, label)
+                    let imageSize = outChannels * plane
+                    XCTAssertEqual(Array(banded.scalars[0..<imageSize]), Array(banded.scalars[(2 * imageSize)..<(3 * imageSize)]),
+                                   "\(label): identical images")
+                }
+            }
+        }
+    }
+
+    /// Identical images in a batch give identical outputs, by every algorithm, from 1x1 to 8x8 images in
+    /// batches of 5 to 18: each image's columns sit alike in the GEMMs (`ConvolutionBands`' slots). A static shot
+    /// stays static, and COVE's merging, which breaks exact ties by index, sees the same scores for each copy.
+    func testIdenticalImagesGiveIdenticalOutputs() throws {
+        for (inChannels, outChannels, size, batch) in [(32, 32, 8, 6), (64, 32, 4, 18), (64, 64, 2, 18), (64, 64, 1, 18),
+                                                       (96, 64, 4, 6), (1024, 128, 5, 5)] {
+            let image = try gaussianNoise(shape: [1, inChannels, size, size], seed: 3)
+            let x = try Tensor(uninitializedShape: [batch, inChannels, size, size])
+            for n in 0..<batch { (x.mutablePointer + n * image.count).update(from: image.pointer, count: image.count) }
+            for (kernel, stride, padding) in [(3, 1, 1), (3, 2, 1), (1, 1, 0)] {
+                let w = try gaussianNoise(shape: [outChannels, inChannels, kernel, kernel], seed: 4)
+                let bias = try gaussianNoise(shape: [outChannels], seed: 5)
+                for algorithm in ConvolutionAlgorithm.allCases {
+                    let y = try conv2d(x, weight: w, bias: bias, stride: stride, padding: .uniform(padding), algorithm: algorithm)
+                    let imageSize = y.count / batch, first = Array(y.scalars[0..<imageSize])
+                    for n in 1..<batch {
+                        XCTAssertEqual(Array(y.scalars[(n * imageSize)..<((n + 1) * imageSize)]), first,
+                                       "image \(n) of \(batch) \(size)x\(size), \(inChannels) -> \(outChannels), \(kernel)x\(kernel) stride \(stride), \(algorithm)")
+                    }
+                }
+            }
+        }
+    }
+
     /// On every kernel path (the Winograd transforms' vector tails).
     func testTinyImagesAndEveryPadding() throws {
         try onEveryKernelPath { path in try tinyImagesAndEveryPadding(path) }
@@ -180,7 +249,7 @@ final class SmallConvolutionTests: XCTestCase {
             for (stride, padding) in [(1, Padding2D.uniform(1)), (2, .uniform(1)), (2, Padding2D(top: 0, left: 0, bottom: 1, right: 1))] {
                 let outH = (h + padding.top + padding.bottom - 3) / stride + 1, outW = (wd + padding.left + padding.right - 3) / stride + 1
                 guard outH > 0 && outW > 0 else { continue }
-                for algorithm in [ConvolutionAlgorithm.im2col, .winograd] {
+                for algorithm in [ConvolutionAlgorithm.im2col, .winograd2x2, .winograd4x4] {
                     let actual = try conv2d(x, weight: w, bias: nil, stride: stride, padding: padding, algorithm: algorithm)
                     assertClose(actual, try directConvolution(x, w, stride: stride, padding: padding), tolerance: 1e-5,
                                 "\(h)x\(wd) stride \(stride) padding \(padding) \(algorithm), \(path) path")

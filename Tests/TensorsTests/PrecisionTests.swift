@@ -80,7 +80,7 @@ final class PrecisionTests: XCTestCase {
     func testBfloat16ConvolutionsOnEveryAlgorithm() throws { try onEveryKernelPath {
         let x = try gaussianNoise(shape: [2, 48, 33, 35], seed: 11), w = try gaussianNoise(shape: [40, 48, 3, 3], seed: 12)
         let pointwise = try gaussianNoise(shape: [40, 48, 1, 1], seed: 13), bias = try gaussianNoise(shape: [40], seed: 14)
-        for algorithm in [ConvolutionAlgorithm.im2col, .winograd] {
+        for algorithm in [ConvolutionAlgorithm.im2col, .winograd2x2] {
             let bf16 = try ComputePrecision.$current.withValue(.bfloat16) {
                 try conv2d(x, weight: w, bias: bias, stride: 1, padding: .uniform(1), algorithm: algorithm)
             }
@@ -136,7 +136,7 @@ final class PrecisionTests: XCTestCase {
             let bias = try integers([outChannels])
             let bf16 = try ComputePrecision.$current.withValue(.bfloat16) {
                 try conv2d(x, weight: w, bias: bias, stride: 1, padding: .uniform(1), unfoldBudget: 16 * max(inChannels, outChannels) * 6 * 3,
-                           algorithm: .winograd)
+                           algorithm: .winograd2x2)
             }
             let exact = try conv2d(x, weight: w, bias: bias, stride: 1, padding: .uniform(1), algorithm: .im2col)
             XCTAssertEqual(bf16.scalars, exact.scalars, "winograd bf16, \(inChannels) -> \(outChannels) channels")

@@ -72,19 +72,20 @@ void tokenflow_layer_norm(const float *x, float *out, size_t rows, size_t width,
 /* Softmax of `rows` rows of `width` floats. */
 void tokenflow_softmax(const float *x, float *out, size_t rows, size_t width);
 
-/* The transforms of Winograd F(2x2, 3x3) (Tensors/Winograd.swift). Input: one tile row of one channel's
- * `height` x `width` plane, whose tiles read padded rows top ..< top + 4 (negative: padding) with `left`
- * columns of padding, to v[xi * position_stride + tile] for the 16 positions xi of tiles_w tiles;
- * `scratch` holds tokenflow_winograd_input_scratch_floats(tiles_w) floats. Output: from the products
- * m[xi * position_stride + tile], the 2x2 outputs (+ bias) of tiles_w tiles to rows first_row, first_row + 1
- * of an out_h x out_w plane (those past its edges dropped). Weights: u[xi][o][c] for the 3x3 filters
- * weight[o][c] (out_channels x in_channels of them) of output channels first_out ..< end_out. */
-size_t tokenflow_winograd_input_scratch_floats(size_t tiles_w);
-void tokenflow_winograd_input_row(const float *plane, size_t height, size_t width, long top, long left, size_t tiles_w,
-                                  float *scratch, float *v, size_t position_stride);
-void tokenflow_winograd_output_row(const float *m, size_t position_stride, size_t tiles_w, float bias, float *plane,
-                                   size_t out_h, size_t out_w, size_t first_row);
-void tokenflow_winograd_weights(const float *weight, float *u, size_t out_channels, size_t in_channels,
+/* The transforms of Winograd F(tile x tile, 3x3), tile 2 or 4 (Tensors/Winograd.swift), with P = (tile + 2)^2
+ * positions. Input: one tile row of one channel's `height` x `width` plane, whose tiles read padded rows
+ * top ..< top + tile + 2 (negative: padding) with `left` columns of padding, to v[xi * position_stride + t]
+ * for the P positions xi of tiles_w tiles; `scratch` holds tokenflow_winograd_input_scratch_floats(tile,
+ * tiles_w) floats. Output: from the products m[xi * position_stride + t], the tile x tile outputs (+ bias) of
+ * tiles_w tiles to rows first_row ..< first_row + tile of an out_h x out_w plane (those past its edges
+ * dropped). Weights: u[xi][o][c] for the 3x3 filters weight[o][c] (out_channels x in_channels of them) of
+ * output channels first_out ..< end_out. */
+size_t tokenflow_winograd_input_scratch_floats(size_t tile, size_t tiles_w);
+void tokenflow_winograd_input_row(size_t tile, const float *plane, size_t height, size_t width, long top, long left,
+                                  size_t tiles_w, float *scratch, float *v, size_t position_stride);
+void tokenflow_winograd_output_row(size_t tile, const float *m, size_t position_stride, size_t tiles_w, float bias,
+                                   float *plane, size_t out_h, size_t out_w, size_t first_row);
+void tokenflow_winograd_weights(size_t tile, const float *weight, float *u, size_t out_channels, size_t in_channels,
                                 size_t first_out, size_t end_out);
 
 /* dst[i] = src[i] widened to float32, exactly: `src` holds `count` IEEE half (binary16) or bfloat16 values
