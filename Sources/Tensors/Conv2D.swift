@@ -207,18 +207,18 @@ private func fill(_ pointer: UnsafeMutablePointer<Float>, rows: Int, columns: In
 /// of it (at 4x3, where all three were). bfloat16 keeps F(2x2, 3x3) from 256 tiles: F(4x4, 3x3)'s error with
 /// bfloat16 operands is 7x F(2x2, 3x3)'s (`WinogradTile`).
 private func winogradTile(_ algorithm: ConvolutionAlgorithm, batch: Int, outH: Int, outW: Int) -> WinogradTile? {
-    func tiles(_ tile: WinogradTile) -> Int {
-        batch * ((outH + tile.rawValue - 1) / tile.rawValue) * ((outW + tile.rawValue - 1) / tile.rawValue)
+    func tilesPerImage(_ tile: WinogradTile) -> Int {
+        ((outH + tile.rawValue - 1) / tile.rawValue) * ((outW + tile.rawValue - 1) / tile.rawValue)
     }
     switch algorithm {
     case .im2col: return nil
     case .winograd2x2: return .two
     case .winograd4x4: return .four
-    case .automatic where ComputePrecision.effective == .bfloat16: return tiles(.two) >= 256 ? .two : nil
+    case .automatic where ComputePrecision.effective == .bfloat16: return batch * tilesPerImage(.two) >= 256 ? .two : nil
     case .automatic:
         func work(positions: Int, perImage: Int) -> Int { positions * (batch * ((perImage + 15) / 16 * 16) + 170) }
         let im2col = work(positions: 9, perImage: outH * outW)
-        let two = work(positions: 16, perImage: tiles(.two) / batch), four = work(positions: 36, perImage: tiles(.four) / batch)
+        let two = work(positions: 16, perImage: tilesPerImage(.two)), four = work(positions: 36, perImage: tilesPerImage(.four))
         return four <= min(two, im2col) ? .four : two < im2col ? .two : nil
     }
 }
