@@ -11,7 +11,7 @@ public struct Padding2D: Sendable, Equatable {
 ///
 /// Large images' 1x1 stride-1 convolutions are one GEMM on the input as stored. Other convolutions work in
 /// bands (`ConvolutionBands`), so the unfold buffer (im2col) or transformed tiles (Winograd) stay at about
-/// 64 MB whatever the image size (a whole-image unfold at 512x512 with 128 channels would be 1.2 GB).
+/// 16 MB whatever the image size (a whole-image unfold at 512x512 with 128 channels would be 1.2 GB).
 public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0) throws -> Tensor {
     try conv2d(x, weight: weight, bias: bias, stride: stride, padding: .uniform(padding))
 }
@@ -24,10 +24,10 @@ public enum ConvolutionAlgorithm: Sendable, CaseIterable {
 }
 
 /// `unfoldBudget` bounds the im2col band, and the Winograd band's transformed input and products, in elements
-/// (tests lower it to exercise several bands). 16M elements: at 4M, a batch of three 64x64 latents made 3 to 6
-/// bands per convolution, with the weights packed again for each.
+/// (tests lower it to exercise several bands). 4M elements: 16M made a bf16 VAE decode at 512x512 1.3x slower
+/// (2 alternating pairs; larger bands of its large images), and its gain in fp32 was within this machine's noise.
 public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padding: Padding2D,
-                   unfoldBudget: Int = 16 << 20, algorithm: ConvolutionAlgorithm = .automatic) throws -> Tensor {
+                   unfoldBudget: Int = 4 << 20, algorithm: ConvolutionAlgorithm = .automatic) throws -> Tensor {
     try conv2d(x, weights: Weights(weight), bias: bias, stride: stride, padding: padding, unfoldBudget: unfoldBudget,
                algorithm: algorithm)
 }
@@ -35,7 +35,7 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padd
 /// `conv2d` with a layer's weights in their file's precision (`Weights.withOperand`; Winograd transforms them
 /// in Float32).
 public func conv2d(_ x: Tensor, weights weight: Weights, bias: Tensor?, stride: Int, padding: Padding2D,
-                   unfoldBudget: Int = 16 << 20, algorithm: ConvolutionAlgorithm = .automatic) throws -> Tensor {
+                   unfoldBudget: Int = 4 << 20, algorithm: ConvolutionAlgorithm = .automatic) throws -> Tensor {
     precondition(x.rank == 4 && weight.shape.count == 4, "conv2d: input \(x.shape) and weight \(weight.shape) must be 4-D")
     let (batch, inChannels, height, width) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     let (outChannels, kernelH, kernelW) = (weight.shape[0], weight.shape[2], weight.shape[3])
