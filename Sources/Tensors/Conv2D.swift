@@ -17,8 +17,8 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int
 }
 
 /// How a convolution is computed: `automatic` takes Winograd (Winograd.swift) for 3x3 stride-1 convolutions
-/// with enough output tiles over the batch (`conv2d` says how many), F(4x4, 3x3) in fp32 and F(2x2, 3x3) in
-/// bfloat16, and im2col + GEMM otherwise; tests and benchmarks force each (the Winograd ones where they apply).
+/// where it is estimated to do less work than im2col + GEMM (`winogradTile`: F(4x4, 3x3) or F(2x2, 3x3) in fp32,
+/// F(2x2, 3x3) in bfloat16); tests and benchmarks force each (the Winograd ones where they apply).
 public enum ConvolutionAlgorithm: Sendable, CaseIterable {
     case automatic, im2col, winograd2x2, winograd4x4
 }
@@ -175,7 +175,7 @@ struct ConvolutionBands {
             columns = severalImages ? imagesPerBand * slot : imageColumns
         } else {
             // As few bands as the budget allows, of even sizes (a short last band makes narrow GEMMs).
-            let bandCount = (rows + max(1, columnBudget / max(rowColumns, 1)) - 1) / max(1, columnBudget / max(rowColumns, 1))
+            let mostRows = max(1, columnBudget / max(rowColumns, 1)), bandCount = (rows + mostRows - 1) / mostRows
             let bandRows = (rows + bandCount - 1) / bandCount
             bands = (0..<batch).flatMap { image in
                 Swift.stride(from: 0, to: rows, by: bandRows).map {

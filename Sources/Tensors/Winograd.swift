@@ -8,8 +8,8 @@ import CKernels
 ///
 /// The weight transform is made per call ((m + 2)^2 / 9 of the weight's size, not kept: weights stay as small as
 /// their file); its cost is spread over the tiles, so small images, where it would dominate, use im2col
-/// (`conv2d`'s choice). Tiles are processed in bands of tile rows so the transformed input and products stay
-/// within `bandBudget` elements each, whatever the image size.
+/// (`conv2d`'s choice). Tiles are processed in bands (`ConvolutionBands`) so the transformed input and products
+/// stay within `bandBudget` elements each, whatever the image size.
 func winogradConvolution3x3(_ x: Tensor, weight: Tensor, bias: Tensor?, padding: Padding2D, out: Tensor,
                             tile: WinogradTile, bandBudget: Int) throws {
     let (batch, inChannels, height, width) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
