@@ -2,7 +2,8 @@
 # Benchmark (not a test): one whole TokenFlow-PnP edit (8 frames of 256x160, 4 inversion + 4 sampling steps, batch 8,
 # guidance 7.5, pnp_attn_t 0.5, pnp_f_t 0.8, fp32) by our `tokenflow edit` and by the reference implementation
 # (omerbt/TokenFlow, driven by scripts/bench_tokenflow_reference.py) on the same decoded frames, in the same run.
-# Each side is one process timed by /usr/bin/time (wall seconds, peak RSS), model loading included.
+# Each side is one process timed by /usr/bin/time (wall seconds, peak RSS), model loading included; the sides
+# alternate for a few rounds and the figures are the medians of the rounds' ratios (scripts/lib.sh: bench_rounds).
 #   scripts/bench_tokenflow.sh [MODEL_DIR [THREADS [PRECISION]]]
 #     MODEL_DIR: a diffusers folder (default /tmp/tokenflow-sd21/folder, written by scripts/make_full_size_model.py
 #     if missing); THREADS: both sides (default 2); PRECISION: ours (fp32 by default; the reference runs fp32).
@@ -46,18 +47,25 @@ run() {  # NAME COMMAND...: prints "NAME wall=S rss_mib=M"
     eval "${name}_wall=$wall ${name}_rss=$rss"
 }
 edit() {  # NAME PRECISION: our edit into $work/NAME/
-    mkdir "$work/$1"
+    rm -rf "${work:?}/$1"; mkdir "$work/$1"
     run "$1" "$build/tokenflow-cli" edit "$work/clip.nut" "$work/$1/%03d.png" --model "$dir" "${prompts[@]}" --method tokenflow \
         --steps "$steps" --inversion_steps "$steps" --size "$size" --batch_size 8 --guidance 7.5 --pnp_attn_t 0.5 --pnp_f_t 0.8 \
         --threads "$threads" --precision "$2"
     grep '^running on' "$work/$1.log" | sed 's/^/# /'
 }
-edit ours "$precision"
-run reference "$python" scripts/bench_tokenflow_reference.py --reference "$reference" --model "$dir" --frames "$work/clip.rgb" \
-    --size "$size" --steps "$steps" --inversion-steps "$steps" --threads "$threads"
-grep '^reference_pnp_edit' "$work/reference.log" | sed 's/^/# /'
-awk -v ow="$ours_wall" -v rw="$reference_wall" -v orss="$ours_rss" -v rrss="$reference_rss" \
-    'BEGIN { printf "ratio ours/reference wall=%.2f rss=%.2f\n", ow / rw, orss / rrss }'
+source scripts/lib.sh
+wall_ratios=() rss_ratios=()
+for round in $(seq "$(bench_rounds)"); do
+    echo "# round $round"
+    edit ours "$precision"
+    run reference "$python" scripts/bench_tokenflow_reference.py --reference "$reference" --model "$dir" --frames "$work/clip.rgb" \
+        --size "$size" --steps "$steps" --inversion-steps "$steps" --threads "$threads"
+    grep '^reference_pnp_edit' "$work/reference.log" | sed 's/^/# /'
+    wall_ratios+=("$(awk -v o="$ours_wall" -v r="$reference_wall" 'BEGIN { printf "%.2f", o / r }')")
+    rss_ratios+=("$(awk -v o="$ours_rss" -v r="$reference_rss" 'BEGIN { printf "%.2f", o / r }')")
+done
+median_of "ratio ours/reference wall" "${wall_ratios[@]}"
+median_of "ratio ours/reference rss" "${rss_ratios[@]}"
 if [ "$precision" != fp32 ]; then
     edit fp32 fp32
     "$python" - "$work/ours" "$work/fp32" <<'PY'

@@ -18,3 +18,15 @@ require_packages() {
     fi
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get "${wait[@]}" install -y -qq "${missing[@]}" >/dev/null
 }
+
+# The benchmarks' rounds (TOKENFLOW_BENCH_ROUNDS, default 3): each round runs ours, then the peer, and gives one
+# ratio. This machine kind's speed drifts by up to 2x within minutes (a 2-core VM: the same UNet forward took 7.8 s
+# and 13.5 s an hour apart), so the sides alternate and the median of the rounds' ratios is the figure.
+bench_rounds() { echo "${TOKENFLOW_BENCH_ROUNDS:-3}"; }
+
+# median_of LABEL VALUE...: prints "LABEL=median (rounds: VALUE ...)".
+median_of() {
+    local label=$1; shift
+    printf '%s\n' "$@" | sort -g | awk -v label="$label" -v all="$*" '{ v[NR] = $1 }
+        END { m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%s=%.2f (rounds: %s)\n", label, m, all }'
+}

@@ -53,8 +53,11 @@ func kernelCases() throws -> [KernelCase] {
 
 /// The float32 FMA peak of `threads` cores on the current kernel path (CKernels' probe on every worker at once).
 func fmaPeakGigaflops(threads: Int) -> Double {
-    let iterations = 20_000_000
-    _ = tokenflow_fma_probe(iterations / 10) // warm-up: clock ramp
+    let iterations = 100_000_000
+    // A warm-up on every worker, then ~0.25 s each. With the warm-up on the calling thread only and ~0.05 s, 2 threads
+    // measured 166-207 GFLOP/s on a 2-core Emerald Rapids VM (1 thread: 170), below its 2-thread GEMMs' 250-287 and
+    // two pinned processes' 179 + 169; this way 327-349.
+    Threading.parallelFor(threads) { _ in _ = tokenflow_fma_probe(iterations / 5) }
     let start = DispatchTime.now().uptimeNanoseconds
     Threading.parallelFor(threads) { _ in _ = tokenflow_fma_probe(iterations) }
     let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9

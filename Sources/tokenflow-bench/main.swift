@@ -7,7 +7,8 @@ import VideoEditing
 //   tokenflow-bench kernels [--threads N] [--python PATH] [--only TEXT]   GFLOP/s table (PyTorch column when PATH
 //                                                           runs torch; --only: the kernels whose name contains TEXT)
 //   tokenflow-bench memory attention|nn                      peak RSS growth of one 4096-token call
-//   tokenflow-bench unet DIR [--batch B] [--repeats N]        one UNet forward at 64x64 latent (DIR/unet)
+//   tokenflow-bench unet DIR [--batch B] [--repeats N] [--latent WxH]
+//                                                            one UNet forward, at 64x64 latent unless given
 //   tokenflow-bench vae MODEL_DIR [--size WxH] [--repeats N]  VAE encode and decode of one image (DIR/vae)
 //   tokenflow-bench edit MODEL_DIR [--repeats N]              the reference-parity clip end to end (16 frames
 //                                                            of 64x64, 10 inversion + 10 sampling steps, batch 8)
@@ -70,18 +71,20 @@ case "memory":
     print(String(format: "%@: peak RSS %.1f MB before, %.1f MB after (+%.1f MB); a full similarity matrix would be %.0f MB",
                  kind, before, after, after - before, fullMatrix))
 case "unet":
-    guard arguments.count >= 2 else { print("usage: tokenflow-bench unet MODEL_DIR [--batch B] [--repeats N]"); exit(2) }
+    guard arguments.count >= 2 else { print("usage: tokenflow-bench unet MODEL_DIR [--batch B] [--repeats N] [--latent WxH]"); exit(2) }
     let batch = Int(option("--batch") ?? "") ?? 1, repeats = Int(option("--repeats") ?? "") ?? 3
     let loadStart = DispatchTime.now().uptimeNanoseconds
     let unet: UNet
     do { unet = try UNet(directory: arguments[1] + "/unet") } catch { print("error: \(error)"); exit(1) }
     let loadSeconds = Double(DispatchTime.now().uptimeNanoseconds - loadStart) / 1e9
-    let size = unet.config.sampleSize
-    let sample = try Tensor(shape: [batch, unet.config.inChannels, size, size], repeating: 0.1)
+    // --latent WxH: e.g. 32x20, the latent of the 256x160 benchmark edit (batch 24: its three branches of 8 frames).
+    let latent = option("--latent")?.split(separator: "x").compactMap { Int($0) } ?? []
+    let (width, height) = latent.count == 2 ? (latent[0], latent[1]) : (unet.config.sampleSize, unet.config.sampleSize)
+    let sample = try Tensor(shape: [batch, unet.config.inChannels, height, width], repeating: 0.1)
     let context = try Tensor(shape: [batch, 77, unet.config.crossAttentionDim], repeating: 0.05)
     let seconds = try timed(repeats: repeats) { _ = try unet(sample, timesteps: [500], context: context) }
     print(String(format: "swift_unet_forward batch=%d latent=%dx%d seconds=%.3f load_seconds=%.2f peak_rss_mb=%.0f precision=%@",
-                 batch, size, size, seconds, loadSeconds, peakResidentMegabytes(), precision.computed.rawValue))
+                 batch, width, height, seconds, loadSeconds, peakResidentMegabytes(), precision.computed.rawValue))
 case "vae":
     guard arguments.count >= 2 else { print("usage: tokenflow-bench vae MODEL_DIR [--size WxH] [--repeats N]"); exit(2) }
     do {
