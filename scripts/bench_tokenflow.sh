@@ -55,7 +55,8 @@ edit() {  # NAME PRECISION: our edit into $work/NAME/
 }
 source scripts/lib.sh
 wall_ratios=() rss_ratios=()
-for round in $(seq "$(bench_rounds)"); do
+rounds=$(bench_rounds)
+for round in $(seq "$rounds"); do
     echo "# round $round"
     edit ours "$precision"
     run reference "$python" scripts/bench_tokenflow_reference.py --reference "$reference" --model "$dir" --frames "$work/clip.rgb" \

@@ -20,7 +20,8 @@ python=${TOKENFLOW_TORCH_PYTHON:-venv/bin/python}
 swift build -c release --product tokenflow-bench >/dev/null
 source scripts/lib.sh
 declare -A ratios
-for round in $(seq "$(bench_rounds)"); do
+rounds=$(bench_rounds)
+for round in $(seq "$rounds"); do
     # shellcheck disable=SC2086 # one argument per precision
     torch_lines=$("$python" scripts/make_full_size_unet.py "$dir" --no-save --time 1 --threads "$threads" --precision $torch_precisions | grep '^pytorch_unet_forward')
     for batch in 1 3; do

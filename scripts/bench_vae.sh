@@ -17,7 +17,8 @@ python=${TOKENFLOW_TORCH_PYTHON:-venv/bin/python}
 swift build -c release --product tokenflow-bench >/dev/null
 source scripts/lib.sh
 encode_ratios=() decode_ratios=()
-for round in $(seq "$(bench_rounds)"); do
+rounds=$(bench_rounds)
+for round in $(seq "$rounds"); do
     swift_line=$(.build/release/tokenflow-bench vae "$dir" --size "$size" --repeats 1 --threads "$threads" --precision "$precision" | grep '^swift_vae')
     torch_line=$("$python" scripts/bench_vae_torch.py "$dir" --size "$size" --repeats 1 --threads "$threads" | grep '^pytorch_vae')
     echo "round $round: $swift_line"

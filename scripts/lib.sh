@@ -22,7 +22,12 @@ require_packages() {
 # The benchmarks' rounds (TOKENFLOW_BENCH_ROUNDS, default 3): each round runs ours, then the peer, and gives one
 # ratio. This machine kind's speed drifts by up to 2x within minutes (a 2-core VM: the same UNet forward took 7.8 s
 # and 13.5 s an hour apart), so the sides alternate and the median of the rounds' ratios is the figure.
-bench_rounds() { echo "${TOKENFLOW_BENCH_ROUNDS:-3}"; }
+# Use as rounds=$(bench_rounds): under set -e a bad value stops the script.
+bench_rounds() {
+    local rounds=${TOKENFLOW_BENCH_ROUNDS:-3}
+    [[ $rounds =~ ^[1-9][0-9]*$ ]] || { echo "TOKENFLOW_BENCH_ROUNDS must be a positive integer, not '$rounds'" >&2; return 2; }
+    echo "$rounds"
+}
 
 # median_of LABEL VALUE...: prints "LABEL=median (rounds: VALUE ...)".
 median_of() {

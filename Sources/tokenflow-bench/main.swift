@@ -78,8 +78,9 @@ case "unet":
     do { unet = try UNet(directory: arguments[1] + "/unet") } catch { print("error: \(error)"); exit(1) }
     let loadSeconds = Double(DispatchTime.now().uptimeNanoseconds - loadStart) / 1e9
     // --latent WxH: e.g. 32x20, the latent of the 256x160 benchmark edit (batch 24: its three branches of 8 frames).
-    let latent = option("--latent")?.split(separator: "x").compactMap { Int($0) } ?? []
-    let (width, height) = latent.count == 2 ? (latent[0], latent[1]) : (unet.config.sampleSize, unet.config.sampleSize)
+    let latent = option("--latent").map { $0.split(separator: "x").compactMap { Int($0) } } ?? [unet.config.sampleSize, unet.config.sampleSize]
+    guard latent.count == 2 && latent.allSatisfy({ $0 > 0 }) else { print("--latent takes WxH, such as 32x20"); exit(2) }
+    let (width, height) = (latent[0], latent[1])
     let sample = try Tensor(shape: [batch, unet.config.inChannels, height, width], repeating: 0.1)
     let context = try Tensor(shape: [batch, 77, unet.config.crossAttentionDim], repeating: 0.05)
     let seconds = try timed(repeats: repeats) { _ = try unet(sample, timesteps: [500], context: context) }
