@@ -22,6 +22,13 @@ func option(_ name: String) -> String? {
     guard let i = arguments.firstIndex(of: name), i + 1 < arguments.count else { return nil }
     return arguments[i + 1]
 }
+/// A WxH option (`--size`, `--latent`) as (width, height); a malformed one ends the run with a message.
+func sizeOption(_ name: String, default size: (width: Int, height: Int)) -> (width: Int, height: Int) {
+    guard let text = option(name) else { return size }
+    let parts = text.split(separator: "x").compactMap { Int($0) }
+    guard parts.count == 2 && parts.allSatisfy({ $0 > 0 }) else { print("error: \(name) takes WxH, such as 32x20, not \(text)"); exit(2) }
+    return (parts[0], parts[1])
+}
 let threads = Int(option("--threads") ?? "") ?? Threading.onlineCores
 Threading.configure(threads: threads)
 guard let precision = ComputePrecision(rawValue: option("--precision") ?? ComputePrecision.float32.rawValue) else {
@@ -78,9 +85,7 @@ case "unet":
     do { unet = try UNet(directory: arguments[1] + "/unet") } catch { print("error: \(error)"); exit(1) }
     let loadSeconds = Double(DispatchTime.now().uptimeNanoseconds - loadStart) / 1e9
     // --latent WxH: e.g. 32x20, the latent of the 256x160 benchmark edit (batch 24: its three branches of 8 frames).
-    let latent = option("--latent").map { $0.split(separator: "x").compactMap { Int($0) } } ?? [unet.config.sampleSize, unet.config.sampleSize]
-    guard latent.count == 2 && latent.allSatisfy({ $0 > 0 }) else { print("--latent takes WxH, such as 32x20"); exit(2) }
-    let (width, height) = (latent[0], latent[1])
+    let (width, height) = sizeOption("--latent", default: (unet.config.sampleSize, unet.config.sampleSize))
     let sample = try Tensor(shape: [batch, unet.config.inChannels, height, width], repeating: 0.1)
     let context = try Tensor(shape: [batch, 77, unet.config.crossAttentionDim], repeating: 0.05)
     let seconds = try timed(repeats: repeats) { _ = try unet(sample, timesteps: [500], context: context) }
@@ -90,13 +95,13 @@ case "vae":
     guard arguments.count >= 2 else { print("usage: tokenflow-bench vae MODEL_DIR [--size WxH] [--repeats N]"); exit(2) }
     do {
         let vae = try AutoencoderKL(directory: arguments[1] + "/vae")
-        let size = (option("--size") ?? "512x512").split(separator: "x").compactMap { Int($0) }
-        let image = try Tensor(shape: [1, 3, size[1], size[0]], repeating: 0.1)
+        let size = sizeOption("--size", default: (512, 512))
+        let image = try Tensor(shape: [1, 3, size.height, size.width], repeating: 0.1)
         var latents = image
         let repeats = Int(option("--repeats") ?? "") ?? 1
         let encode = try timed(repeats: repeats) { latents = try vae.encodeMean(image) }
         let decode = try timed(repeats: repeats) { _ = try vae.decode(latents) }
-        print(String(format: "swift_vae size=%dx%d encode_seconds=%.2f decode_seconds=%.2f precision=%@", size[0], size[1], encode, decode,
+        print(String(format: "swift_vae size=%dx%d encode_seconds=%.2f decode_seconds=%.2f precision=%@", size.width, size.height, encode, decode,
                      precision.computed.rawValue))
     } catch { print("error: \(error)"); exit(1) }
 case "edit":
@@ -131,7 +136,7 @@ case "seams":
     guard arguments.count >= 2 else { print("usage: tokenflow-bench seams MODEL_DIR [--frames N] [--window W] [--steps S] [--size WxH]"); exit(2) }
     do {
         let model = try StableDiffusionModel(path: arguments[1])
-        let size = (option("--size") ?? "96x64").split(separator: "x").compactMap { Int($0) }
+        let size = sizeOption("--size", default: (96, 64))
         var settings = EditSettings()
         settings.prompt = "a watercolor painting"
         settings.inversionPrompt = "a panning shot"
@@ -139,7 +144,7 @@ case "seams":
         settings.inversionSteps = settings.steps
         settings.workingSize = .input
         let report = try measureSeams(model: model, settings: settings, frames: Int(option("--frames") ?? "") ?? 32,
-                                      window: Int(option("--window") ?? "") ?? 8, width: size[0], height: size[1])
+                                      window: Int(option("--window") ?? "") ?? 8, width: size.width, height: size.height)
         print(report)
     } catch { print("error: \(error)"); exit(1) }
 case "load":
