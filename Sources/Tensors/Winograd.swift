@@ -79,16 +79,16 @@ func winogradConvolution3x3(_ x: Tensor, weight: Tensor, bias: Tensor?, padding:
                 for c in channels { transform(channel: c, scratch: scratch, into: v.value + c * tiles, stride: inChannels * tiles) }
             }
         }
-        for position in 0..<positions {
-            let a = GEMMOperand(u.value + position * outChannels * inChannels), c = p.value + position * outChannels * tiles
-            if bfloat16 {
-                try weightGEMM(m: outChannels, n: tiles, k: inChannels, a: a, lda: inChannels, packedA: packedWeights[position],
+        if bfloat16 {
+            for position in 0..<positions {
+                try weightGEMM(m: outChannels, n: tiles, k: inChannels, a: GEMMOperand(u.value + position * outChannels * inChannels),
+                               lda: inChannels, packedA: packedWeights[position],
                                b: GEMMOperand(UnsafeRawPointer(packedInput[position].pointer), type: TOKENFLOW_ELEMENT_BFLOAT16),
-                               ldb: tiles, packedB: packedInput[position], c: c, ldc: tiles)
-            } else {
-                try weightGEMM(m: outChannels, n: tiles, k: inChannels, a: a, lda: inChannels,
-                               b: GEMMOperand(v.value + position * inChannels * tiles), ldb: tiles, c: c, ldc: tiles)
+                               ldb: tiles, packedB: packedInput[position], c: p.value + position * outChannels * tiles, ldc: tiles)
             }
+        } else {
+            positionProducts(positions: positions, outChannels: outChannels, inChannels: inChannels, tiles: tiles,
+                             weights: u.value, input: v.value, products: p.value)
         }
         // Y = A^T M A for every tile, plus the bias; outputs past the image's edge are dropped.
         Threading.parallelRanges(outChannels) { channels in
@@ -105,6 +105,25 @@ func winogradConvolution3x3(_ x: Tensor, weight: Tensor, bias: Tensor?, padding:
         }
     }
     withExtendedLifetime((transformedWeight, transformedInput, products, packedWeights, packedInput)) {}
+}
+
+/// The float32 products of one band, P[xi] = U[xi] V[xi] for every position xi: independent GEMMs, so each worker
+/// takes whole positions, single-threaded (split by rows too only when there are too few positions to go round).
+/// Splitting each GEMM's rows over the workers instead made every worker pack the whole V[xi] of every position.
+private func positionProducts(positions: Int, outChannels: Int, inChannels: Int, tiles: Int,
+                              weights: UnsafePointer<Float>, input: UnsafePointer<Float>, products: UnsafeMutablePointer<Float>) {
+    // Enough items for ~4 per worker, so uneven shares idle a worker for at most about a quarter of its time.
+    let rowBlocks = min((4 * Threading.threadCount + positions - 1) / positions, (outChannels + 15) / 16)
+    let rowsPerBlock = ((outChannels + rowBlocks - 1) / rowBlocks + 15) / 16 * 16
+    let u = UncheckedBox(weights), v = UncheckedBox(input), p = UncheckedBox(products)
+    Threading.parallelFor(positions * rowBlocks) { item in
+        let (position, block) = item.quotientAndRemainder(dividingBy: rowBlocks)
+        let first = block * rowsPerBlock, rows = min(rowsPerBlock, outChannels - first)
+        if rows <= 0 { return }
+        sgemm(m: rows, n: tiles, k: inChannels, a: u.value + (position * outChannels + first) * inChannels, lda: inChannels,
+              b: v.value + position * inChannels * tiles, ldb: tiles, c: p.value + (position * outChannels + first) * tiles, ldc: tiles,
+              parallel: false)
+    }
 }
 
 /// Winograd's tilings: F(m x m, 3x3) for m = 2 or 4.
