@@ -25,12 +25,17 @@ let package = Package(
             pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev"])]
         ),
+        // oneDNN from Debian's libdnnl-dev: the float32 GEMM (faster than OpenBLAS's on the engine's products).
+        .systemLibrary(
+            name: "CDNNL",
+            providers: [.apt(["libdnnl-dev"])]
+        ),
         // The engine's own hot kernels in C, for any x86-64, one variant per instruction set (portable,
         // AVX2/FMA, AVX-512) chosen at run time; and the CPU feature detection that makes the choices.
         .target(name: "CKernels"),
         // Compiled for the x86-64 baseline like every Swift module, so any x86-64 CPU runs the engine: its hot
         // loops are CKernels' (Swift's SIMD16 code at the baseline measured 2x slower than for AVX2).
-        .target(name: "Tensors", dependencies: ["CBLAS", "CKernels"]),
+        .target(name: "Tensors", dependencies: ["CBLAS", "CDNNL", "CKernels"]),
         .target(name: "Diffusion", dependencies: ["Tensors"]),
         // The editing methods (TokenFlow-PnP, SDEdit, reconstruction) over one clip pipeline, and the settings table.
         .target(name: "VideoEditing", dependencies: ["Diffusion", "Tensors"]),

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-require_packages libopenblas-dev pkg-config libavformat-dev libavcodec-dev libswscale-dev libavutil-dev
+require_packages libopenblas-dev libdnnl-dev pkg-config libavformat-dev libavcodec-dev libswscale-dev libavutil-dev
 swift build -c release --build-tests
 for step in scripts/setup.d/*.sh; do
     [ -e "$step" ] || continue

@@ -1,7 +1,8 @@
 // Counts the float32 GEMM work of any command that runs the engine (a diagnostic, not a test): an LD_PRELOAD
-// interposer on OpenBLAS's cblas_sgemm that sums 2*M*N*K per call and prints the totals at exit, split into
-// products with an untransposed right operand (mostly convolutions: im2col and Winograd) and a transposed one
-// (mostly linear layers).
+// interposer on oneDNN's dnnl_sgemm and OpenBLAS's cblas_sgemm (GEMM.swift's two libraries) that sums 2*M*N*K
+// per call and prints the totals at exit, split into products with an untransposed right operand (mostly
+// convolutions: im2col and Winograd) and a transposed one (mostly linear layers). A product oneDNN refuses is
+// computed by OpenBLAS and counted twice.
 // bfloat16 products do not go through cblas_sgemm and are not counted.
 //   cc -O2 -shared -fPIC -o /tmp/sgemm_flops.so scripts/sgemm_flops.c -ldl
 //   LD_PRELOAD=/tmp/sgemm_flops.so .build/release/tokenflow-cli edit ... --precision fp32
@@ -21,6 +22,19 @@ void cblas_sgemm(int order, int transpose_a, int transpose_b, int m, int n, int 
     if (transpose_b == 111 /* CblasNoTrans */) untransposed_b += flops; else other += flops;
     calls++;
     real(order, transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+typedef int (*dnnl_sgemm_fn)(char, char, long, long, long, float, const float *, long, const float *, long, float, float *, long);
+
+int dnnl_sgemm(char transpose_a, char transpose_b, long m, long n, long k, float alpha, const float *a, long lda,
+               const float *b, long ldb, float beta, float *c, long ldc) {
+    static _Atomic(dnnl_sgemm_fn) real;
+    // From oneDNN itself: the executable's PLT entry for dnnl_sgemm may come first in the search order.
+    if (!real) real = (dnnl_sgemm_fn)dlsym(dlopen("libdnnl.so.2", RTLD_LAZY | RTLD_NOLOAD), "dnnl_sgemm");
+    long long flops = 2LL * m * n * k;
+    if (transpose_b == 'N' || transpose_b == 'n') untransposed_b += flops; else other += flops;
+    calls++;
+    return real(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 __attribute__((destructor)) static void report(void) {

@@ -54,7 +54,7 @@ public enum KernelCPU {
         return trimmed.isEmpty ? "unknown CPU" : trimmed
     }
 
-    /// One line for an edit's log: the CPU, the C kernels' path, OpenBLAS's core and the precision the matrix
+    /// One line for an edit's log: the CPU, the C kernels' path, the GEMMs' library and the precision the matrix
     /// products are computed in (`precision` asks for it).
     public static func summary(precision: ComputePrecision) -> String {
         let products: String
@@ -65,17 +65,21 @@ public enum KernelCPU {
             products = "matrix products in fp32 (precision bf16 needs \(missing))"
         default: products = "matrix products in fp32"
         }
-        return "\(name): C kernels on the \(KernelPath.current) path, OpenBLAS core \(String(cString: openblas_get_corename())), \(products)"
+        let openBLAS = "OpenBLAS core \(String(cString: openblas_get_corename()))"
+        let gemms = GEMMLibrary.oneDNN ? "GEMMs on \(GEMMLibrary.oneDNNVersion), else \(openBLAS)" : "GEMMs on \(openBLAS)"
+        return "\(name): C kernels on the \(KernelPath.current) path, \(gemms), \(products)"
     }
 
     /// What runs the numbers on this machine, for `tokenflow info` and benchmark output: the CPU, its vector
-    /// features, the kernels' instruction set and OpenBLAS's build and chosen core.
+    /// features, the kernels' instruction set, the GEMMs' library and OpenBLAS's build and chosen core.
     public static var report: String {
         let present = named.filter { has($0.bit) }.map(\.name)
         let config = String(cString: openblas_get_config()), core = String(cString: openblas_get_corename())
         let chosen = blasCoreChoice.map { " (chosen by this library from the CPU's features, instead of OpenBLAS's \($0.replaced))" } ?? ""
         return "CPU: \(name) (\(present.isEmpty ? "no AVX" : present.joined(separator: ", ")))\n"
             + "kernels: Swift built for any x86-64; C kernels on the \(KernelPath.current) path (this CPU runs \(KernelPath.available.map(\.description).joined(separator: ", ")))\n"
+            + "GEMM: " + (GEMMLibrary.oneDNN ? "\(GEMMLibrary.oneDNNVersion) for float32 products; OpenBLAS where oneDNN refuses one\n"
+                                             : "OpenBLAS (oneDNN's kernels would need AVX2 and FMA)\n")
             + "OpenBLAS: \(config), core \(core)\(chosen)\n"
             + "precision bf16: \(bfloat16Units)"
     }

@@ -146,8 +146,8 @@ public func conv2d(_ x: Tensor, weights weight: Weights, bias: Tensor?, stride: 
 /// `columnBudget` columns. With `severalImages`, small images go several to a band, so the weights are packed
 /// (and for Winograd transformed) once per band, not once per image; each image then takes a slot of columns
 /// rounded up to 16, so that every image's columns sit alike in the GEMM's 16-column blocks and identical images
-/// give identical outputs (OpenBLAS rounds the columns of a partial block differently). Otherwise, and for
-/// images over the budget, a band is one image, or a range of its rows.
+/// give identical outputs (OpenBLAS rounds the columns of a partial block differently; tested on both libraries).
+/// Otherwise, and for images over the budget, a band is one image, or a range of its rows.
 struct ConvolutionBands {
     /// Rows firstRow ..< firstRow + rows of one image, at `column` of its band.
     struct Part {

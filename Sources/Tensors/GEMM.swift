@@ -1,10 +1,12 @@
 import CBLAS
+import CDNNL
 import CKernels
+import Synchronization
 
 /// Row-major single-precision GEMM: C = alpha * op(A) * op(B) + beta * C, with op(A) M x K and op(B) K x N.
 ///
 /// Large products are split over `Threading.threadCount` workers along M (or N when M is small), each
-/// calling single-threaded OpenBLAS on its block.
+/// computing its block single-threaded on oneDNN's GEMM (`sgemmBlock`).
 public func sgemm(
     transposeA: Bool = false, transposeB: Bool = false,
     m: Int, n: Int, k: Int,
@@ -185,6 +187,35 @@ struct PackedB: Sendable {
     var paddedRows: StrideTo<Int> { stride(from: (k + 1) / 2 * 2, to: (k + 31) / 32 * 32, by: 2) }
 }
 
+/// Where float32 GEMMs run: on oneDNN where the CPU has AVX2 and FMA (the avx2 kernel path or better): there its
+/// GEMMs ran the engine's products in 0.86-0.95 of OpenBLAS's time (UNet forwards at 64x64 batch 3 and 32x20 batch
+/// 24, the VAE at 512x512; alternating runs on an Emerald Rapids Xeon, 2 threads). Elsewhere on OpenBLAS: oneDNN
+/// picks its kernels by the CPU's feature bits and would run FMA on a CPU that reports AVX2 without FMA, as a
+/// virtual machine may. OpenBLAS also computes a product oneDNN refuses (no memory for its packing buffers).
+public enum GEMMLibrary {
+    /// Whether oneDNN can run here: the CPU has AVX2 and FMA.
+    public static let oneDNNAvailable = KernelPath.best.rawValue >= KernelPath.avx2.rawValue
+    private static let useOneDNN = Atomic<Bool>(oneDNNAvailable)
+
+    /// Whether float32 GEMMs run on oneDNN now.
+    public static var oneDNN: Bool { useOneDNN.load(ordering: .relaxed) }
+
+    /// Makes float32 GEMMs run on oneDNN (where available) or on OpenBLAS (tests run both); false when this CPU
+    /// cannot run the one asked for.
+    @discardableResult
+    public static func force(oneDNN: Bool) -> Bool {
+        guard !oneDNN || oneDNNAvailable else { return false }
+        useOneDNN.store(oneDNN, ordering: .relaxed)
+        return true
+    }
+
+    /// "oneDNN 2.6.3": the version loaded.
+    public static var oneDNNVersion: String {
+        let version = dnnl_version().pointee
+        return "oneDNN \(version.major).\(version.minor).\(version.patch)"
+    }
+}
+
 @inline(__always)
 private func sgemmBlock(
     _ ta: Bool, _ tb: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
@@ -196,6 +227,9 @@ private func sgemmBlock(
         for i in 0..<m { for j in 0..<n { c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j] } }
         return
     }
+    func operation(_ transposed: Bool) -> CChar { CChar(UInt8(ascii: transposed ? "T" : "N")) }
+    if GEMMLibrary.oneDNN,
+       tokenflow_dnnl_sgemm(operation(ta), operation(tb), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) == 0 { return }
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
                 Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
 }

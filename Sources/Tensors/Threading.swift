@@ -7,8 +7,8 @@ import Glibc
 
 /// The one place that decides how work is spread over cores.
 ///
-/// Policy: OpenBLAS always runs single-threaded and every kernel (GEMM included) splits its own work
-/// into `threadCount` parts run by `parallelFor`. OpenBLAS's own workers keep spinning for ~0.1 s
+/// Policy: the GEMM libraries (oneDNN, OpenBLAS) always run single-threaded and every kernel (GEMM included)
+/// splits its own work into `threadCount` parts run by `parallelFor`. OpenBLAS's own workers keep spinning for ~0.1 s
 /// after each call, so mixing them with our loops oversubscribes the cores; single-threaded OpenBLAS
 /// plus our row split was measured at the same GEMM throughput (2-core Zen 5, session 1 benchmarks).
 public enum Threading {

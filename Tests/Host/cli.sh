@@ -23,8 +23,8 @@ probe=$("$tool" probe "$work/out.mp4")
 expect "cli mp4 keeps count, size and rate" grep -q "frames=10 width=64 height=48 fps=10/1" <<<"$probe"
 expect "cli mp4 keeps timestamps" test "$(sed -n 's/^times=//p' <<<"$probe")" = "$input_times"
 expect "cli prints progress in steps" grep -q "progress: sampling step 2/2" "$work/edit.log"
-expect "cli logs the CPU, the C kernels' path and OpenBLAS's core" \
-    grep -Eq "^running on .*: C kernels on the (avx2|avx512) path, OpenBLAS core " "$work/edit.log"
+expect "cli logs the CPU, the C kernels' path and the GEMMs' library (oneDNN, OpenBLAS's core behind it)" \
+    grep -Eq "^running on .*: C kernels on the (avx2|avx512) path, GEMMs on oneDNN [0-9.]+, else OpenBLAS core " "$work/edit.log"
 
 # mkv -> mkv copies the PCM audio.
 "$cli" edit "$work/in.nut" "$work/out.mkv" --prompt "a marble statue" "${quick[@]}" > /dev/null 2>&1
@@ -88,8 +88,8 @@ expect "cli rejects a keyframe schedule of the wrong length" grep -q "keyframe s
 "$cli" info "$model" > "$work/info.log" 2>&1
 expect "cli info describes the model" grep -q "unet: block_out_channels \[8, 16, 16, 16\]" "$work/info.log"
 expect "cli info counts parameters" grep -q "unet/diffusion_pytorch_model.safetensors: .* parameters (F32)" "$work/info.log"
-expect "cli info names the CPU, the kernels and OpenBLAS's core" \
-    bash -c "grep -q '^CPU: .*AVX2, FMA, F16C' '$work/info.log' && grep -Eq '^kernels: Swift built for any x86-64; C kernels on the (avx2|avx512) path' '$work/info.log' && grep -q '^OpenBLAS: .*, core ' '$work/info.log'"
+expect "cli info names the CPU, the kernels, the GEMMs' library and OpenBLAS's core" \
+    bash -c "grep -q '^CPU: .*AVX2, FMA, F16C' '$work/info.log' && grep -Eq '^kernels: Swift built for any x86-64; C kernels on the (avx2|avx512) path' '$work/info.log' && grep -q '^GEMM: oneDNN [0-9.]* for float32 products' '$work/info.log' && grep -q '^OpenBLAS: .*, core ' '$work/info.log'"
 # OpenBLAS picks its kernels by CPU model and falls back to old ones (Prescott's, or Opteron's for QEMU's
 # "max") for a model it does not know: the library then chooses by the CPU's features. An emulated CPU
 # OpenBLAS does not know (QEMU's "max", AVX2 without AVX-512) gets Haswell's; a known one (an emulated
@@ -171,11 +171,11 @@ for cpu in Nehalem:Nehalem SandyBridge:Sandybridge Haswell,-fma:Sandybridge; do
     "${emulated[@]}" info "$model" > "$work/info-$cpu.log" 2>&1
     expect "cli on $cpu: info exits 0" test $? -eq 0
     expect "cli on $cpu: info reports the portable path and OpenBLAS's $core kernels" \
-        bash -c "grep -q '^kernels: Swift built for any x86-64; C kernels on the portable path (this CPU runs portable)' '$work/info-$cpu.log' && grep -q '^OpenBLAS: .*, core $core' '$work/info-$cpu.log'"
+        bash -c "grep -q '^kernels: Swift built for any x86-64; C kernels on the portable path (this CPU runs portable)' '$work/info-$cpu.log' && grep -q '^GEMM: OpenBLAS (oneDNN' '$work/info-$cpu.log' && grep -q '^OpenBLAS: .*, core $core' '$work/info-$cpu.log'"
     mkdir -p "$work/old-$cpu"
     "${emulated[@]}" edit "$work/short.nut" "$work/old-$cpu/%03d.png" --prompt "a marble statue" "${quick[@]}" > "$work/edit-$cpu.log" 2>&1
     expect "cli on $cpu: a tiny edit exits 0" test $? -eq 0
     expect "cli on $cpu: the edit writes every frame" test "$(ls "$work/old-$cpu" | wc -l)" -eq 2
-    expect "cli on $cpu: the edit logs the portable path" grep -q "C kernels on the portable path, OpenBLAS core $core" "$work/edit-$cpu.log"
+    expect "cli on $cpu: the edit logs the portable path" grep -q "C kernels on the portable path, GEMMs on OpenBLAS core $core" "$work/edit-$cpu.log"
 done
 finish

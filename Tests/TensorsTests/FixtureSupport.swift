@@ -27,6 +27,16 @@ func assertClose(_ actual: Tensor, _ expected: Tensor, tolerance: Float, _ label
 }
 
 /// Runs `body` on every kernel path this CPU runs (the C kernels' variants), then goes back to the best one.
+/// Runs `body` with the float32 GEMMs on each library this CPU runs (`GEMMLibrary`: oneDNN where the CPU has AVX2
+/// and FMA; OpenBLAS always), named for messages; oneDNN again after, where it is the default.
+func onEveryGEMMLibrary(_ body: (String) throws -> Void, file: StaticString = #filePath, line: UInt = #line) throws {
+    defer { GEMMLibrary.force(oneDNN: GEMMLibrary.oneDNNAvailable) }
+    for oneDNN in GEMMLibrary.oneDNNAvailable ? [true, false] : [false] {
+        XCTAssertTrue(GEMMLibrary.force(oneDNN: oneDNN), file: file, line: line)
+        try body(oneDNN ? "oneDNN" : "OpenBLAS")
+    }
+}
+
 func onEveryKernelPath(_ body: (KernelPath) throws -> Void, file: StaticString = #filePath, line: UInt = #line) throws {
     defer { KernelPath.force(KernelPath.best) }
     for path in KernelPath.available {

@@ -30,6 +30,21 @@ final class KernelTests: XCTestCase {
         XCTAssertEqual(single.scalars, double.scalars)
     }
 
+    /// The float32 GEMMs against PyTorch on both libraries: oneDNN's (where the CPU has AVX2 and FMA) and OpenBLAS's
+    /// (other CPUs, and any product oneDNN refuses), in linear layers and both convolution algorithms.
+    func testGEMMLibraries() throws {
+        try onEveryGEMMLibrary { library in
+            assertClose(try matmul(t("matmul_bt.a"), t("matmul_bt.b"), transposeB: true), t("matmul_bt.out"), tolerance: tolerance,
+                        "matmul with B transposed on \(library)")
+            assertClose(try linear(t("linear.x"), weight: t("linear.w"), bias: t("linear.b")), t("linear.out"), tolerance: tolerance,
+                        "linear on \(library)")
+            for algorithm in [ConvolutionAlgorithm.im2col, .winograd4x4] {
+                assertClose(try conv2d(t("conv3x3.x"), weight: t("conv3x3.w"), bias: t("conv3x3.b"), stride: 1, padding: .uniform(1),
+                                       algorithm: algorithm), t("conv3x3.out"), tolerance: tolerance, "conv3x3 \(algorithm) on \(library)")
+            }
+        }
+    }
+
     func testLinear() throws {
         assertClose(try linear(t("linear.x"), weight: t("linear.w"), bias: t("linear.b")), t("linear.out"),
                     tolerance: tolerance, "linear")
@@ -215,7 +230,8 @@ final class SmallConvolutionTests: XCTestCase {
 
     /// Identical images in a batch give identical outputs, by every algorithm, from 1x1 to 8x8 images in
     /// batches of 5 to 18: each image's columns sit alike in the GEMMs (`ConvolutionBands`' slots). A static shot
-    /// stays static, and COVE's merging, which breaks exact ties by index, sees the same scores for each copy.
+    /// stays static, and COVE's merging, which breaks exact ties by index, sees the same scores for each copy. On
+    /// both GEMM libraries.
     func testIdenticalImagesGiveIdenticalOutputs() throws {
         for (inChannels, outChannels, size, batch) in [(32, 32, 8, 6), (64, 32, 4, 18), (64, 64, 2, 18), (64, 64, 1, 18),
                                                        (96, 64, 4, 6), (1024, 128, 5, 5)] {
@@ -226,11 +242,13 @@ final class SmallConvolutionTests: XCTestCase {
                 let w = try gaussianNoise(shape: [outChannels, inChannels, kernel, kernel], seed: 4)
                 let bias = try gaussianNoise(shape: [outChannels], seed: 5)
                 for algorithm in ConvolutionAlgorithm.allCases {
-                    let y = try conv2d(x, weight: w, bias: bias, stride: stride, padding: .uniform(padding), algorithm: algorithm)
-                    let imageSize = y.count / batch, first = Array(y.scalars[0..<imageSize])
-                    for n in 1..<batch {
-                        XCTAssertEqual(Array(y.scalars[(n * imageSize)..<((n + 1) * imageSize)]), first,
-                                       "image \(n) of \(batch) \(size)x\(size), \(inChannels) -> \(outChannels), \(kernel)x\(kernel) stride \(stride), \(algorithm)")
+                    try onEveryGEMMLibrary { library in
+                        let y = try conv2d(x, weight: w, bias: bias, stride: stride, padding: .uniform(padding), algorithm: algorithm)
+                        let imageSize = y.count / batch, first = Array(y.scalars[0..<imageSize])
+                        for n in 1..<batch {
+                            XCTAssertEqual(Array(y.scalars[(n * imageSize)..<((n + 1) * imageSize)]), first,
+                                           "image \(n) of \(batch) \(size)x\(size), \(inChannels) -> \(outChannels), \(kernel)x\(kernel) stride \(stride), \(algorithm) on \(library)")
+                        }
                     }
                 }
             }
