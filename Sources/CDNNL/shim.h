@@ -9,8 +9,9 @@ void omp_set_num_threads(int);
 /* Row-major C = alpha op(A) op(B) + beta C (op: 'N' or 'T'), on the calling thread alone: the engine splits
  * products over its own workers, and oneDNN would otherwise start an OpenMP team of every core inside each of
  * them. The calling thread's OpenMP thread count (a host's own OpenMP code may use it) is restored after.
- * Returns 0, or -1 when oneDNN refused (it allocates its packing buffers before it computes, so C is untouched).
- * M, N, K > 0. */
+ * Returns 0, or -1 when oneDNN refused: it fails only when it cannot allocate its working buffers, which its
+ * single-threaded driver does before it writes C (oneDNN's src/cpu/x64/gemm/gemm_driver.cpp; only a beta other
+ * than 0 or 1 is applied to C first). M, N, K > 0. */
 static inline int tokenflow_dnnl_sgemm(char transpose_a, char transpose_b, long m, long n, long k, float alpha,
                                        const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc) {
     int threads = omp_get_max_threads();

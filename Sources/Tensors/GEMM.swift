@@ -6,7 +6,7 @@ import Synchronization
 /// Row-major single-precision GEMM: C = alpha * op(A) * op(B) + beta * C, with op(A) M x K and op(B) K x N.
 ///
 /// Large products are split over `Threading.threadCount` workers along M (or N when M is small), each
-/// computing its block single-threaded on oneDNN's GEMM (`sgemmBlock`).
+/// computing its block single-threaded on oneDNN's or OpenBLAS's GEMM (`GEMMLibrary`).
 public func sgemm(
     transposeA: Bool = false, transposeB: Bool = false,
     m: Int, n: Int, k: Int,
@@ -191,7 +191,8 @@ struct PackedB: Sendable {
 /// GEMMs ran the engine's products in 0.86-0.95 of OpenBLAS's time (UNet forwards at 64x64 batch 3 and 32x20 batch
 /// 24, the VAE at 512x512; alternating runs on an Emerald Rapids Xeon, 2 threads). Elsewhere on OpenBLAS: oneDNN
 /// picks its kernels by the CPU's feature bits and would run FMA on a CPU that reports AVX2 without FMA, as a
-/// virtual machine may. OpenBLAS also computes a product oneDNN refuses (no memory for its packing buffers).
+/// virtual machine may. OpenBLAS also computes a product oneDNN refuses (no memory for its working buffers).
+/// The engine's products use beta 0 or 1 only, so a refused product's C is as it was (`tokenflow_dnnl_sgemm`).
 public enum GEMMLibrary {
     /// Whether oneDNN can run here: the CPU has AVX2 and FMA.
     public static let oneDNNAvailable = KernelPath.best.rawValue >= KernelPath.avx2.rawValue
