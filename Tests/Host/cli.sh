@@ -75,6 +75,26 @@ mkdir -p "$work/direct" "$work/cached"
 "$cli" edit "$work/in.nut" "$work/cached/%03d.png" --prompt "lava" "${quick[@]}" --inversion "$work/inv.safetensors" > /dev/null 2>&1
 expect "cli edit from the inversion cache equals a direct edit" diff -r "$work/direct" "$work/cached"
 expect "cli --save-latents has final and inverted/<t>" bash -c "head -c 4096 '$work/direct.safetensors' | grep -aq '\"final\"' && head -c 4096 '$work/direct.safetensors' | grep -aq 'inverted/'"
+# oneDNN refusing every product (as when it cannot allocate its working buffers): OpenBLAS computes them, and
+# the edit is the direct edit's up to the libraries' rounding (final latents within 1e-4 of their scale).
+cc -O1 -shared -fPIC -o "$work/dnnl_refuses.so" Tests/Host/c/dnnl_refuses.c
+mkdir -p "$work/refused"
+LD_PRELOAD="$work/dnnl_refuses.so" "$cli" edit "$work/in.nut" "$work/refused/%03d.png" --prompt "lava" "${quick[@]}" \
+    --save-latents "$work/refused.safetensors" > "$work/refused.log" 2>&1
+expect "cli edit with oneDNN refusing every product exits 0" test $? -eq 0
+expect "cli edit with oneDNN refusing: the products went through the stand-in" grep -Eq "^dnnl_refuses: refused [1-9][0-9]* products" "$work/refused.log"
+expect "cli edit with oneDNN refusing every product equals the direct edit up to rounding" python3 -c "
+import json, struct, sys, numpy
+def final(path):
+    data = open(path, 'rb').read()
+    size = struct.unpack('<Q', data[:8])[0]
+    entry = json.loads(data[8:8 + size])['final']
+    start, end = entry['data_offsets']
+    return numpy.frombuffer(data[8 + size + start:8 + size + end], dtype=numpy.float32)
+a, b = final('$work/direct.safetensors'), final('$work/refused.safetensors')
+error = float(numpy.abs(a - b).max() / numpy.abs(a).max())
+print('refused vs direct: relative max error', error)
+sys.exit(0 if a.size > 0 and a.shape == b.shape and error <= 1e-4 else 1)"
 
 # An explicit keyframe schedule (2 steps x 3 batches of 4, 4, 2 frames).
 echo '[[0, 4, 8], [3, 7, 9]]' > "$work/keys.json"
