@@ -26,7 +26,6 @@ func assertClose(_ actual: Tensor, _ expected: Tensor, tolerance: Float, _ label
     XCTAssertFalse(actual.scalars.contains { !$0.isFinite }, "\(label): non-finite output", file: file, line: line)
 }
 
-/// Runs `body` on every kernel path this CPU runs (the C kernels' variants), then goes back to the best one.
 /// Runs `body` with the float32 GEMMs on each library this CPU runs (`GEMMLibrary`: oneDNN where the CPU has AVX2
 /// and FMA; OpenBLAS always), named for messages; oneDNN again after, where it is the default.
 func onEveryGEMMLibrary(_ body: (String) throws -> Void, file: StaticString = #filePath, line: UInt = #line) throws {
@@ -37,6 +36,7 @@ func onEveryGEMMLibrary(_ body: (String) throws -> Void, file: StaticString = #f
     }
 }
 
+/// Runs `body` on every kernel path this CPU runs (the C kernels' variants), then goes back to the best one.
 func onEveryKernelPath(_ body: (KernelPath) throws -> Void, file: StaticString = #filePath, line: UInt = #line) throws {
     defer { KernelPath.force(KernelPath.best) }
     for path in KernelPath.available {
