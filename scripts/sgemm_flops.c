@@ -3,7 +3,7 @@
 // per call and prints the totals at exit, split into products with an untransposed right operand (mostly
 // convolutions: im2col and Winograd) and a transposed one (mostly linear layers). A product oneDNN refuses is
 // computed by OpenBLAS and counted twice.
-// bfloat16 products do not go through cblas_sgemm and are not counted.
+// bfloat16 products go through neither and are not counted.
 //   cc -O2 -shared -fPIC -o /tmp/sgemm_flops.so scripts/sgemm_flops.c -ldl
 //   LD_PRELOAD=/tmp/sgemm_flops.so .build/release/tokenflow-cli edit ... --precision fp32
 #define _GNU_SOURCE
@@ -29,8 +29,7 @@ typedef int (*dnnl_sgemm_fn)(char, char, long, long, long, float, const float *,
 int dnnl_sgemm(char transpose_a, char transpose_b, long m, long n, long k, float alpha, const float *a, long lda,
                const float *b, long ldb, float beta, float *c, long ldc) {
     static _Atomic(dnnl_sgemm_fn) real;
-    // From oneDNN itself: the executable's PLT entry for dnnl_sgemm may come first in the search order.
-    if (!real) real = (dnnl_sgemm_fn)dlsym(dlopen("libdnnl.so.2", RTLD_LAZY | RTLD_NOLOAD), "dnnl_sgemm");
+    if (!real) real = (dnnl_sgemm_fn)dlsym(RTLD_NEXT, "dnnl_sgemm");
     long long flops = 2LL * m * n * k;
     if (transpose_b == 'N' || transpose_b == 'n') untransposed_b += flops; else other += flops;
     calls++;
