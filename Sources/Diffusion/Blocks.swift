@@ -23,6 +23,14 @@ public struct AttentionLayer: Sendable {
         return try toOut(try attend(query: try toQ(x), key: try toK(source), value: try toV(source)))
     }
 
+    /// Cross-attention of `x` [B, N, C] over the batch's text embeddings [B, M, Cc], each distinct one projected
+    /// to keys and values once (every frame of a TokenFlow branch has the same prompt).
+    public func callAsFunction(_ x: Tensor, context: DistinctRows) throws -> Tensor {
+        let key = try gatherRows(toK(context.distinct), context.rowOf)
+        let value = try gatherRows(toV(context.distinct), context.rowOf)
+        return try toOut(try attend(query: try toQ(x), key: key, value: value))
+    }
+
     /// Multi-head attention on already projected [B, N, C] tensors (before to_out).
     public func attend(query: Tensor, key: Tensor, value: Tensor) throws -> Tensor {
         try attention(query: query, key: key, value: value, heads: heads)
@@ -48,15 +56,25 @@ public struct ResnetBlock: Sendable {
     }
 
     /// `activatedTimeEmbedding` is silu(temb) [B, T], computed once per UNet call.
-    /// `afterConv2` may replace the residual branch before it is added (PnP feature injection).
-    public func callAsFunction(_ x: Tensor, activatedTimeEmbedding: Tensor? = nil,
-                               afterConv2: ((String, Tensor) throws -> Tensor)? = nil) throws -> Tensor {
-        var h = try conv1(try norm1(x, silu: true))
-        if let timeProjection, let activatedTimeEmbedding {
-            h = try addPerChannel(h, timeProjection(activatedTimeEmbedding))
+    /// `residualDonors` (PnP feature injection): for each sample, the sample whose residual branch (norm1 to
+    /// conv2) it takes; only the donors' branches are computed.
+    public func callAsFunction(_ x: Tensor, activatedTimeEmbedding: Tensor? = nil, residualDonors: [Int]? = nil) throws -> Tensor {
+        var branchInput = x, branchEmbedding = activatedTimeEmbedding
+        var donorRows: [Int]?
+        if let residualDonors {
+            precondition(residualDonors.count == x.shape[0], "ResnetBlock: \(residualDonors.count) donors for batch \(x.shape[0])")
+            let donors = Array(Set(residualDonors)).sorted()
+            let rowOfDonor = Dictionary(uniqueKeysWithValues: donors.enumerated().map { ($0.element, $0.offset) })
+            branchInput = try gatherRows(x, donors)
+            branchEmbedding = try activatedTimeEmbedding.map { try gatherRows($0, donors) }
+            donorRows = residualDonors.map { rowOfDonor[$0]! }
+        }
+        var h = try conv1(try norm1(branchInput, silu: true))
+        if let timeProjection, let branchEmbedding {
+            h = try addPerChannel(h, timeProjection(branchEmbedding))
         }
         h = try conv2(try norm2(h, silu: true))
-        if let afterConv2 { h = try afterConv2(path, h) }
+        if let donorRows { h = try gatherRows(h, donorRows) }
         let residual = try shortcut.map { try $0(x) } ?? x
         addInPlace(h, residual)
         return h

@@ -11,13 +11,15 @@ public protocol UNetHooks: AnyObject {
     /// [B, N, C]; return the attention output [B, N, C] (before the residual add), or nil to run
     /// the layer as usual.
     func selfAttention(block: String, normed: Tensor, attention: AttentionLayer) throws -> Tensor?
-    /// Sees (and may replace) a resnet's residual branch right after conv2, before the skip add.
-    func resnetAfterConv2(resnet: String, hidden: Tensor) throws -> Tensor
+    /// PnP feature injection: for each sample of the batch, the sample whose residual branch (norm1 to conv2,
+    /// before the skip add) it takes at `resnet`; nil when each computes its own. Only the donors' branches
+    /// are computed.
+    func resnetResidualDonors(resnet: String) -> [Int]?
 }
 
 extension UNetHooks {
     public func selfAttention(block: String, normed: Tensor, attention: AttentionLayer) -> Tensor? { nil }
-    public func resnetAfterConv2(resnet: String, hidden: Tensor) -> Tensor { hidden }
+    public func resnetResidualDonors(resnet: String) -> [Int]? { nil }
 }
 
 /// diffusers' BasicTransformerBlock: self-attention, cross-attention, GEGLU feed-forward, each
@@ -39,7 +41,7 @@ public struct TransformerBlock: Sendable {
         feedForwardOut = try Linear(store, "\(path).ff.net.2", in: dim * 4, out: dim)
     }
 
-    func callAsFunction(_ x: Tensor, context: Tensor, hooks: UNetHooks?) throws -> Tensor {
+    func callAsFunction(_ x: Tensor, context: DistinctRows, hooks: UNetHooks?) throws -> Tensor {
         let normed = try norm1(x)
         let selfAttention = try hooks?.selfAttention(block: path, normed: normed, attention: attn1) ?? attn1(normed)
         let h = try add(selfAttention, x)
@@ -76,7 +78,7 @@ struct SpatialTransformer: Sendable {
         }
     }
 
-    func callAsFunction(_ x: Tensor, context: Tensor, hooks: UNetHooks?) throws -> Tensor {
+    func callAsFunction(_ x: Tensor, context: DistinctRows, hooks: UNetHooks?) throws -> Tensor {
         let (batch, channels, height, width) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         var h = try norm(x)
         if let projInConv { h = try projInConv(h) }
@@ -258,10 +260,10 @@ public final class UNet: @unchecked Sendable {
         let perSample = timesteps.count == 1 ? Array(repeating: timesteps[0], count: batch) : timesteps
         let embedding = try timeLinear2(try silu(timeLinear1(timestepFeatures(perSample))))
         let activatedEmbedding = try silu(embedding)
-        let afterConv2: ((String, Tensor) throws -> Tensor)? = hooks.map { hooks in { try hooks.resnetAfterConv2(resnet: $0, hidden: $1) } }
-
+        let text = try DistinctRows(context)
         func resnet(_ block: ResnetBlock, _ x: Tensor) throws -> Tensor {
-            try block(x, activatedTimeEmbedding: activatedEmbedding, afterConv2: afterConv2)
+            try block(x, activatedTimeEmbedding: activatedEmbedding,
+                      residualDonors: hooks?.resnetResidualDonors(resnet: block.path))
         }
 
         var h = try convIn(sample)
@@ -269,7 +271,7 @@ public final class UNet: @unchecked Sendable {
         for level in down {
             for (index, block) in level.resnets.enumerated() {
                 h = try resnet(block, h)
-                if index < level.transformers.count { h = try level.transformers[index](h, context: context, hooks: hooks) }
+                if index < level.transformers.count { h = try level.transformers[index](h, context: text, hooks: hooks) }
                 skips.append(h)
             }
             if let downsample = level.downsample {
@@ -278,12 +280,12 @@ public final class UNet: @unchecked Sendable {
             }
         }
         h = try resnet(mid.resnets[0], h)
-        h = try mid.transformers[0](h, context: context, hooks: hooks)
+        h = try mid.transformers[0](h, context: text, hooks: hooks)
         h = try resnet(mid.resnets[1], h)
         for (levelIndex, level) in up.enumerated() {
             for (index, block) in level.resnets.enumerated() {
                 h = try resnet(block, try concat([h, skips.removeLast()], axis: 1))
-                if index < level.transformers.count { h = try level.transformers[index](h, context: context, hooks: hooks) }
+                if index < level.transformers.count { h = try level.transformers[index](h, context: text, hooks: hooks) }
             }
             if let upsample = level.upsample, let next = skips.last {
                 // Upsample to the matching encoder size: differs from 2x when a level had an odd size.

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Concatenation along `axis`.
 public func concat(_ tensors: [Tensor], axis: Int) throws -> Tensor {
     precondition(!tensors.isEmpty, "concat of no tensors")
@@ -21,6 +25,48 @@ public func concat(_ tensors: [Tensor], axis: Int) throws -> Tensor {
         column += chunk
     }
     return out
+}
+
+/// Rows `rows` of the first dimension, in that order: result row i is `x` row `rows[i]`. A run of consecutive
+/// rows is returned as a view, without copying.
+public func gatherRows(_ x: Tensor, _ rows: [Int]) throws -> Tensor {
+    precondition(x.rank >= 1 && rows.allSatisfy { (0..<x.shape[0]).contains($0) }, "gatherRows: \(rows) of \(x.shape)")
+    if let first = rows.first, rows == Array(first..<(first + rows.count)) { return x.slice(first..<(first + rows.count)) }
+    var shape = x.shape
+    shape[0] = rows.count
+    let out = try Tensor(uninitializedShape: shape)
+    let rowSize = x.count / max(x.shape[0], 1)
+    for (i, row) in rows.enumerated() {
+        (out.mutablePointer + i * rowSize).update(from: x.pointer + row * rowSize, count: rowSize)
+    }
+    return out
+}
+
+/// A batch whose rows repeat, as its distinct rows (bytewise equal rows are one) and, for each row, which
+/// distinct row it is: work that depends on a row alone is done once per distinct row, then spread with
+/// `gatherRows(result, rowOf)`.
+public struct DistinctRows {
+    /// [distinct rows, ...], in order of first appearance.
+    public let distinct: Tensor
+    /// For each row of the batch, its row in `distinct`.
+    public let rowOf: [Int]
+
+    public init(_ batch: Tensor) throws {
+        precondition(batch.rank >= 1, "DistinctRows of a scalar")
+        let rowBytes = batch.count / max(batch.shape[0], 1) * MemoryLayout<Float>.stride
+        var firsts: [Int] = [], rowOf: [Int] = []
+        for row in 0..<batch.shape[0] {
+            let bytes = UnsafeRawPointer(batch.pointer) + row * rowBytes
+            if let match = firsts.firstIndex(where: { memcmp(UnsafeRawPointer(batch.pointer) + $0 * rowBytes, bytes, rowBytes) == 0 }) {
+                rowOf.append(match)
+            } else {
+                rowOf.append(firsts.count)
+                firsts.append(row)
+            }
+        }
+        distinct = try gatherRows(batch, firsts)
+        self.rowOf = rowOf
+    }
 }
 
 /// Copy with dimensions reordered: result dimension i is input dimension `order[i]`.

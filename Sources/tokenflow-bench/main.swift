@@ -87,7 +87,9 @@ case "unet":
     // --latent WxH: e.g. 32x20, the latent of the 256x160 benchmark edit (batch 24: its three branches of 8 frames).
     let (width, height) = sizeOption("--latent", default: (unet.config.sampleSize, unet.config.sampleSize))
     let sample = try Tensor(shape: [batch, unet.config.inChannels, height, width], repeating: 0.1)
-    let context = try Tensor(shape: [batch, 77, unet.config.crossAttentionDim], repeating: 0.05)
+    // A different prompt per sample, as TokenFlow's three branches have (and PyTorch's side's random ones): samples
+    // sharing a prompt would share its cross-attention keys and values.
+    let context = try concat((0..<batch).map { try Tensor(shape: [1, 77, unet.config.crossAttentionDim], repeating: 0.05 + 0.01 * Float($0)) }, axis: 0)
     let seconds = try timed(repeats: repeats) { _ = try unet(sample, timesteps: [500], context: context) }
     print(String(format: "swift_unet_forward batch=%d latent=%dx%d seconds=%.3f load_seconds=%.2f peak_rss_mb=%.0f precision=%@",
                  batch, width, height, seconds, loadSeconds, peakResidentMegabytes(), precision.computed.rawValue))

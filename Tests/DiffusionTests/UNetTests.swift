@@ -77,7 +77,7 @@ final class UNetTests: XCTestCase {
                 attentionBlocks.append(block)
                 return try attention(normed)
             }
-            func resnetAfterConv2(resnet: String, hidden: Tensor) -> Tensor { resnets.append(resnet); return hidden }
+            func resnetResidualDonors(resnet: String) -> [Int]? { resnets.append(resnet); return nil }
         }
         let unet = try UNet(directory: tinyModelDirectory("sd2-tiny") + "/unet")
         let expected = try expectedOutputs("sd2-tiny")
@@ -90,6 +90,23 @@ final class UNetTests: XCTestCase {
         XCTAssertEqual(recorder.resnets.count, 22)
         XCTAssertTrue(recorder.attentionBlocks.contains("up_blocks.1.attentions.1.transformer_blocks.0"))
         XCTAssertTrue(recorder.resnets.contains("up_blocks.1.resnets.1"))
+    }
+
+    /// Samples that share a prompt share its cross-attention keys and values (projected once): each sample of
+    /// such a batch still gets what it gets alone, up to the GEMMs' float32 rounding of a different row
+    /// count (1e-5 of the output scale; a wrong key/value row gives errors of 1e-2 or more).
+    func testSamplesSharingAPromptGetWhatEachGetsAlone() throws {
+        let unet = try UNet(directory: tinyModelDirectory("sd2-tiny") + "/unet")
+        let expected = try expectedOutputs("sd2-tiny")
+        let samples = try expected.tensor("unet.sample"), contexts = try expected.tensor("unet.encoder_hidden_states")
+        let rows = [0, 1, 1, 0], prompts = [1, 1, 0, 1]
+        let batch = try gatherRows(samples, rows), context = try gatherRows(contexts, prompts)
+        XCTAssertEqual(try DistinctRows(context).distinct.shape[0], 2)
+        let out = try unet(batch, timesteps: [500], context: context)
+        for (index, (row, prompt)) in zip(rows, prompts).enumerated() {
+            let alone = try unet(samples.slice(row..<(row + 1)), timesteps: [500], context: contexts.slice(prompt..<(prompt + 1)))
+            assertMatches(out.slice(index..<(index + 1)), alone, tolerance: 1e-5, "sample \(index) (image \(row), prompt \(prompt))")
+        }
     }
 
     /// upcast_attention (true in SD 2.x 768 checkpoints) asks for fp32 attention scores; attention always

@@ -149,6 +149,23 @@ final class KernelTests: XCTestCase {
         XCTAssertEqual(x.slice(1..<2).scalars, Array(x.scalars[60...]))
     }
 
+    /// Rows gathered by index, views for a consecutive run; repeated rows found bytewise (-0 and 0 differ).
+    func testGatherRowsAndDistinctRows() throws {
+        let x = t("upsample.x")  // [2, 3, 5, 4]
+        let a = x.row(0).scalars, b = x.row(1).scalars
+        XCTAssertEqual(try gatherRows(x, [1, 0, 1]).scalars, b + a + b)
+        let view = try gatherRows(x, [1])
+        XCTAssertEqual(view.storage === x.storage, true)
+        XCTAssertEqual(view.scalars, b)
+        let batch = try gatherRows(x, [0, 1, 0, 0, 1])
+        let rows = try DistinctRows(batch)
+        XCTAssertEqual(rows.rowOf, [0, 1, 0, 0, 1])
+        XCTAssertEqual(rows.distinct.shape, [2, 3, 5, 4])
+        XCTAssertEqual(try gatherRows(rows.distinct, rows.rowOf).scalars, batch.scalars)
+        let signs = try Tensor(shape: [3, 2], values: [0, 1, -0.0, 1, 0, 1])
+        XCTAssertEqual(try DistinctRows(signs).rowOf, [0, 1, 0])
+    }
+
     /// Every instruction-set path this CPU runs (the C kernels' dispatch), against PyTorch's SDPA.
     func testAttentionOnEveryKernelPath() throws {
         try onEveryKernelPath { path in

@@ -22,6 +22,10 @@ struct BranchStack {
     /// Stacks one tensor per branch.
     func stack(_ part: (Branch) throws -> Tensor) throws -> Tensor { try concat(Branch.allCases.map(part), axis: 0) }
 
+    /// For each row of the stack, the row it takes under PnP injection: the source branch's own rows, and the
+    /// guidance branches' frames the source's same frames.
+    var sourceDonors: [Int] { (0..<(Branch.allCases.count * framesPerBranch)).map { $0 % framesPerBranch } }
+
     /// A copy of the stacked `x` with the source branch's rows copied over both guidance branches
     /// (PnP injection).
     func sourceCopiedToGuidance(_ x: Tensor) throws -> Tensor {

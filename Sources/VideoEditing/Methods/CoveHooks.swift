@@ -60,9 +60,8 @@ public final class CoveHooks: UNetHooks {
         return try attention.toOut(branchCount == 1 ? outputs[0] : concat(outputs, axis: 0))
     }
 
-    public func resnetAfterConv2(resnet: String, hidden: Tensor) throws -> Tensor {
-        guard injectFeatures, Self.featureInjectionResnets.contains(resnet) else { return hidden }
-        return try branches.sourceCopiedToGuidance(hidden)
+    public func resnetResidualDonors(resnet: String) -> [Int]? {
+        injectFeatures && Self.featureInjectionResnets.contains(resnet) ? branches.sourceDonors : nil
     }
 
     /// CGA (Eq. 11-14) on one branch's spatio-temporal output `st` [rows, tokens, C]: for each token of a

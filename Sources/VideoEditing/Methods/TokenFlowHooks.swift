@@ -59,9 +59,8 @@ final class TokenFlowHooks: UNetHooks {
         }
     }
 
-    func resnetAfterConv2(resnet: String, hidden: Tensor) throws -> Tensor {
-        guard injectFeatures, resnet == Self.featureInjectionResnet else { return hidden }
-        return try branches.sourceCopiedToGuidance(hidden)
+    func resnetResidualDonors(resnet: String) -> [Int]? {
+        injectFeatures && resnet == Self.featureInjectionResnet ? branches.sourceDonors : nil
     }
 
     private func keyframeAttention(block: String, normed: Tensor, attention: AttentionLayer, batches: [Int], keep: Range<Int>) throws -> Tensor {
