@@ -52,4 +52,46 @@ final class MemoryBudgetTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("the system refused"), "\(error)")
         }
     }
+
+    /// Large buffers: best fit among freed ranges (their pages kept), freed neighbours coalesce, the unused end
+    /// serves the rest, a full range says so (the caller then asks the system), and `release` gives the pages back
+    /// (a released range reads as zeros again) while keeping the range usable.
+    func testLargeBufferArenaReusesCoalescesAndReleases() throws {
+        let page = 2 << 20
+        let arena = LargeBufferArena(capacity: 16 * page)
+        let a = try XCTUnwrap(arena.allocate(2 * page)), b = try XCTUnwrap(arena.allocate(3 * page))
+        let c = try XCTUnwrap(arena.allocate(page))
+        XCTAssertEqual(b, a + 2 * page)
+        XCTAssertEqual(c, b + 3 * page)
+        a.storeBytes(of: 7, as: Int.self)
+        XCTAssertTrue(arena.free(a, 2 * page))
+        XCTAssertEqual(arena.allocate(page), a, "best fit: the freed range, not the unused end")
+        XCTAssertEqual(a.load(as: Int.self), 7, "a reused range keeps its pages")
+        XCTAssertTrue(arena.free(a, page))
+        XCTAssertTrue(arena.free(b, 3 * page))
+        XCTAssertEqual(arena.allocate(5 * page), a, "a and b's ranges coalesced")
+        XCTAssertNil(arena.allocate(11 * page), "6 + 11 pages do not fit in 16")
+        let d = try XCTUnwrap(arena.allocate(10 * page))
+        XCTAssertEqual(d, c + page)
+        var outside = 0
+        XCTAssertFalse(arena.free(&outside, page), "not the arena's")
+        XCTAssertTrue(arena.free(d, 10 * page))
+        XCTAssertTrue(arena.free(a, 5 * page))
+        arena.release()
+        XCTAssertEqual(arena.allocate(page), a)
+        XCTAssertEqual(a.load(as: Int.self), 0, "released pages are fresh")
+        XCTAssertEqual(arena.allocate(10 * page), c + page, "the released range after c is the unused end again")
+        a.storeBytes(of: 9, as: Int.self)
+        XCTAssertTrue(arena.free(c + page, 10 * page))
+        XCTAssertTrue(arena.free(c, page))
+        XCTAssertTrue(arena.free(a, page))
+        XCTAssertEqual(arena.allocate(16 * page), a, "all free: the whole range again")
+        XCTAssertEqual(a.load(as: Int.self), 0, "nothing live: every page went back")
+    }
+
+    /// Tensors of 2 MB and more live in the engine's arena, smaller ones come from malloc.
+    func testLargeTensorsLiveInTheArena() throws {
+        XCTAssertTrue(LargeBufferArena.shared.contains(try Tensor(uninitializedShape: [1 << 19]).pointer))
+        XCTAssertFalse(LargeBufferArena.shared.contains(try Tensor(uninitializedShape: [1 << 10]).pointer))
+    }
 }

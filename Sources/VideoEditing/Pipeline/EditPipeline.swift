@@ -182,6 +182,10 @@ public final class ClipEdit {
     private var state = State.collecting
     private enum State { case collecting, inverted, edited }
 
+    /// The pages of the large buffers the clip's work freed (kept for reuse while it runs) go back to the system,
+    /// so a host that keeps the model loaded between clips does not keep them too.
+    deinit { TensorStorage.releaseFreedPages() }
+
     init(_ pipeline: EditPipeline) {
         self.pipeline = pipeline
         inversionPrompt = pipeline.settings.inversionPrompt
