@@ -124,6 +124,8 @@ public final class StableDiffusionModel: @unchecked Sendable {
     public func prepareEmbeddings(_ prompts: [String]) throws {
         for prompt in prompts { _ = try embed(prompt) }
         textEncoder.withLock { $0 = nil }
+        // Its pages go back to the system now; kept for reuse, they would stay on top of the edit's peak.
+        TensorStorage.releaseFreedPages()
     }
 
     /// Runs `body` with the text encoder, loading it again if it was freed (outside any run's memory budget:

@@ -116,14 +116,15 @@ public final class TensorStorage: @unchecked Sendable {
         try budget?.charge(bytes, shape: shape)
         var raw: UnsafeMutableRawPointer?
         // 64-byte alignment keeps AVX-512 loads and OpenBLAS packing on cache lines. Large buffers are whole
-        // 2 MB pages from `LargeBufferArena`, or where it has no room, aligned to and asked to be backed by 2 MB
-        // pages (faulting fresh ones in 4 KB pages cost ~15% of an edit's time in the kernel).
+        // 4 KB pages from `LargeBufferArena` (backed by 2 MB pages), or where it has no room, aligned to and asked
+        // to be backed by 2 MB pages (faulting fresh ones in 4 KB pages cost ~15% of an edit's time in the kernel).
+        // Not rounded up to 2 MB: each buffer's last huge page would be resident whole, 0.4 GB over an edit.
         let huge = bytes >= TensorStorage.hugePageBytes
-        let allocated = huge ? (bytes + TensorStorage.hugePageBytes - 1) / TensorStorage.hugePageBytes * TensorStorage.hugePageBytes : bytes
+        let allocated = huge ? (bytes + LargeBufferArena.granule - 1) / LargeBufferArena.granule * LargeBufferArena.granule : bytes
         if huge, let reused = LargeBufferArena.shared.allocate(allocated) {
             raw = reused
         } else if posix_memalign(&raw, huge ? TensorStorage.hugePageBytes : 64, allocated) == 0, let raw {
-            if huge { madvise(raw, allocated, MADV_HUGEPAGE) }
+            if huge { madvise(raw, allocated / TensorStorage.hugePageBytes * TensorStorage.hugePageBytes, MADV_HUGEPAGE) }
         } else {
             budget?.release(bytes)
             throw TensorAllocationError(shape: shape, reason: .systemRefused)
@@ -135,7 +136,7 @@ public final class TensorStorage: @unchecked Sendable {
     }
 
     static let hugePageBytes = 2 << 20
-    /// Bytes allocated (whole 2 MB pages for a large buffer).
+    /// Bytes allocated (whole 4 KB pages for a large buffer).
     private let allocatedBytes: Int
 
     /// Returns the pages of freed large buffers to the system (`LargeBufferArena.release`): at the end of a clip, so
@@ -148,7 +149,7 @@ public final class TensorStorage: @unchecked Sendable {
     }
 }
 
-/// Large buffers (whole 2 MB pages) carved from one reserved range of addresses, with their pages kept when they are
+/// Large buffers (whole 4 KB pages) carved from one reserved range of addresses (backed by 2 MB pages), with their pages kept when they are
 /// freed: glibc maps a block over 32 MB anew every time and trims its heap, so every fresh large buffer has its pages
 /// faulted in and zeroed by the kernel on first touch, while a UNet call allocates what the previous one did
 /// (measured: 12% of a UNet forward at batch 3, 64x64, was page zeroing). Best fit among the free ranges, which
@@ -156,6 +157,8 @@ public final class TensorStorage: @unchecked Sendable {
 /// most ever live at once, until `release` or until nothing is live. Where the range cannot be reserved (an address-space limit) or is full,
 /// buffers come from the system as before.
 public final class LargeBufferArena: Sendable {
+    /// The unit of sizes and offsets.
+    public static let granule = 4096
     /// The engine's: twice the machine's memory, whose addresses cost nothing until touched (MAP_NORESERVE).
     public static let shared = LargeBufferArena(capacity: 2 * sysconf(Int32(_SC_PHYS_PAGES)) * sysconf(Int32(_SC_PAGESIZE)))
 
@@ -185,7 +188,7 @@ public final class LargeBufferArena: Sendable {
 
     deinit { if mapping != 0 { munmap(UnsafeMutableRawPointer(bitPattern: mapping), capacity + TensorStorage.hugePageBytes) } }
 
-    /// `bytes` (a multiple of 2 MB) from the range, or nil when it has no room.
+    /// `bytes` (a multiple of `granule`) from the range, or nil when it has no room.
     public func allocate(_ bytes: Int) -> UnsafeMutableRawPointer? {
         guard capacity > 0 else { return nil }
         let offset: Int? = state.withLock { state in
