@@ -149,13 +149,13 @@ public final class TensorStorage: @unchecked Sendable {
     }
 }
 
-/// Large buffers (whole 4 KB pages) carved from one reserved range of addresses (backed by 2 MB pages), with their pages kept when they are
-/// freed: glibc maps a block over 32 MB anew every time and trims its heap, so every fresh large buffer has its pages
-/// faulted in and zeroed by the kernel on first touch, while a UNet call allocates what the previous one did
-/// (measured: 12% of a UNet forward at batch 3, 64x64, was page zeroing). Best fit among the free ranges, which
-/// coalesce, else the range's unused end; like a heap that is never trimmed, the pages touched stay at about the
-/// most ever live at once, until `release` or until nothing is live. Where the range cannot be reserved (an address-space limit) or is full,
-/// buffers come from the system as before.
+/// Large buffers (whole 4 KB pages, backed by 2 MB ones) carved from one reserved range of addresses, whose pages
+/// stay when they are freed. glibc maps a block over 32 MB anew every time and trims its heap, so a fresh large
+/// buffer has every page faulted in and zeroed by the kernel on first touch, while a UNet call allocates what the
+/// previous one did (measured: 12% of a UNet forward at batch 3, 64x64, was page zeroing). Best fit among the free
+/// ranges, which coalesce, else the range's unused end: like a heap that is never trimmed, the pages touched stay at
+/// about the most ever live at once, until `release` or until nothing is live. Where the range cannot be reserved
+/// (an address-space limit, strict overcommit) or is full, buffers come from the system as before.
 public final class LargeBufferArena: Sendable {
     /// The unit of sizes and offsets.
     public static let granule = 4096
