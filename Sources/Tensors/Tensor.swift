@@ -233,11 +233,7 @@ public final class LargeBufferArena: Sendable {
             }
             state.free.insert((offset, length), at: index)
             // Nothing live (a model unloaded after its last clip): every page goes back to the system.
-            if state.free.count == 1, state.free[0] == (0, state.top) {
-                madvise(UnsafeMutableRawPointer(bitPattern: base), state.top, MADV_DONTNEED)
-                state.free = []
-                state.top = 0
-            }
+            if state.free.count == 1, state.free[0] == (0, state.top) { returnFreePages(&state) }
         }
         return true
     }
@@ -245,13 +241,15 @@ public final class LargeBufferArena: Sendable {
     /// Returns the pages of every free range to the system (they stay free, and are zeroed again on next touch).
     public func release() {
         guard capacity > 0 else { return }
-        state.withLock { state in
-            for range in state.free { madvise(UnsafeMutableRawPointer(bitPattern: base + UInt(range.offset)), range.bytes, MADV_DONTNEED) }
-            // The free range at the end joins the unused end.
-            if let last = state.free.last, last.offset + last.bytes == state.top {
-                state.top = last.offset
-                state.free.removeLast()
-            }
+        state.withLock { returnFreePages(&$0) }
+    }
+
+    private func returnFreePages(_ state: inout State) {
+        for range in state.free { madvise(UnsafeMutableRawPointer(bitPattern: base + UInt(range.offset)), range.bytes, MADV_DONTNEED) }
+        // The free range at the end joins the unused end.
+        if let last = state.free.last, last.offset + last.bytes == state.top {
+            state.top = last.offset
+            state.free.removeLast()
         }
     }
 }
