@@ -36,7 +36,7 @@ final class Context {
 
     init(_ settings: EditSettings) throws {
         let modelPath = try ModelLocation.resolve(settings.model, binary: tokenflow_library_file().map { String(cString: $0) })
-        let model = try ModelCache.shared.model(at: modelPath)
+        let model = try ModelCache.shared.model(at: modelPath, embedding: settings.promptsToEmbed)
         // EditPipeline reports scheduler problems as invalid settings; check the model's own scheduler
         // config first so that an unsupported one is reported as such (TF_ENOTSUP).
         _ = try DDIMScheduler(config: model.schedulerConfig, file: model.schedulerConfigFile)

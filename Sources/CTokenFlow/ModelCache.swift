@@ -18,12 +18,13 @@ final class ModelCache: Sendable {
     }
     private let entry = Mutex<Entry?>(nil)
 
-    /// The model at `directory`: a diffusers folder or a single-file checkpoint.
-    func model(at directory: String) throws -> StableDiffusionModel {
+    /// The model at `directory`: a diffusers folder or a single-file checkpoint. Loaded anew, it embeds `prompts`
+    /// before its UNet loads (`StableDiffusionModel(path:embedding:)`).
+    func model(at directory: String, embedding prompts: [String]) throws -> StableDiffusionModel {
         let key = Self.key(for: directory)
         if let cached = entry.withLock({ $0?.key == key ? $0?.model : nil }) { return cached }
         // Loaded outside the lock: a second thread asking for another model is not held up.
-        let model = try StableDiffusionModel(path: directory)
+        let model = try StableDiffusionModel(path: directory, embedding: prompts)
         entry.withLock { $0 = Entry(key: key, model: model) }
         return model
     }

@@ -154,7 +154,7 @@ public final class TensorStorage: @unchecked Sendable {
 /// buffer has every page faulted in and zeroed by the kernel on first touch, while a UNet call allocates what the
 /// previous one did (measured: 12% of a UNet forward at batch 3, 64x64, was page zeroing). Best fit among the free
 /// ranges, which coalesce, else the range's unused end: like a heap that is never trimmed, the pages touched stay at
-/// about the most ever live at once, until `release` or until nothing is live. Where the range cannot be reserved
+/// about the most ever live at once, until `release` or until nothing is live (outside `keepingFreedPages`). Where the range cannot be reserved
 /// (an address-space limit, strict overcommit) or is full, buffers come from the system as before.
 public final class LargeBufferArena: Sendable {
     /// The unit of sizes and offsets.
@@ -170,6 +170,10 @@ public final class LargeBufferArena: Sendable {
         var free: [(offset: Int, bytes: Int)] = []
         /// Where the never-used end of the range starts.
         var top = 0
+        /// Calls of `keepingFreedPages` under way.
+        var holds = 0
+        /// Whether nothing is live: the whole used range is free.
+        var nothingLive: Bool { free.count == 1 && free[0] == (0, top) }
     }
     private let state = Mutex(State())
 
@@ -233,9 +237,22 @@ public final class LargeBufferArena: Sendable {
             }
             state.free.insert((offset, length), at: index)
             // Nothing live (a model unloaded after its last clip): every page goes back to the system.
-            if state.free.count == 1, state.free[0] == (0, state.top) { returnFreePages(&state) }
+            if state.holds == 0, state.nothingLive { returnFreePages(&state) }
         }
         return true
+    }
+
+    /// Runs `body` keeping freed pages even when nothing is live (they go back at its end if nothing is live then):
+    /// a model part loaded into the pages of one freed just before needs no fresh pages faulted in.
+    public func keepingFreedPages<R>(_ body: () throws -> R) rethrows -> R {
+        state.withLock { $0.holds += 1 }
+        defer {
+            state.withLock { state in
+                state.holds -= 1
+                if state.holds == 0, state.nothingLive { returnFreePages(&state) }
+            }
+        }
+        return try body()
     }
 
     /// Returns the pages of every free range to the system (they stay free, and are zeroed again on next touch).

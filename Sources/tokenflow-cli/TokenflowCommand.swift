@@ -23,7 +23,7 @@ struct TokenflowCommand: ParsableCommand {
 func loadModel(_ settings: EditSettings) throws -> StableDiffusionModel {
     Threading.configure(threads: settings.threads)
     let path = try ModelLocation.resolve(settings.model, binary: executablePath())
-    return try StableDiffusionModel(path: path)
+    return try StableDiffusionModel(path: path, embedding: settings.promptsToEmbed)
 }
 
 struct Edit: ParsableCommand {

@@ -51,6 +51,22 @@ final class TextEncoderTests: XCTestCase {
         XCTAssertTrue(model.holdsTextEncoder, "a new prompt loads it again")
     }
 
+    /// A model loaded for known prompts embeds them before its UNet loads and keeps no encoder: its embeddings are
+    /// the ones a model embedding later gives, and a new prompt loads the encoder as usual.
+    func testModelLoadedForItsPromptsEmbedsThemFirstAndKeepsNoEncoder() throws {
+        for path in [tinyModelDirectory("sd2-tiny"), tinyModelDirectory("sd15-tiny")] {
+            let model = try StableDiffusionModel(path: path, embedding: ["a marble sculpture", "", "a marble sculpture"])
+            let untouched = try StableDiffusionModel(path: path)
+            XCTAssertFalse(model.holdsTextEncoder, path)
+            for prompt in ["a marble sculpture", ""] {
+                XCTAssertEqual(try model.embed(prompt).scalars, try untouched.embed(prompt).scalars, path)
+            }
+            XCTAssertFalse(model.holdsTextEncoder, "\(path): embedded prompts need no encoder")
+            XCTAssertEqual(try model.embed("a watercolor").scalars, try untouched.embed("a watercolor").scalars, path)
+            XCTAssertTrue(model.holdsTextEncoder, "\(path): a new prompt loads it again")
+        }
+    }
+
     func testStatesAreCausal() throws {
         let encoder = try CLIPTextModel(directory: encoderDirectory("sd2-tiny"))
         var ids = [Int32](repeating: 0, count: 77)

@@ -89,6 +89,25 @@ final class MemoryBudgetTests: XCTestCase {
         XCTAssertEqual(a.load(as: Int.self), 0, "nothing live: every page went back")
     }
 
+    /// Inside `keepingFreedPages` a range freed with nothing else live keeps its pages for the next allocation;
+    /// at its end, with nothing live, they go back.
+    func testLargeBufferArenaKeepsFreedPagesForTheNextPartInsideKeepingFreedPages() throws {
+        let page = 2 << 20
+        let arena = LargeBufferArena(capacity: 8 * page)
+        let kept = try arena.keepingFreedPages {
+            let a = try XCTUnwrap(arena.allocate(2 * page))
+            a.storeBytes(of: 7, as: Int.self)
+            XCTAssertTrue(arena.free(a, 2 * page))
+            let b = try XCTUnwrap(arena.allocate(3 * page))
+            XCTAssertEqual(b, a, "the freed range is reused")
+            XCTAssertEqual(b.load(as: Int.self), 7, "nothing live, yet its pages were kept")
+            XCTAssertTrue(arena.free(b, 3 * page))
+            return b
+        }
+        XCTAssertEqual(arena.allocate(page), kept)
+        XCTAssertEqual(kept.load(as: Int.self), 0, "after the scope, with nothing live, the pages went back")
+    }
+
     /// Tensors of 2 MB and more live in the engine's arena, smaller ones come from malloc.
     func testLargeTensorsLiveInTheArena() throws {
         XCTAssertTrue(LargeBufferArena.shared.contains(try Tensor(uninitializedShape: [1 << 19]).pointer))

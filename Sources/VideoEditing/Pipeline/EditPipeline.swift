@@ -73,9 +73,9 @@ public final class EditPipeline {
         self.precision = precision
         schedules = try Schedules(model: model, settings: settings)
         method = try methodType.init(MethodContext(model: model, settings: settings, schedules: schedules))
-        // Every prompt an edit embeds (COVE's DIFT uses the empty one), so the text encoder is freed before
-        // the work starts; an inversion file's own prompt, if another, is embedded when it comes.
-        try model.prepareEmbeddings([settings.prompt, settings.negativePrompt, settings.inversionPrompt, ""])
+        // The text encoder is freed before the work starts; an inversion file's own prompt, if another, is
+        // embedded when it comes.
+        try model.prepareEmbeddings(settings.promptsToEmbed)
     }
 
     /// An empty clip to append frames to.

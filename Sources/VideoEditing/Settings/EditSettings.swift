@@ -109,3 +109,10 @@ public enum EditError: Error, CustomStringConvertible, Equatable {
         }
     }
 }
+
+extension EditSettings {
+    /// Every prompt an edit embeds (COVE's DIFT uses the empty one). A model loaded for these settings embeds
+    /// them before its UNet loads (`StableDiffusionModel(path:embedding:)`), so the text encoder is never in
+    /// memory beside it.
+    public var promptsToEmbed: [String] { [prompt, negativePrompt, inversionPrompt, ""] }
+}
