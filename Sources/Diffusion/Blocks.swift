@@ -73,7 +73,10 @@ public struct ResnetBlock: Sendable {
         if let timeProjection, let branchEmbedding {
             h = try addPerChannel(h, timeProjection(branchEmbedding))
         }
-        h = try conv2(try norm2(h, silu: true))
+        // h is this call's own: normalized over itself, the branch holds at most three activations at once (x,
+        // a normalized one, a convolution's output).
+        norm2.inPlace(h, silu: true)
+        h = try conv2(h)
         if let donorRows { h = try gatherRows(h, donorRows) }
         let residual = try shortcut.map { try $0(x) } ?? x
         addInPlace(h, residual)

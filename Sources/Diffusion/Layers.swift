@@ -55,6 +55,11 @@ public struct GroupNorm: Sendable {
     public func callAsFunction(_ x: Tensor, silu: Bool = false) throws -> Tensor {
         try groupNorm(x, groups: groups, weight: weight, bias: bias, eps: eps, fusedSiLU: silu)
     }
+
+    /// Over x itself, which the caller owns and no longer needs.
+    public func inPlace(_ x: Tensor, silu: Bool = false) {
+        groupNormInPlace(x, groups: groups, weight: weight, bias: bias, eps: eps, fusedSiLU: silu)
+    }
 }
 
 public struct LayerNorm: Sendable {

@@ -7,12 +7,23 @@ import CKernels
 /// x * sigmoid(x) to the result (the UNet/VAE resnets always follow GroupNorm with SiLU).
 public func groupNorm(_ x: Tensor, groups: Int, weight: Tensor, bias: Tensor, eps: Float = 1e-5,
                       fusedSiLU: Bool = false) throws -> Tensor {
+    let out = try Tensor(uninitializedShape: x.shape)
+    groupNorm(x, into: out, groups: groups, weight: weight, bias: bias, eps: eps, fusedSiLU: fusedSiLU)
+    return out
+}
+
+/// `groupNorm` written over x itself (each group's statistics are taken before it is overwritten): for a caller
+/// that owns x and no longer needs it, one activation fewer in memory.
+public func groupNormInPlace(_ x: Tensor, groups: Int, weight: Tensor, bias: Tensor, eps: Float = 1e-5, fusedSiLU: Bool = false) {
+    groupNorm(x, into: x, groups: groups, weight: weight, bias: bias, eps: eps, fusedSiLU: fusedSiLU)
+}
+
+private func groupNorm(_ x: Tensor, into out: Tensor, groups: Int, weight: Tensor, bias: Tensor, eps: Float, fusedSiLU: Bool) {
     let n = x.shape[0], c = x.shape[1]
     precondition(c % groups == 0, "groupNorm: \(c) channels not divisible into \(groups) groups")
     precondition(weight.count == c && bias.count == c, "groupNorm: affine parameters must have \(c) entries")
     let spatial = x.count / max(n * c, 1)
     let channelsPerGroup = c / groups
-    let out = try Tensor(uninitializedShape: x.shape)
     let input = UncheckedBox(x.pointer), output = UncheckedBox(out.mutablePointer)
     let gamma = UncheckedBox(weight.pointer), beta = UncheckedBox(bias.pointer)
     let activation = fusedSiLU ? TOKENFLOW_ACTIVATION_SILU : TOKENFLOW_ACTIVATION_NONE
@@ -21,7 +32,6 @@ public func groupNorm(_ x: Tensor, groups: Int, weight: Tensor, bias: Tensor, ep
         tokenflow_group_norm(input.value + base, output.value + base, channelsPerGroup, spatial,
                              gamma.value + firstChannel, beta.value + firstChannel, eps, activation)
     }
-    return out
 }
 
 /// LayerNorm over the last dimension with weight/bias of that size.

@@ -109,6 +109,28 @@ final class UNetTests: XCTestCase {
         }
     }
 
+    /// The feed-forward runs in bands of rows (`TransformerBlock.feedForwardBandRows`): a batch whose first level
+    /// spans several bands gives each sample what it gets alone, in one band. Tolerance as above (other row
+    /// counts per product may sum in another order).
+    func testFeedForwardInBandsGivesEachSampleWhatItGetsAlone() throws {
+        let unet = try UNet(directory: tinyModelDirectory("sd2-tiny") + "/unet")
+        let contexts = try expectedOutputs("sd2-tiny").tensor("unet.encoder_hidden_states")
+        let size = 64, tokens = size * size, width = unet.config.blockOutChannels[0]
+        let bandRows = TransformerBlock.feedForwardBandRows(width: width)
+        let batch = bandRows / tokens + 2
+        XCTAssertLessThan(tokens, bandRows, "one sample alone is one band")
+        XCTAssertGreaterThan(batch * tokens, bandRows, "the batch spans two bands or more")
+        let count = batch * unet.config.inChannels * tokens
+        let samples = try Tensor(shape: [batch, unet.config.inChannels, size, size],
+                                 values: (0..<count).map { Float(sin(Double($0) * 0.37)) })
+        let prompts = (0..<batch).map { $0 % contexts.shape[0] }
+        let out = try unet(samples, timesteps: [500], context: try gatherRows(contexts, prompts))
+        for (index, prompt) in prompts.enumerated() {
+            let alone = try unet(samples.slice(index..<(index + 1)), timesteps: [500], context: contexts.slice(prompt..<(prompt + 1)))
+            assertMatches(out.slice(index..<(index + 1)), alone, tolerance: 1e-5, "sample \(index)")
+        }
+    }
+
     /// upcast_attention (true in SD 2.x 768 checkpoints) asks for fp32 attention scores; attention always
     /// runs in fp32 here, so such a model loads and gives exactly the same output. A value of the wrong
     /// type is refused.

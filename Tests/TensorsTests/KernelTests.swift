@@ -123,6 +123,9 @@ final class KernelTests: XCTestCase {
                         "groupnorm, \(path) path")
             assertClose(try groupNorm(x, groups: 8, weight: w, bias: b, eps: 1e-6, fusedSiLU: true), t("groupnorm_silu.out"),
                         tolerance: tolerance, "groupnorm + silu, \(path) path")
+            let overwritten = try x.copy()
+            groupNormInPlace(overwritten, groups: 8, weight: w, bias: b, eps: 1e-6, fusedSiLU: true)
+            assertClose(overwritten, t("groupnorm_silu.out"), tolerance: tolerance, "groupnorm + silu in place, \(path) path")
             assertClose(try layerNorm(t("layernorm.x"), weight: t("layernorm.w"), bias: t("layernorm.b")), t("layernorm.out"),
                         tolerance: tolerance, "layernorm, \(path) path")
         }
