@@ -130,6 +130,7 @@ public final class StableDiffusionModel: @unchecked Sendable {
     private static func loadParts(textEncoder load: () throws -> CLIPTextModel, embedding prompts: [String], tokenizer: CLIPTokenizer,
                                   unet: () throws -> UNet, vae: () throws -> AutoencoderKL) throws -> Parts {
         try LargeBufferArena.shared.keepingFreedPages {
+            // In a scope of its own, so the encoder (unless kept) is freed before `unet()` allocates.
             let (config, kept, embeddings) = try {
                 let encoder = try load()
                 var embeddings: [String: Tensor] = [:]
@@ -161,9 +162,13 @@ public final class StableDiffusionModel: @unchecked Sendable {
     /// Embeds `prompts` (kept for `embed`), then frees the text encoder: an edit calls this before its work.
     public func prepareEmbeddings(_ prompts: [String]) throws {
         for prompt in prompts { _ = try embed(prompt) }
-        textEncoder.withLock { $0 = nil }
-        // Its pages go back to the system now; kept for reuse, they would stay on top of the edit's peak.
-        TensorStorage.releaseFreedPages()
+        let freed = textEncoder.withLock { encoder in
+            defer { encoder = nil }
+            return encoder != nil
+        }
+        // Its pages go back to the system now; kept for reuse, they would stay on top of the edit's peak. (A model
+        // loaded for these prompts held no encoder: nothing to give back, and another clip's kept pages stay.)
+        if freed { TensorStorage.releaseFreedPages() }
     }
 
     /// Runs `body` with the text encoder, loading it again if it was freed (outside any run's memory budget:

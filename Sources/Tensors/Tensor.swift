@@ -236,8 +236,7 @@ public final class LargeBufferArena: Sendable {
                 state.free.remove(at: index)
             }
             state.free.insert((offset, length), at: index)
-            // Nothing live (a model unloaded after its last clip): every page goes back to the system.
-            if state.holds == 0, state.nothingLive { returnFreePages(&state) }
+            returnPagesIfIdle(&state)
         }
         return true
     }
@@ -249,7 +248,7 @@ public final class LargeBufferArena: Sendable {
         defer {
             state.withLock { state in
                 state.holds -= 1
-                if state.holds == 0, state.nothingLive { returnFreePages(&state) }
+                returnPagesIfIdle(&state)
             }
         }
         return try body()
@@ -259,6 +258,12 @@ public final class LargeBufferArena: Sendable {
     public func release() {
         guard capacity > 0 else { return }
         state.withLock { returnFreePages(&$0) }
+    }
+
+    /// Nothing live (a model unloaded after its last clip) and no `keepingFreedPages` under way: every page goes
+    /// back to the system.
+    private func returnPagesIfIdle(_ state: inout State) {
+        if state.holds == 0, state.nothingLive { returnFreePages(&state) }
     }
 
     private func returnFreePages(_ state: inout State) {
